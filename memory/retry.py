@@ -1,0 +1,162 @@
+"""The retry policy for SQLite writes, and the transaction that applies it."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import apsw
+import attrs
+
+from pipeline.errors import StorageUnavailable
+
+T = TypeVar("T")
+
+#: Error classes worth another attempt: the database is busy or locked, or the
+#: disk had a transient I/O error. Anything else (full disk, corruption,
+#: constraint violations) would fail the same way again.
+RETRYABLE: tuple[type[BaseException], ...] = (apsw.BusyError, apsw.LockedError, apsw.IOError)
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name}: must be positive, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How long a write keeps trying when SQLite is busy or failing.
+
+    Each attempt waits up to ``busy_timeout`` seconds for the write lock inside
+    SQLite; between attempts the policy sleeps an exponential backoff from
+    ``initial_backoff`` to ``max_backoff``, with full jitter. It gives up after
+    ``max_attempts`` or once ``deadline`` seconds have passed since the first.
+    """
+
+    max_attempts: int = attrs.field(default=8, validator=_positive)
+    initial_backoff: float = attrs.field(default=0.01, validator=_positive)
+    max_backoff: float = attrs.field(default=0.5, validator=_positive)
+    deadline: float = attrs.field(default=10.0, validator=_positive)
+    busy_timeout: float = attrs.field(default=2.0, validator=_positive)
+    jitter: bool = True
+
+    def backoff(self, attempt: int) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling) if self.jitter else ceiling
+
+    @property
+    def busy_timeout_ms(self) -> int:
+        return int(min(self.busy_timeout, self.deadline) * 1000)
+
+    def call(self, conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run a read (or any idempotent call) under this policy."""
+        try:
+            return fn(conn)
+        except RETRYABLE as e:
+            return _Retry(self, conn).until_done(e, lambda: fn(conn))
+
+
+class _Retry:
+    """The retry loop shared by reads and write transactions."""
+
+    __slots__ = ("attempts", "conn", "policy", "started")
+
+    def __init__(self, policy: RetryPolicy, conn: apsw.Connection, started: float | None = None):
+        self.policy = policy
+        self.conn = conn
+        self.started = time.monotonic() if started is None else started
+        self.attempts = 1
+
+    def until_done(self, error: BaseException, attempt: Callable[[], T]) -> T:
+        policy = self.policy
+        while True:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            remaining = self.started + policy.deadline - time.monotonic()
+            pause = policy.backoff(self.attempts)
+            if self.attempts >= policy.max_attempts or remaining <= pause:
+                raise StorageUnavailable(
+                    f"storage unavailable after {self.attempts} attempt(s) in"
+                    f" {time.monotonic() - self.started:.2f}s: {error}",
+                    attempts=self.attempts,
+                    last_cause=error,
+                ) from error
+            time.sleep(pause)
+            self.attempts += 1
+            budget = self.started + policy.deadline - time.monotonic()
+            self.conn.set_busy_timeout(int(max(1.0, min(policy.busy_timeout, budget) * 1000)))
+            try:
+                return attempt()
+            except RETRYABLE as e:
+                error = e
+            finally:
+                self.conn.set_busy_timeout(policy.busy_timeout_ms)
+
+
+class Transaction:
+    """One ``BEGIN IMMEDIATE`` transaction that survives busy and I/O errors.
+
+    Every write runs through :meth:`run`, which keeps it in a journal. When an
+    attempt fails with a retryable error the transaction is rolled back and the
+    whole journal replayed in a fresh one, so a multi-op unit of work commits
+    all of its ops or none. Writes must be deterministic (ids and timestamps are
+    fixed before the first attempt) for the replay to write the same rows.
+    """
+
+    __slots__ = ("_conn", "_failed", "_journal", "_policy", "_started")
+
+    def __init__(self, conn: apsw.Connection, policy: RetryPolicy) -> None:
+        self._conn = conn
+        self._policy = policy
+        self._journal: list[Callable[[apsw.Connection], Any]] = []
+        self._started = time.monotonic()
+        self._failed = False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except RETRYABLE as e:
+            self._retry(e, commit=False)
+
+    def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Apply ``fn(conn)`` inside the transaction and return what it returns."""
+        self._journal.append(fn)
+        try:
+            return fn(self._conn)
+        except RETRYABLE as e:
+            result: T = self._retry(e, commit=False)
+            return result
+        except apsw.Error:
+            # A statement failed part-way through the op: never commit what it left.
+            self._failed = True
+            raise
+
+    def commit(self) -> None:
+        if self._failed:
+            self.rollback()
+            raise StorageUnavailable(
+                "transaction not committed: an earlier write in it failed",
+                attempts=1,
+                last_cause=None,
+            )
+        try:
+            self._conn.execute("COMMIT")
+        except RETRYABLE as e:
+            self._retry(e, commit=True)
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _retry(self, error: BaseException, *, commit: bool) -> Any:
+        def replay() -> Any:
+            self._conn.execute("BEGIN IMMEDIATE")
+            result = None
+            for fn in self._journal:
+                result = fn(self._conn)
+            if commit:
+                self._conn.execute("COMMIT")
+            return result
+
+        return _Retry(self._policy, self._conn, self._started).until_done(error, replay)

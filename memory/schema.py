@@ -1,0 +1,168 @@
+"""The database schema, its version record, and the check that refuses foreign files."""
+
+from __future__ import annotations
+
+import apsw
+
+from pipeline.errors import IncompatibleStore
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x414E4348  # "ANCH": marks the file as Anchorline's in its header
+
+_ROLES = "'user', 'assistant', 'system', 'tool'"
+
+_ENQUEUE = """
+    INSERT INTO index_outbox (message_id, action, enqueued_at)
+    VALUES ({id}, '{action}', CAST(unixepoch('subsec') * 1000 AS INTEGER))
+    ON CONFLICT (message_id) DO UPDATE SET
+        action = {merge}, enqueued_at = excluded.enqueued_at, seq = seq + 1,
+        attempts = 0, last_error = NULL, next_attempt_at = 0;"""
+
+SCHEMA = f"""
+CREATE TABLE anchorline_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_message_at INTEGER
+);
+
+CREATE TABLE messages (
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL
+        REFERENCES conversations (id) DEFERRABLE INITIALLY DEFERRED,
+    role TEXT NOT NULL CHECK (role IN ({_ROLES})),
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('reserved', 'complete')),
+    client_message_id TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
+
+CREATE TABLE index_outbox (
+    message_id TEXT PRIMARY KEY,
+    action TEXT NOT NULL CHECK (action IN ('upsert', 'payload', 'delete')),
+    enqueued_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+# Intents to index are written by triggers, so they commit with the message
+# write whatever wrote it: the terminal, a direct CRUD call, another process.
+# They are created when indexing is first switched on for the file, so a
+# database without an index pays nothing for them.
+INDEX_TRIGGERS = f"""
+CREATE TRIGGER index_on_insert AFTER INSERT ON messages
+WHEN NEW.status = 'complete'
+BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'")}
+END;
+
+CREATE TRIGGER index_on_content AFTER UPDATE OF content, status ON messages
+WHEN NEW.status = 'complete' AND (OLD.content IS NOT NEW.content OR OLD.status IS NOT NEW.status)
+BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'")}
+END;
+
+CREATE TRIGGER index_on_metadata AFTER UPDATE OF metadata ON messages
+WHEN NEW.status = 'complete' AND OLD.status = 'complete' AND OLD.content IS NEW.content
+    AND OLD.metadata IS NOT NEW.metadata
+BEGIN {
+    _ENQUEUE.format(
+        id="NEW.id",
+        action="payload",
+        merge="CASE WHEN action = 'upsert' THEN 'upsert' ELSE 'payload' END",
+    )
+}
+END;
+
+CREATE TRIGGER index_on_delete AFTER DELETE ON messages
+WHEN OLD.status = 'complete'
+BEGIN {_ENQUEUE.format(id="OLD.id", action="delete", merge="'delete'")}
+END;
+"""
+
+
+def _tables(conn: apsw.Connection, where: str) -> set[str]:
+    try:
+        return {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    except apsw.NotADBError:
+        raise IncompatibleStore(f"{where} is not a SQLite database") from None
+
+
+def _check_version(conn: apsw.Connection, where: str) -> None:
+    row = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise IncompatibleStore(
+            f"{where} has schema version {version}; this Anchorline reads up to {SCHEMA_VERSION}:"
+            " upgrade anchorline"
+        )
+    if version < 1:
+        raise IncompatibleStore(f"{where} has an Anchorline table but no schema version")
+
+
+def ensure_schema(conn: apsw.Connection, where: str) -> None:
+    """Create the schema in a new or empty file, or check the one that is there.
+
+    Runs before any pragma that writes, so a file that is not Anchorline's is
+    refused with :class:`IncompatibleStore` and left byte-for-byte unchanged.
+    """
+    tables = _tables(conn, where)
+    if "anchorline_meta" in tables:
+        _check_version(conn, where)
+        return
+    if tables:
+        names = ", ".join(sorted(tables)[:5])
+        raise IncompatibleStore(
+            f"{where} is a SQLite database but not an Anchorline one (its tables: {names})"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have initialised the file while we waited for the lock.
+        if "anchorline_meta" not in _tables(conn, where):
+            conn.execute(SCHEMA)
+            conn.execute(
+                "INSERT INTO anchorline_meta VALUES"
+                " ('schema_version', ?), ('application', 'anchorline')",
+                (str(SCHEMA_VERSION),),
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    _check_version(conn, where)
+
+
+def enable_index(conn: apsw.Connection) -> None:
+    """Switch on the index triggers, queueing every complete message written so far."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM anchorline_meta WHERE key = 'index_enabled'").fetchone():
+            conn.execute("COMMIT")
+            return
+        conn.execute("INSERT INTO anchorline_meta VALUES ('index_enabled', '1')")
+        conn.execute(INDEX_TRIGGERS)
+        conn.execute(
+            """INSERT OR IGNORE INTO index_outbox (message_id, action, enqueued_at)
+               SELECT id, 'upsert', updated_at FROM messages WHERE status = 'complete'"""
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

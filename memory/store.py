@@ -1,0 +1,75 @@
+"""A SQLite database file as the terminal sees it: one connection, one writer at a time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import apsw
+
+from .connection import connect
+from .retry import RetryPolicy, Transaction
+
+T = TypeVar("T")
+
+
+class LockedTransaction(Transaction):
+    """A :class:`Transaction` that holds the store's thread lock until it ends."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, conn: apsw.Connection, policy: RetryPolicy, lock: threading.RLock) -> None:
+        lock.acquire()
+        self._lock: threading.RLock | None = lock
+        try:
+            super().__init__(conn, policy)
+        except BaseException:
+            self._release()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class SQLiteStore:
+    """The database at ``path``, opened with the retry ``policy``.
+
+    The connection is shared by the threads of one pipeline, so a lock keeps
+    one transaction (or read) on it at a time.
+    """
+
+    def __init__(self, path: str, policy: RetryPolicy | None = None, *, vfs: str | None = None):
+        self.path = path
+        self.policy = policy or RetryPolicy()
+        self.vfs = vfs
+        self.conn = connect(path, busy_timeout_ms=self.policy.busy_timeout_ms, vfs=vfs)
+        # Re-entrant, so a nested write on the same thread fails with SQLite's
+        # "transaction within a transaction" instead of deadlocking.
+        self._lock = threading.RLock()
+
+    def begin(self) -> Transaction:
+        """Start a write transaction; commit or roll it back to let others in."""
+        return LockedTransaction(self.conn, self.policy, self._lock)
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        with self._lock:
+            return self.policy.call(self.conn, fn)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()

@@ -1,0 +1,69 @@
+"""Anchorline: one write path for an agent loop's conversation messages."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from memory.retry import RetryPolicy
+
+from .context import Context, UnitOfWork
+from .embedding import Embedder
+from .errors import (
+    AnchorlineError,
+    Conflict,
+    IncompatibleStore,
+    InvalidOp,
+    MessageNotFound,
+    PluginError,
+    StorageUnavailable,
+)
+from .hookspecs import hookimpl, hookspec
+from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from .parsing import dump_op, parse_op
+from .results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Message,
+    PersistResult,
+    Reserved,
+    Updated,
+)
+from .runner import Pipeline, PipelineClosed
+
+try:
+    __version__ = version("anchorline")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Add",
+    "Added",
+    "AnchorlineError",
+    "Conflict",
+    "ContentUpdated",
+    "Context",
+    "Delete",
+    "Deleted",
+    "Embedder",
+    "IncompatibleStore",
+    "InvalidOp",
+    "Message",
+    "MessageNotFound",
+    "PersistOp",
+    "PersistResult",
+    "Pipeline",
+    "PipelineClosed",
+    "PluginError",
+    "Reserve",
+    "Reserved",
+    "RetryPolicy",
+    "StorageUnavailable",
+    "UnitOfWork",
+    "Update",
+    "UpdateContent",
+    "Updated",
+    "__version__",
+    "dump_op",
+    "hookimpl",
+    "hookspec",
+    "parse_op",
+]

@@ -1,0 +1,220 @@
+"""The ``anchorline`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import AnchorlineError, InvalidOp
+from .ids import new_message_id
+from .ops import Add, PersistOp, Reserve, UpdateContent
+from .parsing import parse_op
+from .results import Message
+from .runner import Pipeline
+
+DB_ENV = "ANCHORLINE_DB"
+DEFAULT_DB = "anchorline.db"
+
+out = Console(highlight=False)
+
+
+class CLIError(Exception):
+    """A problem to report on one line, with the exit status to use."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see anchorline --help)", status=2)
+
+
+def _text(message: Message) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = [b.get("text", f"[{b.get('type')}]") for b in message.content]
+    return "".join(str(p) for p in parts) or "(empty)"
+
+
+def _print_conversation(messages: Sequence[Message]) -> None:
+    table = Table(show_lines=False, expand=False)
+    table.add_column("role")
+    table.add_column("status")
+    table.add_column("id", no_wrap=True)
+    table.add_column("content", overflow="fold")
+    for m in messages:
+        table.add_row(m.role, m.status, m.id, _text(m))
+    out.print(table)
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Play one agent turn: the user's message, then a streamed assistant answer."""
+    conversation_id = f"demo-{new_message_id()}"
+    out.print(f"[bold]conversation[/] {conversation_id}")
+    question = "What is a good name for a message store that never loses a token?"
+    pipeline.persist(Add(conversation_id=conversation_id, role="user", content=question))
+    out.print(f"[cyan]user[/]      {question}")
+    reserved = pipeline.persist(Reserve(conversation_id=conversation_id, role="assistant"))
+    message_id = reserved.message.id
+    out.print(f"[magenta]assistant[/] reserved message id {message_id} before the first token")
+    answer = ""
+    for chunk in ("Anchorline: ", "every streamed token ", "is anchored ", "to a stable id."):
+        answer += chunk
+        pipeline.persist(
+            UpdateContent(
+                message_id=message_id, content=[{"type": "text", "text": answer}], final=False
+            )
+        )
+        out.print(f"[magenta]assistant[/] partial flush: {answer!r}")
+        time.sleep(0.05)
+    pipeline.persist(
+        UpdateContent(message_id=message_id, content=[{"type": "text", "text": answer}])
+    )
+    out.print("[magenta]assistant[/] final content written")
+    _print_conversation(pipeline.messages(conversation_id))
+    return 0
+
+
+def cmd_show(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Print one conversation's messages."""
+    messages = pipeline.messages(args.conversation_id)
+    if not messages:
+        raise CLIError(f"no messages in conversation {args.conversation_id!r}")
+    _print_conversation(messages)
+    return 0
+
+
+def _read_ops(stream: IO[str]) -> tuple[list[tuple[int, PersistOp]], list[tuple[int, str]]]:
+    ops: list[tuple[int, PersistOp]] = []
+    invalid: list[tuple[int, str]] = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            invalid.append((number, f"not JSON: {e.msg} at column {e.colno}"))
+            continue
+        try:
+            ops.append((number, parse_op(data)))
+        except InvalidOp as e:
+            invalid.append((number, str(e)))
+    return ops, invalid
+
+
+def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Apply JSON lines of ops; report each bad line as ``line N: reason``."""
+    if args.file == "-":
+        ops, invalid = _read_ops(sys.stdin)
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                ops, invalid = _read_ops(f)
+        except OSError as e:
+            raise CLIError(f"cannot read {args.file}: {e.strerror}") from None
+    applied = 0
+    if args.atomic:
+        if not invalid:
+            try:
+                pipeline.persist_many([op for _, op in ops])
+                applied = len(ops)
+            except AnchorlineError as e:
+                line = ops[e.op_index or 0][0]
+                invalid.append((line, str(e)))
+    else:
+        for number, op in ops:
+            try:
+                pipeline.persist(op)
+                applied += 1
+            except AnchorlineError as e:
+                invalid.append((number, str(e)))
+    for number, reason in sorted(invalid):
+        print(f"line {number}: {reason}", file=sys.stderr)
+    note = " (--atomic: nothing applied)" if args.atomic and invalid else ""
+    out.print(f"applied {applied}, invalid {len(invalid)}{note}")
+    return 1 if invalid else 0
+
+
+def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """List the registered plugins and, per hook, the order its implementations run in."""
+    pm = pipeline.plugin_manager
+    table = Table(title="plugins")
+    table.add_column("name")
+    table.add_column("plugin", overflow="fold")
+    for name, plugin in pm.list_name_plugin():
+        table.add_row(name, repr(plugin))
+    out.print(table)
+    hooks = Table(title="hooks (implementations in call order)")
+    hooks.add_column("hook")
+    hooks.add_column("implementations", overflow="fold")
+    for hook_name in sorted(pm.hook.__dict__):
+        caller = getattr(pm.hook, hook_name)
+        impls = []
+        for impl in reversed(caller.get_hookimpls()):
+            flags = [f for f in _IMPL_FLAGS if getattr(impl, f)]
+            impls.append(impl.plugin_name + (f" ({', '.join(flags)})" if flags else ""))
+        hooks.add_row(hook_name, " → ".join(impls) or "-")
+    out.print(hooks)
+    return 0
+
+
+_IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
+
+Command = Callable[[Pipeline, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="anchorline", description=__doc__)
+    parser.add_argument(
+        "--db",
+        default=os.environ.get(DB_ENV, DEFAULT_DB),
+        help=f"database file (default: ${DB_ENV} or ./{DEFAULT_DB})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, fn: Command, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__, **kwargs)
+        p.set_defaults(func=fn)
+        return p
+
+    add("demo", cmd_demo)
+    add("show", cmd_show).add_argument("conversation_id")
+    ingest = add("ingest", cmd_ingest)
+    ingest.add_argument("file", help="a file of JSON lines, or - for standard input")
+    ingest.add_argument("--atomic", action="store_true", help="apply all lines or none")
+    add("plugins", cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        with Pipeline.open(args.db) as pipeline:
+            status: int = args.func(pipeline, args)
+        return status
+    except CLIError as e:
+        print(f"anchorline: error: {e}", file=sys.stderr)
+        return e.status
+    except (AnchorlineError, OSError) as e:
+        print(f"anchorline: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("anchorline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

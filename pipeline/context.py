@@ -1,0 +1,79 @@
+"""The context every hook receives, and the unit of work a write commits in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from .runner import Pipeline
+
+log = logging.getLogger("anchorline")
+
+
+class Participant(Protocol):
+    """A store's share of a unit of work: whatever it wrote, it commits or rolls back."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+P = TypeVar("P", bound=Participant)
+
+
+class UnitOfWork:
+    """The writes of one ``persist`` or ``persist_many`` call.
+
+    A store joins it on its first write and gets the same participant back for
+    the rest of the call. The runner commits only after the whole hook chain has
+    returned, so a wrapper that raises after the terminal still leaves nothing
+    behind.
+    """
+
+    __slots__ = ("_participants",)
+
+    def __init__(self) -> None:
+        self._participants: dict[Hashable, Participant] = {}
+
+    def join(self, key: Hashable, begin: Callable[[], P]) -> P:
+        """The participant registered under ``key``, calling ``begin()`` to make it if new."""
+        participant = self._participants.get(key)
+        if participant is None:
+            participant = self._participants[key] = begin()
+        return participant  # type: ignore[return-value]
+
+    def commit(self) -> None:
+        participants = list(self._participants.values())
+        self._participants.clear()
+        for i, participant in enumerate(participants):
+            try:
+                participant.commit()
+            except BaseException:
+                for rest in participants[i + 1 :]:
+                    rest.rollback()
+                raise
+
+    def rollback(self) -> None:
+        participants = list(self._participants.values())
+        self._participants.clear()
+        for participant in participants:
+            try:
+                participant.rollback()
+            except Exception:
+                log.exception("rollback failed in %r", participant)
+
+
+@attrs.define(slots=True)
+class Context:
+    """What a hook implementation gets besides its own arguments.
+
+    ``pipeline`` is the running :class:`~pipeline.Pipeline`; ``unit`` is the
+    call's :class:`UnitOfWork`, or ``None`` outside a write.
+    """
+
+    pipeline: Pipeline
+    unit: UnitOfWork | None = None

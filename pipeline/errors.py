@@ -1,0 +1,51 @@
+"""Every error Anchorline raises derives from :class:`AnchorlineError`
+and from the builtin it resembles, so callers can catch either."""
+
+from __future__ import annotations
+
+
+class AnchorlineError(Exception):
+    """Base class of every error raised by Anchorline.
+
+    ``op_index`` is set by ``Pipeline.persist_many`` to the position of the op
+    that failed; it is ``None`` otherwise.
+    """
+
+    op_index: int | None = None
+
+
+class InvalidOp(AnchorlineError, ValueError):
+    """An op, or a value inside it, is malformed. The message names the field."""
+
+
+class MessageNotFound(AnchorlineError, LookupError):
+    """The op targets a message id that is not stored."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"message_id: no message with id {message_id!r}")
+        self.message_id = message_id
+
+
+class Conflict(AnchorlineError, ValueError):
+    """The op contradicts what is stored, e.g. a reused message id."""
+
+
+class StorageUnavailable(AnchorlineError, OSError):
+    """The store stayed busy or failing until the retry policy gave up.
+
+    Nothing of the op was written. ``attempts`` is how many times it was tried
+    and ``last_cause`` the error of the final attempt.
+    """
+
+    def __init__(self, message: str, *, attempts: int, last_cause: BaseException | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_cause = last_cause
+
+
+class IncompatibleStore(AnchorlineError):
+    """The file is not an Anchorline database, or its schema is newer than this code."""
+
+
+class PluginError(AnchorlineError, TypeError):
+    """A plugin returned something that is not a valid result for the hook and op."""

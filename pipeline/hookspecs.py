@@ -1,0 +1,137 @@
+"""Every hook Anchorline calls, with the markers plugins use.
+
+A plugin is any object or module with functions decorated by :data:`hookimpl`
+and named after a hook below. See ``docs/hooks.md`` for an example of each.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .embedding import Embedder
+    from .ops import PersistOp
+    from .results import Message, PersistResult
+
+PROJECT = "anchorline"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- write path -------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def persist(op: PersistOp, context: Context) -> PersistResult | None:
+    """Apply one write op.
+
+    :param op: the op to apply (``Add``, ``Reserve``, ``UpdateContent``, ``Update``
+        or ``Delete``).
+    :param context: the call's :class:`~pipeline.context.Context`; a store that
+        wants to commit with the rest of the call joins ``context.unit``.
+
+    Return the result whose ``kind`` matches the op to answer it: the chain
+    stops there and the default terminal (registered as ``"terminal"``,
+    ``trylast``) never runs. Return ``None`` to pass the op on. A
+    ``wrapper=True`` implementation sees the op before and the result, or the
+    exception, after its ``yield``; raising from it fails the op and rolls the
+    write back. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def after_persist(op: PersistOp, result: PersistResult, context: Context) -> None:
+    """Called once ``op`` is durable, for side effects such as indexing or metrics.
+
+    :param op: the op that was applied.
+    :param result: what the ``persist`` chain returned for it.
+    :param context: the call's context.
+
+    The return value is ignored. An exception is logged and does not fail the
+    op, nor stop the other implementations. Wrappers are not supported here.
+    """
+
+
+# --- reads ------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def get_message(message_id: str, context: Context) -> Message | None:
+    """Read one message.
+
+    :param message_id: the id to look up.
+    :param context: the call's context.
+
+    Return the :class:`~pipeline.results.Message` to answer the read; ``None``
+    passes it on, and ``None`` from every implementation means "not found".
+    Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def list_messages(
+    conversation_id: str, limit: int | None, context: Context
+) -> list[Message] | None:
+    """Read a conversation's messages, oldest first.
+
+    :param conversation_id: the conversation to read.
+    :param limit: if not ``None``, only the most recent ``limit`` messages.
+    :param context: the call's context.
+
+    Return the list (possibly empty) to answer the read; ``None`` passes it on.
+    Stops at the first non-None result.
+    """
+
+
+# --- indexing ---------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def index_text(message: Message, context: Context) -> str | None:
+    """Extract the text of a complete message to embed.
+
+    :param message: a message whose status is ``complete``.
+    :param context: the call's context.
+
+    Return the text; an empty string means "do not index this message". The
+    default implementation (``trylast``) joins string content and ``text``
+    blocks. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def embedder(context: Context) -> Embedder | None:
+    """Provide the embedder that turns texts into vectors for the index.
+
+    :param context: the pipeline's context.
+
+    Return an :class:`~pipeline.embedding.Embedder` (``name``, ``dimension``
+    and ``embed(texts)``). The default (``trylast``) is an offline
+    feature-hashing embedder. Stops at the first non-None result.
+    """
+
+
+# --- lifecycle --------------------------------------------------------------
+
+
+@hookspec
+def pipeline_opened(context: Context) -> None:
+    """Called once the pipeline is built and its plugins are registered.
+
+    :param context: the pipeline's context; ``context.pipeline`` is ready for use.
+
+    The return value is ignored. Raising fails ``Pipeline.open``.
+    """
+
+
+@hookspec
+def pipeline_closing(context: Context) -> None:
+    """Called by ``Pipeline.close()`` before the stores are closed.
+
+    :param context: the pipeline's context.
+
+    The return value is ignored. Every implementation runs; errors are logged.
+    """

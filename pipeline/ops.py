@@ -1,0 +1,209 @@
+"""The five write ops: frozen, keyword-only attrs classes tagged by ``kind``.
+
+An op is validated when it is built, so an op that exists is well formed:
+ids are non-empty strings, ``role`` is known, and ``content`` and ``metadata``
+are plain JSON that will read back equal to what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+import attrs
+
+from .errors import InvalidOp
+
+ROLES: Final = frozenset({"user", "assistant", "system", "tool"})
+MAX_ID_LENGTH: Final = 256
+MAX_JSON_DEPTH: Final = 64
+
+Content: TypeAlias = str | list[dict[str, Any]]
+Metadata: TypeAlias = dict[str, Any]
+
+# One encoder, built once: json.dumps with non-default arguments builds a new
+# encoder on every call, which shows on the write path.
+encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+class _NotJSON(Exception):
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _walk_json(value: object, depth: int) -> None:
+    if isinstance(value, str | bool | int) or value is None:
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotJSON(f"{value!r} is not allowed in JSON")
+        return
+    if depth >= MAX_JSON_DEPTH:
+        raise _NotJSON(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if type(value) is list:
+        for i, item in enumerate(value):
+            try:
+                _walk_json(item, depth + 1)
+            except _NotJSON as e:
+                e.path.append(f"[{i}]")
+                raise
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotJSON(f"key {key!r} is not a string")
+            try:
+                _walk_json(item, depth + 1)
+            except _NotJSON as e:
+                e.path.append(f"[{key!r}]")
+                raise
+        return
+    raise _NotJSON(
+        f"a {type(value).__name__} is not JSON (use str, int, float, bool, None, list, dict)"
+    )
+
+
+def check_json(field: str, value: object) -> str:
+    """Check that ``value`` is plain JSON and return its compact encoding."""
+    try:
+        _walk_json(value, 0)
+    except _NotJSON as e:
+        where = field + "".join(reversed(e.path))
+        raise InvalidOp(f"{where}: {e.problem}") from None
+    return encode_json(value)
+
+
+def _check_id(field: str, value: object) -> None:
+    if type(value) is not str:
+        raise InvalidOp(f"{field}: must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidOp(f"{field}: must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidOp(f"{field}: longer than {MAX_ID_LENGTH} characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidOp(f"{field}: contains a lone surrogate, not valid text") from None
+
+
+def _valid_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_id(attribute.name, value)
+
+
+def _valid_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_id(attribute.name, value)
+
+
+def _valid_role(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ROLES:
+        raise InvalidOp(f"role: must be one of {', '.join(sorted(ROLES))}; got {value!r}")
+
+
+def _valid_final(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not bool:
+        raise InvalidOp(f"final: must be true or false, got {type(value).__name__}")
+
+
+def _content_json(value: object) -> str:
+    if isinstance(value, str):
+        return encode_json(value)
+    if type(value) is not list:
+        raise InvalidOp(
+            f"content: must be a string or a list of content blocks, got {type(value).__name__}"
+        )
+    for i, block in enumerate(value):
+        if type(block) is not dict or not isinstance(block.get("type"), str):
+            raise InvalidOp(f"content[{i}]: a content block is a dict with a string 'type'")
+    return check_json("content", value)
+
+
+def _metadata_json(value: object) -> str:
+    if type(value) is not dict:
+        raise InvalidOp(f"metadata: must be a dict, got {type(value).__name__}")
+    if not value:
+        return "{}"
+    return check_json("metadata", value)
+
+
+# The encoded JSON is kept on the op (excluded from init, eq, repr and dumps):
+# validating needs the encoding anyway, and the store writes it as is.
+def _cache(op: object, name: str, text: str) -> None:
+    object.__setattr__(op, name, text)
+
+
+@attrs.frozen(kw_only=True)
+class Add:
+    """Write a complete message."""
+
+    kind: ClassVar[Literal["add"]] = "add"
+    conversation_id: str = attrs.field(validator=_valid_id)
+    role: str = attrs.field(validator=_valid_role)
+    content: Content
+    metadata: Metadata = attrs.field(factory=dict)
+    message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    client_message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    content_json: str = attrs.field(init=False, eq=False, repr=False)
+    metadata_json: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        _cache(self, "content_json", _content_json(self.content))
+        _cache(self, "metadata_json", _metadata_json(self.metadata))
+
+
+@attrs.frozen(kw_only=True)
+class Reserve:
+    """Write an empty placeholder (content ``[]``, status ``reserved``) to get an id early."""
+
+    kind: ClassVar[Literal["reserve"]] = "reserve"
+    conversation_id: str = attrs.field(validator=_valid_id)
+    role: str = attrs.field(validator=_valid_role)
+    metadata: Metadata = attrs.field(factory=dict)
+    message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    client_message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    metadata_json: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        _cache(self, "metadata_json", _metadata_json(self.metadata))
+
+
+@attrs.frozen(kw_only=True)
+class UpdateContent:
+    """Replace a message's content; ``final=False`` is a partial flush of a stream."""
+
+    kind: ClassVar[Literal["update_content"]] = "update_content"
+    message_id: str = attrs.field(validator=_valid_id)
+    content: Content
+    final: bool = attrs.field(default=True, validator=_valid_final)
+    content_json: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        _cache(self, "content_json", _content_json(self.content))
+
+
+@attrs.frozen(kw_only=True)
+class Update:
+    """Shallow-merge ``metadata`` into the stored metadata."""
+
+    kind: ClassVar[Literal["update"]] = "update"
+    message_id: str = attrs.field(validator=_valid_id)
+    metadata: Metadata
+    metadata_json: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        _cache(self, "metadata_json", _metadata_json(self.metadata))
+
+
+@attrs.frozen(kw_only=True)
+class Delete:
+    """Delete a message. Deleting an unknown id is not an error."""
+
+    kind: ClassVar[Literal["delete"]] = "delete"
+    message_id: str = attrs.field(validator=_valid_id)
+
+
+PersistOp: TypeAlias = Add | Reserve | UpdateContent | Update | Delete
+OP_TYPES: Final[tuple[type[PersistOp], ...]] = (Add, Reserve, UpdateContent, Update, Delete)

@@ -1,0 +1,80 @@
+"""What a write returns: one result class per op, each carrying the op's ``kind``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+import attrs
+
+from .ops import Add, Content, Delete, PersistOp, Reserve, Update, UpdateContent
+
+Status: TypeAlias = Literal["reserved", "complete"]
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """A stored message. Timestamps are integer milliseconds since the epoch."""
+
+    id: str
+    conversation_id: str
+    role: str
+    content: Content
+    metadata: dict[str, Any]
+    status: Status
+    created_at: int
+    updated_at: int
+    client_message_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Added:
+    """Result of :class:`~pipeline.ops.Add`. ``deduplicated`` means nothing new was written."""
+
+    kind: ClassVar[Literal["add"]] = "add"
+    message: Message
+    deduplicated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Reserved:
+    """Result of :class:`~pipeline.ops.Reserve`. ``deduplicated`` means nothing new was written."""
+
+    kind: ClassVar[Literal["reserve"]] = "reserve"
+    message: Message
+    deduplicated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ContentUpdated:
+    """Result of :class:`~pipeline.ops.UpdateContent`."""
+
+    kind: ClassVar[Literal["update_content"]] = "update_content"
+    message: Message
+
+
+@attrs.frozen(kw_only=True)
+class Updated:
+    """Result of :class:`~pipeline.ops.Update`, with the merged metadata."""
+
+    kind: ClassVar[Literal["update"]] = "update"
+    message: Message
+
+
+@attrs.frozen(kw_only=True)
+class Deleted:
+    """Result of :class:`~pipeline.ops.Delete`; ``existed`` is false for an unknown id."""
+
+    kind: ClassVar[Literal["delete"]] = "delete"
+    message_id: str
+    existed: bool
+
+
+PersistResult: TypeAlias = Added | Reserved | ContentUpdated | Updated | Deleted
+
+RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {
+    Add: Added,
+    Reserve: Reserved,
+    UpdateContent: ContentUpdated,
+    Update: Updated,
+    Delete: Deleted,
+}

@@ -1,0 +1,255 @@
+"""The runner: ``Pipeline`` sends each op through the hook chain and commits it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, overload
+
+import pluggy
+
+from .context import Context, UnitOfWork
+from .errors import AnchorlineError, InvalidOp, PluginError
+from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from .parsing import parse_op
+from .plugin_manager import create_plugin_manager, register_plugins
+from .results import (
+    RESULT_FOR,
+    Added,
+    ContentUpdated,
+    Deleted,
+    Message,
+    PersistResult,
+    Reserved,
+    Updated,
+)
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from memory.retry import RetryPolicy
+
+    from .embedding import Embedder
+
+log = logging.getLogger("anchorline")
+
+
+class PipelineClosed(AnchorlineError, RuntimeError):
+    """The pipeline was used after ``close()``."""
+
+
+def _as_op(op: PersistOp | Mapping[str, Any]) -> PersistOp:
+    if type(op) in RESULT_FOR:
+        return op  # type: ignore[return-value]
+    if isinstance(op, Mapping):
+        return parse_op(dict(op))
+    raise InvalidOp(f"op: expected an op or a dict with a 'kind', got {type(op).__name__}")
+
+
+def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
+    """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`."""
+    expected = RESULT_FOR[type(op)]
+    if not isinstance(result, expected):
+        if result is None:
+            raise PluginError(
+                f"{hook}: no plugin returned a result for {op.kind} op {op!r}"
+                " (is a terminal registered?)"
+            )
+        raise PluginError(
+            f"{hook}: a plugin returned {type(result).__name__}"
+            f" (kind {getattr(result, 'kind', None)!r}) for {op.kind} op {op!r};"
+            f" expected {expected.__name__}"
+        )
+    wanted = getattr(op, "message_id", None)
+    if wanted is not None:
+        got = result.message_id if isinstance(result, Deleted) else result.message.id
+        if got != wanted and not getattr(result, "deduplicated", False):
+            raise PluginError(
+                f"{hook}: a plugin answered {op.kind} op for message {wanted!r}"
+                f" with message {got!r}"
+            )
+    return result
+
+
+class Pipeline:
+    """The one write path for conversation messages. Build it with :meth:`open`."""
+
+    def __init__(self, settings: Settings, plugin_manager: pluggy.PluginManager) -> None:
+        self.settings = settings
+        self.plugin_manager = plugin_manager
+        hook = plugin_manager.hook
+        self._persist = hook.persist
+        self._after_persist = hook.after_persist
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str = "anchorline.db",
+        *,
+        terminal: object | None = None,
+        plugins: Iterable[object] = (),
+        load_entrypoints: bool = True,
+        retry: RetryPolicy | None = None,
+        index: str | None = None,
+        embedder: Embedder | None = None,
+        index_sync: bool = False,
+        vfs: str | None = None,
+    ) -> Pipeline:
+        """Open the pipeline on the database at ``path`` (or ``":memory:"``).
+
+        ``terminal`` replaces the SQLite terminal (no file is touched);
+        ``plugins`` are extra plugin objects or modules; ``retry`` is the
+        :class:`~memory.retry.RetryPolicy` for SQLite writes.
+        """
+        settings = Settings(
+            path=str(path),
+            terminal=terminal,
+            retry=retry,
+            index=index,
+            embedder=embedder,
+            index_sync=index_sync,
+            vfs=vfs,
+        )
+        pm = create_plugin_manager()
+        pipeline = cls(settings, pm)
+        try:
+            register_plugins(pm, settings, plugins=plugins, load_entrypoints=load_entrypoints)
+            pm.hook.pipeline_opened(context=Context(pipeline))
+        except BaseException:
+            pipeline.close()
+            raise
+        return pipeline
+
+    # --- writes -------------------------------------------------------------
+
+    @overload
+    def persist(self, op: Add) -> Added: ...
+    @overload
+    def persist(self, op: Reserve) -> Reserved: ...
+    @overload
+    def persist(self, op: UpdateContent) -> ContentUpdated: ...
+    @overload
+    def persist(self, op: Update) -> Updated: ...
+    @overload
+    def persist(self, op: Delete) -> Deleted: ...
+    @overload
+    def persist(self, op: PersistOp | Mapping[str, Any]) -> PersistResult: ...
+
+    def persist(self, op: PersistOp | Mapping[str, Any]) -> PersistResult:
+        """Send one op through the chain, commit it, and return its result."""
+        self._check_open()
+        op = _as_op(op)
+        unit = UnitOfWork()
+        context = Context(self, unit)
+        try:
+            result = check_result("persist", op, self._persist(op=op, context=context))
+            unit.commit()
+        except BaseException:
+            unit.rollback()
+            raise
+        self._notify(op, result, context)
+        return result
+
+    def persist_many(self, ops: Iterable[PersistOp | Mapping[str, Any]]) -> list[PersistResult]:
+        """Send each op through the chain and commit them together: all or none."""
+        self._check_open()
+        checked = []
+        for i, op in enumerate(ops):
+            try:
+                checked.append(_as_op(op))
+            except InvalidOp as e:
+                e.op_index = i
+                raise
+        unit = UnitOfWork()
+        context = Context(self, unit)
+        results: list[PersistResult] = []
+        try:
+            for op in checked:
+                results.append(check_result("persist", op, self._persist(op=op, context=context)))
+            unit.commit()
+        except BaseException as e:
+            unit.rollback()
+            if isinstance(e, AnchorlineError) and len(results) < len(checked):
+                e.op_index = len(results)
+            raise
+        for op, result in zip(checked, results, strict=True):
+            self._notify(op, result, context)
+        return results
+
+    def _notify(self, op: PersistOp, result: PersistResult, context: Context) -> None:
+        # The write is already durable: an observer's error is logged and
+        # neither fails the op nor skips the other observers.
+        call_each(self._after_persist, op=op, result=result, context=context)
+
+    # --- reads --------------------------------------------------------------
+
+    def get(self, message_id: str) -> Message | None:
+        """The message with ``message_id``, or ``None``."""
+        self._check_open()
+        if not isinstance(message_id, str) or not message_id:
+            raise InvalidOp("message_id: must be a non-empty string")
+        message = self.plugin_manager.hook.get_message(message_id=message_id, context=Context(self))
+        if message is not None and not isinstance(message, Message):
+            raise PluginError(
+                f"get_message: a plugin returned {type(message).__name__}, expected Message or None"
+            )
+        return message
+
+    def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
+        """The conversation's messages, oldest first; ``limit`` keeps the newest ``limit``."""
+        self._check_open()
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise InvalidOp("conversation_id: must be a non-empty string")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
+        found = self.plugin_manager.hook.list_messages(
+            conversation_id=conversation_id, limit=limit, context=Context(self)
+        )
+        if found is None:
+            raise PluginError("list_messages: no plugin answered (is a terminal registered?)")
+        if not isinstance(found, list) or not all(isinstance(m, Message) for m in found):
+            raise PluginError(
+                f"list_messages: a plugin returned {type(found).__name__}, expected list[Message]"
+            )
+        return found
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PipelineClosed("the pipeline is closed")
+
+    def close(self) -> None:
+        """Let plugins finish (the indexer drains what it can), then close the stores."""
+        if self._closed:
+            return
+        self._closed = True
+        call_each(self.plugin_manager.hook.pipeline_closing, context=Context(self))
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Pipeline {self.settings.path!r} {state}>"
+
+
+def call_each(hook: pluggy.HookCaller, **kwargs: Any) -> None:
+    """Call every implementation of ``hook`` in order, logging (not raising) their errors."""
+    for impl in reversed(hook.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            log.error("%s: wrapper in plugin %r is not supported", hook.name, impl.plugin_name)
+            continue
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception:
+            log.exception("%s in plugin %r failed", hook.name, impl.plugin_name)

@@ -1,0 +1,1 @@
+"""Behaviour that plugs into the pipeline: terminals, the indexer, the embedder."""

@@ -1,0 +1,212 @@
+"""``InMemoryTerminal``: the SQLite terminal's contract, kept in dicts.
+
+For test suites that want a real pipeline without a file. It keeps the same
+statuses, idempotency, errors and all-or-none units of work as the SQLite
+terminal; a contract test suite runs over both so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from memory.crud import check_replay
+from pipeline.context import Context
+from pipeline.errors import Conflict, MessageNotFound
+from pipeline.hookspecs import hookimpl
+from pipeline.ids import clock, new_message_id
+from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from pipeline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Message,
+    PersistResult,
+    Reserved,
+    Status,
+    Updated,
+)
+
+
+class _Undo:
+    """The in-memory share of a unit of work: undo steps, and the terminal's lock."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        lock.acquire()
+        self._lock: threading.RLock | None = lock
+        self.steps: list[Callable[[], None]] = []
+
+    def commit(self) -> None:
+        self.steps.clear()
+        self._release()
+
+    def rollback(self) -> None:
+        for step in reversed(self.steps):
+            step()
+        self.steps.clear()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class InMemoryTerminal:
+    """A terminal that keeps messages in memory. Register it with ``terminal=``."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, Message] = {}
+        self.conversations: dict[str, dict[str, int]] = {}
+        self._client_ids: dict[tuple[str, str], str] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"InMemoryTerminal({len(self.messages)} messages)"
+
+    # --- write path ---------------------------------------------------------
+
+    @hookimpl(trylast=True)
+    def persist(self, op: PersistOp, context: Context) -> PersistResult:
+        if context.unit is None:
+            undo = _Undo(self._lock)
+            try:
+                result = self._apply(op, undo)
+            except BaseException:
+                undo.rollback()
+                raise
+            undo.commit()
+            return result
+        return self._apply(op, context.unit.join(self, lambda: _Undo(self._lock)))
+
+    def _apply(self, op: PersistOp, undo: _Undo) -> PersistResult:
+        if isinstance(op, Add):
+            stored, fresh = self._insert(op, json.loads(op.content_json), "complete", undo)
+            return Added(message=stored, deduplicated=not fresh)
+        if isinstance(op, Reserve):
+            stored, fresh = self._insert(op, [], "reserved", undo)
+            return Reserved(message=stored, deduplicated=not fresh)
+        if isinstance(op, UpdateContent):
+            current = self._stored(op.message_id)
+            if not op.final and current.status == "complete":
+                raise Conflict(
+                    f"final: message {op.message_id!r} is already complete; a partial update"
+                    " (final=false) cannot reopen it"
+                )
+            message = self._replace(
+                current,
+                undo,
+                content=json.loads(op.content_json),
+                status="complete" if op.final else "reserved",
+            )
+            return ContentUpdated(message=message)
+        if isinstance(op, Update):
+            current = self._stored(op.message_id)
+            metadata = {**current.metadata, **json.loads(op.metadata_json)}
+            return Updated(message=self._replace(current, undo, metadata=metadata))
+        if isinstance(op, Delete):
+            existing = self.messages.get(op.message_id)
+            if existing is not None:
+                self._remove(existing, undo)
+                self._touch(existing.conversation_id, clock.now(), undo, message=False)
+            return Deleted(message_id=op.message_id, existed=existing is not None)
+        raise TypeError(f"not an op: {op!r}")
+
+    def _insert(
+        self, op: Add | Reserve, content: Any, status: Status, undo: _Undo
+    ) -> tuple[Message, bool]:
+        if op.client_message_id is not None:
+            known = self._client_ids.get((op.conversation_id, op.client_message_id))
+            if known is not None:
+                stored = self.messages[known]
+                check_replay(stored, op)
+                return stored, False
+        message_id = op.message_id or new_message_id()
+        if message_id in self.messages:
+            raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+        now = clock.now()
+        message = Message(
+            id=message_id,
+            conversation_id=op.conversation_id,
+            role=op.role,
+            content=content,
+            metadata=json.loads(op.metadata_json),
+            status=status,
+            client_message_id=op.client_message_id,
+            created_at=now,
+            updated_at=now,
+        )
+        self._put(message, undo)
+        self._touch(op.conversation_id, now, undo, message=True)
+        return message, True
+
+    def _replace(self, current: Message, undo: _Undo, **changes: Any) -> Message:
+        now = clock.now()
+        message = attrs.evolve(current, updated_at=now, **changes)
+        self._put(message, undo)
+        self._touch(current.conversation_id, now, undo, message=False)
+        return message
+
+    def _put(self, message: Message, undo: _Undo) -> None:
+        previous = self.messages.get(message.id)
+        self._store(message)
+        if previous is None:
+            undo.steps.append(lambda: self._unstore(message))
+        else:
+            undo.steps.append(lambda: self._store(previous))
+
+    def _remove(self, message: Message, undo: _Undo) -> None:
+        self._unstore(message)
+        undo.steps.append(lambda: self._store(message))
+
+    def _store(self, message: Message) -> None:
+        self.messages[message.id] = message
+        if message.client_message_id is not None:
+            self._client_ids[(message.conversation_id, message.client_message_id)] = message.id
+
+    def _unstore(self, message: Message) -> None:
+        del self.messages[message.id]
+        if message.client_message_id is not None:
+            del self._client_ids[(message.conversation_id, message.client_message_id)]
+
+    def _touch(self, conversation_id: str, now: int, undo: _Undo, *, message: bool) -> None:
+        previous = self.conversations.get(conversation_id)
+        row = dict(previous or {"created_at": now, "last_message_at": now})
+        row["updated_at"] = now
+        if message:
+            row["last_message_at"] = now
+        self.conversations[conversation_id] = row
+
+        def restore() -> None:
+            if previous is None:
+                del self.conversations[conversation_id]
+            else:
+                self.conversations[conversation_id] = previous
+
+        undo.steps.append(restore)
+
+    def _stored(self, message_id: str) -> Message:
+        message = self.messages.get(message_id)
+        if message is None:
+            raise MessageNotFound(message_id)
+        return message
+
+    # --- reads --------------------------------------------------------------
+
+    @hookimpl(trylast=True)
+    def get_message(self, message_id: str, context: Context) -> Message | None:
+        with self._lock:
+            return self.messages.get(message_id)
+
+    @hookimpl(trylast=True)
+    def list_messages(
+        self, conversation_id: str, limit: int | None, context: Context
+    ) -> list[Message]:
+        with self._lock:
+            found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
+        found.sort(key=lambda m: (m.created_at, m.id))
+        return found if limit is None else found[len(found) - limit :] if limit else []

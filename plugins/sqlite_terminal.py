@@ -1,0 +1,88 @@
+"""The default terminal: every op that reaches the end of the chain is written to SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import apsw
+
+from memory import crud
+from memory.store import SQLiteStore
+from pipeline.context import Context
+from pipeline.hookspecs import hookimpl
+from pipeline.ids import clock, new_message_id
+from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from pipeline.results import Message, PersistResult
+from pipeline.settings import Settings
+
+Write = Callable[[apsw.Connection], PersistResult]
+
+
+def _write_for(op: PersistOp) -> Write:
+    """Bind ``op`` to its CRUD function, fixing id and time so a retry writes the same row."""
+    now = clock.now()
+    if isinstance(op, Add):
+        return partial(
+            crud.add_message, op=op, message_id=op.message_id or new_message_id(), now=now
+        )
+    if isinstance(op, Reserve):
+        return partial(
+            crud.reserve_message, op=op, message_id=op.message_id or new_message_id(), now=now
+        )
+    if isinstance(op, UpdateContent):
+        return partial(crud.update_message_content, op=op, now=now)
+    if isinstance(op, Update):
+        return partial(crud.update_message_metadata, op=op, now=now)
+    if isinstance(op, Delete):
+        return partial(crud.delete_message, op=op, now=now)
+    raise TypeError(f"not an op: {op!r}")
+
+
+class SQLiteTerminal:
+    """Writes ops to the SQLite file and answers reads from it."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"SQLiteTerminal({self.store.path!r})"
+
+    @hookimpl(trylast=True)
+    def persist(self, op: PersistOp, context: Context) -> PersistResult:
+        write = _write_for(op)
+        unit = context.unit
+        if unit is None:
+            tx = self.store.begin()
+            try:
+                result = tx.run(write)
+            except BaseException:
+                tx.rollback()
+                raise
+            tx.commit()
+            return result
+        return unit.join(self.store, self.store.begin).run(write)
+
+    @hookimpl(trylast=True)
+    def get_message(self, message_id: str, context: Context) -> Message | None:
+        return self.store.read(partial(crud.get_message, message_id=message_id))
+
+    @hookimpl(trylast=True)
+    def list_messages(
+        self, conversation_id: str, limit: int | None, context: Context
+    ) -> list[Message]:
+        return self.store.read(
+            partial(crud.list_messages, conversation_id=conversation_id, limit=limit)
+        )
+
+    @hookimpl
+    def pipeline_closing(self, context: Context) -> None:
+        self.store.close()
+
+
+def create(settings: Settings) -> Any:
+    """The default terminal, unless the pipeline was given one."""
+    if settings.terminal is not None:
+        return None
+    return SQLiteTerminal(SQLiteStore(settings.path, settings.retry, vfs=settings.vfs))
