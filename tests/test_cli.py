@@ -1,0 +1,122 @@
+"""The ``anchorline`` command, run as a user would: a subprocess in a fresh directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
+    env.pop("ANCHORLINE_DB", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd, input=stdin, capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+def line(kind: str, **fields: object) -> str:
+    return json.dumps({"kind": kind, **fields})
+
+
+def test_demo_plays_an_agent_turn_and_a_second_run_adds_a_conversation(tmp_path: Path) -> None:
+    first = run(tmp_path, "demo")
+    assert first.returncode == 0, first.stderr
+    assert "reserved message id" in first.stdout
+    assert first.stdout.count("partial flush") >= 2
+    assert "complete" in first.stdout and "to a stable id." in first.stdout
+    assert (tmp_path / "anchorline.db").exists()
+    second = run(tmp_path, "demo")
+    assert second.returncode == 0, second.stderr
+    conversation = [ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("conversation")]
+    assert conversation and conversation[0] not in first.stdout
+    shown = run(tmp_path, "show", conversation[0])
+    assert shown.returncode == 0 and "assistant" in shown.stdout and "user" in shown.stdout
+
+
+def test_ingest_applies_valid_lines_and_reports_invalid_ones(tmp_path: Path) -> None:
+    ops = "\n".join(
+        [
+            line("add", conversation_id="c", role="user", content="hi", message_id="m1"),
+            line("add", conversation_id="c", role="robot", content="hi"),
+            "{not json",
+            "",
+            line("update", message_id="m1", metadata={"seen": True}),
+            line("update_content", message_id="missing", content="x"),
+        ]
+    )
+    (tmp_path / "ops.jsonl").write_text(ops)
+    result = run(tmp_path, "ingest", "ops.jsonl")
+    assert result.returncode == 1
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith("line 2: role:")
+    assert errors[1].startswith("line 3: not JSON")
+    assert errors[2].startswith("line 6: message_id:")
+    assert len(errors) == 3
+    assert "applied 2, invalid 3" in result.stdout
+    shown = run(tmp_path, "show", "c")
+    assert "hi" in shown.stdout
+
+
+def test_ingest_reads_standard_input_and_exits_0_when_all_lines_apply(tmp_path: Path) -> None:
+    ops = line("reserve", conversation_id="c", role="assistant", message_id="a") + "\n" + line(
+        "update_content", message_id="a", content="streamed"
+    )
+    result = run(tmp_path, "ingest", "-", stdin=ops)
+    assert result.returncode == 0, result.stderr
+    assert "applied 2, invalid 0" in result.stdout
+
+
+def test_ingest_atomic_applies_nothing_when_a_line_fails(tmp_path: Path) -> None:
+    ops = "\n".join(
+        [
+            line("add", conversation_id="c", role="user", content="one"),
+            line("update_content", message_id="missing", content="x"),
+        ]
+    )
+    result = run(tmp_path, "ingest", "--atomic", "-", stdin=ops)
+    assert result.returncode == 1
+    assert result.stderr.startswith("line 2: message_id:")
+    assert "nothing applied" in result.stdout
+    assert run(tmp_path, "show", "c").returncode == 1
+
+
+def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
+    result = run(tmp_path, "plugins")
+    assert result.returncode == 0, result.stderr
+    assert "terminal" in result.stdout and "SQLiteTerminal" in result.stdout
+    assert "persist" in result.stdout and "trylast" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "nobody"), "no messages in conversation"),
+        (("ingest", "missing.jsonl"), "cannot read missing.jsonl"),
+        (("frobnicate",), "invalid choice"),
+        (("--db", "notes.txt", "show", "c"), "not a SQLite database"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    result = run(tmp_path, *args)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
+    env_db = tmp_path / "from-env.db"
+    env = {**os.environ, "ANCHORLINE_DB": str(env_db), "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "demo"], cwd=tmp_path, capture_output=True, text=True, env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert env_db.exists() and not (tmp_path / "anchorline.db").exists()

@@ -1,0 +1,80 @@
+"""The terminal is a thin dispatch: the pipeline and the direct CRUD call write the same rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from memory import crud
+from memory.connection import connect
+from pipeline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
+
+SCRIPT: list[Any] = [
+    Add(conversation_id="c", role="user", content="question", metadata={"lang": "en"}, message_id="u1",
+        client_message_id="turn-1"),
+    Reserve(conversation_id="c", role="assistant", message_id="a1", metadata={"model": "m"}),
+    UpdateContent(message_id="a1", content=[{"type": "text", "text": "ans"}], final=False),
+    UpdateContent(message_id="a1", content=[{"type": "text", "text": "answer"}]),
+    Update(message_id="a1", metadata={"tokens": 7}),
+    Add(conversation_id="c", role="tool", content=[{"type": "tool_result", "id": "t"}], message_id="t1"),
+    Delete(message_id="t1"),
+    Add(conversation_id="c", role="user", content="question", client_message_id="turn-1"),  # deduplicated
+]
+
+DIRECT = {
+    Add: crud.add_message,
+    Reserve: crud.reserve_message,
+    UpdateContent: crud.update_message_content,
+    Update: crud.update_message_metadata,
+    Delete: crud.delete_message,
+}
+
+
+def snapshot(path: Path) -> tuple[list[Any], list[Any]]:
+    conn = apsw.Connection(str(path))
+    try:
+        messages = conn.execute(
+            "SELECT id, conversation_id, role, content, metadata, status, client_message_id,"
+            " typeof(created_at), created_at <= updated_at FROM messages ORDER BY id"
+        ).fetchall()
+        conversations = conn.execute("SELECT id FROM conversations ORDER BY id").fetchall()
+        return messages, conversations
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("steps", range(1, len(SCRIPT) + 1))
+def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(tmp_path: Path, steps: int) -> None:
+    via_pipeline, direct = tmp_path / "pipeline.db", tmp_path / "direct.db"
+    pipeline_results = []
+    with Pipeline.open(str(via_pipeline), load_entrypoints=False) as pipeline:
+        for op in SCRIPT[:steps]:
+            pipeline_results.append(pipeline.persist(op))
+    conn = connect(str(direct), busy_timeout_ms=1000)
+    direct_results = [DIRECT[type(op)](conn, op) for op in SCRIPT[:steps]]
+    conn.close()
+    assert snapshot(via_pipeline) == snapshot(direct)
+    assert [type(r) for r in pipeline_results] == [type(r) for r in direct_results]
+
+
+def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
+    conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
+    crud.add_message(conn, Add(conversation_id="c", role="user", content="x", message_id="m"))
+    with pytest.raises(Exception, match="already exists"):
+        crud.add_message(conn, Add(conversation_id="new-conversation", role="user", content="x", message_id="m"))
+    assert not conn.in_transaction
+    # The refused op did not create its conversation either.
+    assert conn.execute("SELECT id FROM conversations").fetchall() == [("c",)]
+    conn.close()
+
+
+def test_reserve_creates_the_conversation_and_writes_bump_it(tmp_path: Path) -> None:
+    conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
+    crud.reserve_message(conn, Reserve(conversation_id="c", role="assistant", message_id="a"), now=1000)
+    assert conn.execute("SELECT created_at, updated_at, last_message_at FROM conversations").fetchone() == (1000, 1000, 1000)
+    crud.update_message_content(conn, UpdateContent(message_id="a", content="done"), now=2000)
+    assert conn.execute("SELECT created_at, updated_at FROM conversations").fetchone() == (1000, 2000)
+    conn.close()

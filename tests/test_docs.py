@@ -1,0 +1,49 @@
+"""The docs keep up with the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import hookspecs
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "anchorline_spec"))
+
+
+def test_there_are_hooks_to_check() -> None:
+    assert {"persist", "after_persist", "get_message", "list_messages"} <= set(HOOKS)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_with_an_example(hook: str) -> None:
+    text = (ROOT / "docs" / "hooks.md").read_text()
+    section = re.search(rf"### `{hook}`\n(.*?)(?=\n##|\Z)", text, re.S)
+    assert section, f"docs/hooks.md has no section for {hook}"
+    assert "```python" in section.group(1), f"the {hook} section has no example"
+    assert f"def {hook}(" in section.group(1)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hookspec_has_a_docstring_with_its_params(hook: str) -> None:
+    fn = getattr(hookspecs, hook)
+    doc = fn.__doc__ or ""
+    for param in fn.__code__.co_varnames[: fn.__code__.co_argcount]:
+        assert f":param {param}:" in doc, f"{hook} does not document {param}"
+    if fn.anchorline_spec["firstresult"]:
+        assert doc.rstrip().endswith("Stops at the first non-None result."), hook
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"<!-- test command -->\n```sh\n(.+)\n```", readme)
+    assert command
+    extracted = subprocess.run(
+        ["awk", '/<!-- test command -->/{found=1; next} found && /^python3/{print; exit}', "README.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert extracted == command.group(1)
+    assert "README.md" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,102 @@
+"""The SQLite terminal waits out a busy database under its retry policy."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import apsw
+import pytest
+
+from pipeline import Add, Pipeline, RetryPolicy, StorageUnavailable
+
+FAST = RetryPolicy(busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=1.0, max_attempts=100)
+
+
+def hold_write_lock(path: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
+    """Another connection takes the write lock and keeps it for ``seconds``."""
+    taken = threading.Event()
+
+    def run() -> None:
+        conn = apsw.Connection(path)
+        conn.execute("BEGIN IMMEDIATE")
+        taken.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    taken.wait()
+    return thread, taken
+
+
+def count(path: str) -> int:
+    conn = apsw.Connection(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_lock_held_for_less_than_the_deadline_is_waited_out(db_path: str) -> None:
+    with Pipeline.open(db_path, retry=FAST, load_entrypoints=False) as pipeline:
+        thread, _ = hold_write_lock(db_path, 0.4)
+        started = time.monotonic()
+        result = pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+        waited = time.monotonic() - started
+        thread.join()
+        assert pipeline.get(result.message.id) is not None
+    assert waited >= 0.3  # it really was blocked, and got through
+    assert count(db_path) == 1
+
+
+def test_a_lock_held_past_the_deadline_raises_storage_unavailable(db_path: str) -> None:
+    policy = RetryPolicy(busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=0.5, max_attempts=100)
+    with Pipeline.open(db_path, retry=policy, load_entrypoints=False) as pipeline:
+        thread, _ = hold_write_lock(db_path, 1.5)
+        with pytest.raises(StorageUnavailable) as info:
+            pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+        thread.join()
+        error = info.value
+        assert isinstance(error, OSError)
+        assert error.attempts > 1
+        assert isinstance(error.last_cause, apsw.BusyError)
+        # Nothing of the op was written, and the pipeline works again once the lock is gone.
+        assert count(db_path) == 0
+        pipeline.persist(Add(conversation_id="c", role="user", content="after"))
+    assert count(db_path) == 1
+
+
+def test_max_attempts_bounds_the_retries(db_path: str) -> None:
+    policy = RetryPolicy(busy_timeout=0.02, initial_backoff=0.01, max_backoff=0.01, deadline=30, max_attempts=3)
+    with Pipeline.open(db_path, retry=policy, load_entrypoints=False) as pipeline:
+        thread, _ = hold_write_lock(db_path, 1.0)
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as info:
+            pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+        assert time.monotonic() - started < 0.9
+        thread.join()
+    assert info.value.attempts == 3
+
+
+def test_persist_many_waits_too_and_commits_everything(db_path: str) -> None:
+    with Pipeline.open(db_path, retry=FAST, load_entrypoints=False) as pipeline:
+        thread, _ = hold_write_lock(db_path, 0.3)
+        pipeline.persist_many([Add(conversation_id="c", role="user", content=str(i)) for i in range(10)])
+        thread.join()
+    assert count(db_path) == 10
+
+
+def test_the_policy_validates_its_settings() -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        RetryPolicy(deadline=0)
+
+
+def test_the_connection_sets_a_busy_timeout(db_path: str) -> None:
+    with Pipeline.open(db_path, retry=RetryPolicy(busy_timeout=1.5), load_entrypoints=False) as pipeline:
+        conn = pipeline.plugin_manager.get_plugin("terminal").store.conn
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 1500
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
