@@ -40,7 +40,9 @@ class Recorder:
         self.seen: list[tuple[str, Any]] = []
 
     @hookimpl(wrapper=True)
-    def persist(self, op: PersistOp, context: Context) -> Generator[None, PersistResult, PersistResult]:
+    def persist(
+        self, op: PersistOp, context: Context
+    ) -> Generator[None, PersistResult, PersistResult]:
         self.seen.append(("before", op))
         try:
             result = yield
@@ -73,8 +75,14 @@ def test_a_plugin_that_answers_short_circuits_the_terminal(db_path: str) -> None
         def persist(self, op: PersistOp, context: Context) -> PersistResult | None:
             if isinstance(op, Add):
                 message = Message(
-                    id="fake", conversation_id=op.conversation_id, role=op.role, content=op.content,
-                    metadata=op.metadata, status="complete", created_at=1, updated_at=1,
+                    id="fake",
+                    conversation_id=op.conversation_id,
+                    role=op.role,
+                    content=op.content,
+                    metadata=op.metadata,
+                    status="complete",
+                    created_at=1,
+                    updated_at=1,
                 )
                 return Added(message=message)
             return None
@@ -107,7 +115,9 @@ def test_a_plugin_can_redirect_writes_and_reads_to_another_store(db_path: str) -
             return self.store.get_message(message_id, context)
 
         @hookimpl
-        def list_messages(self, conversation_id: str, limit: int | None, context: Context) -> list[Message] | None:
+        def list_messages(
+            self, conversation_id: str, limit: int | None, context: Context
+        ) -> list[Message] | None:
             if conversation_id.startswith("mem:"):
                 return self.store.list_messages(conversation_id, limit, context)
             return None
@@ -139,7 +149,9 @@ def test_a_plugin_registered_after_open_still_runs(db_path: str) -> None:
 def test_a_wrapper_that_raises_fails_the_op_and_writes_nothing(db_path: str, where: str) -> None:
     class Veto:
         @hookimpl(wrapper=True)
-        def persist(self, op: PersistOp, context: Context) -> Generator[None, PersistResult, PersistResult]:
+        def persist(
+            self, op: PersistOp, context: Context
+        ) -> Generator[None, PersistResult, PersistResult]:
             if where == "before":
                 raise PermissionError("vetoed")
             result = yield
@@ -152,7 +164,9 @@ def test_a_wrapper_that_raises_fails_the_op_and_writes_nothing(db_path: str, whe
     assert rows(db_path) == 0
 
 
-def test_an_after_persist_error_is_logged_and_the_op_succeeds(db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_after_persist_error_is_logged_and_the_op_succeeds(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     seen: list[str] = []
 
     class Broken:
@@ -182,7 +196,9 @@ def test_after_persist_runs_only_once_the_write_is_durable(db_path: str) -> None
             counts.append(rows(db_path))  # a second connection sees only committed rows
 
     with Pipeline.open(db_path, plugins=[CheckDurable()], load_entrypoints=False) as pipeline:
-        pipeline.persist_many([Add(conversation_id="c", role="user", content=str(i)) for i in range(3)])
+        pipeline.persist_many(
+            [Add(conversation_id="c", role="user", content=str(i)) for i in range(3)]
+        )
     assert counts == [3, 3, 3]
 
 
@@ -220,9 +236,10 @@ def test_a_replacement_terminal_touches_no_file(tmp_path: Path) -> None:
 
 def test_each_pipeline_has_its_own_plugin_manager(db_path: str) -> None:
     recorder = Recorder()
-    with Pipeline.open(db_path, plugins=[recorder], load_entrypoints=False) as first, Pipeline.open(
-        ":memory:", terminal=InMemoryTerminal(), load_entrypoints=False
-    ) as second:
+    with (
+        Pipeline.open(db_path, plugins=[recorder], load_entrypoints=False) as first,
+        Pipeline.open(":memory:", terminal=InMemoryTerminal(), load_entrypoints=False) as second,
+    ):
         assert first.plugin_manager is not second.plugin_manager
         second.persist(Add(conversation_id="c", role="user", content="hi"))
     assert recorder.seen == []

@@ -16,7 +16,12 @@ def run(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.Completed
     env.pop("ANCHORLINE_DB", None)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=cwd, input=stdin, capture_output=True, text=True, env=env, timeout=120,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -33,7 +38,9 @@ def test_demo_plays_an_agent_turn_and_a_second_run_adds_a_conversation(tmp_path:
     assert (tmp_path / "anchorline.db").exists()
     second = run(tmp_path, "demo")
     assert second.returncode == 0, second.stderr
-    conversation = [ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("conversation")]
+    conversation = [
+        ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("conversation")
+    ]
     assert conversation and conversation[0] not in first.stdout
     shown = run(tmp_path, "show", conversation[0])
     assert shown.returncode == 0 and "assistant" in shown.stdout and "user" in shown.stdout
@@ -64,8 +71,10 @@ def test_ingest_applies_valid_lines_and_reports_invalid_ones(tmp_path: Path) -> 
 
 
 def test_ingest_reads_standard_input_and_exits_0_when_all_lines_apply(tmp_path: Path) -> None:
-    ops = line("reserve", conversation_id="c", role="assistant", message_id="a") + "\n" + line(
-        "update_content", message_id="a", content="streamed"
+    ops = (
+        line("reserve", conversation_id="c", role="assistant", message_id="a")
+        + "\n"
+        + line("update_content", message_id="a", content="streamed")
     )
     result = run(tmp_path, "ingest", "-", stdin=ops)
     assert result.returncode == 0, result.stderr
@@ -102,7 +111,9 @@ def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
         (("--db", "notes.txt", "show", "c"), "not a SQLite database"),
     ],
 )
-def test_errors_are_one_line_without_traceback(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
     (tmp_path / "notes.txt").write_text("not a database\n" * 100)
     result = run(tmp_path, *args)
     assert result.returncode != 0
@@ -115,7 +126,11 @@ def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
     env_db = tmp_path / "from-env.db"
     env = {**os.environ, "ANCHORLINE_DB": str(env_db), "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo"], cwd=tmp_path, capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "pipeline.cli", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

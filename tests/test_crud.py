@@ -13,15 +13,28 @@ from memory.connection import connect
 from pipeline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
 
 SCRIPT: list[Any] = [
-    Add(conversation_id="c", role="user", content="question", metadata={"lang": "en"}, message_id="u1",
-        client_message_id="turn-1"),
+    Add(
+        conversation_id="c",
+        role="user",
+        content="question",
+        metadata={"lang": "en"},
+        message_id="u1",
+        client_message_id="turn-1",
+    ),
     Reserve(conversation_id="c", role="assistant", message_id="a1", metadata={"model": "m"}),
     UpdateContent(message_id="a1", content=[{"type": "text", "text": "ans"}], final=False),
     UpdateContent(message_id="a1", content=[{"type": "text", "text": "answer"}]),
     Update(message_id="a1", metadata={"tokens": 7}),
-    Add(conversation_id="c", role="tool", content=[{"type": "tool_result", "id": "t"}], message_id="t1"),
+    Add(
+        conversation_id="c",
+        role="tool",
+        content=[{"type": "tool_result", "id": "t"}],
+        message_id="t1",
+    ),
     Delete(message_id="t1"),
-    Add(conversation_id="c", role="user", content="question", client_message_id="turn-1"),  # deduplicated
+    Add(
+        conversation_id="c", role="user", content="question", client_message_id="turn-1"
+    ),  # deduplicated
 ]
 
 DIRECT = {
@@ -47,7 +60,9 @@ def snapshot(path: Path) -> tuple[list[Any], list[Any]]:
 
 
 @pytest.mark.parametrize("steps", range(1, len(SCRIPT) + 1))
-def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(tmp_path: Path, steps: int) -> None:
+def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(
+    tmp_path: Path, steps: int
+) -> None:
     via_pipeline, direct = tmp_path / "pipeline.db", tmp_path / "direct.db"
     pipeline_results = []
     with Pipeline.open(str(via_pipeline), load_entrypoints=False) as pipeline:
@@ -64,7 +79,9 @@ def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
     conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
     crud.add_message(conn, Add(conversation_id="c", role="user", content="x", message_id="m"))
     with pytest.raises(Exception, match="already exists"):
-        crud.add_message(conn, Add(conversation_id="new-conversation", role="user", content="x", message_id="m"))
+        crud.add_message(
+            conn, Add(conversation_id="new-conversation", role="user", content="x", message_id="m")
+        )
     assert not conn.in_transaction
     # The refused op did not create its conversation either.
     assert conn.execute("SELECT id FROM conversations").fetchall() == [("c",)]
@@ -73,8 +90,15 @@ def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
 
 def test_reserve_creates_the_conversation_and_writes_bump_it(tmp_path: Path) -> None:
     conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
-    crud.reserve_message(conn, Reserve(conversation_id="c", role="assistant", message_id="a"), now=1000)
-    assert conn.execute("SELECT created_at, updated_at, last_message_at FROM conversations").fetchone() == (1000, 1000, 1000)
+    crud.reserve_message(
+        conn, Reserve(conversation_id="c", role="assistant", message_id="a"), now=1000
+    )
+    assert conn.execute(
+        "SELECT created_at, updated_at, last_message_at FROM conversations"
+    ).fetchone() == (1000, 1000, 1000)
     crud.update_message_content(conn, UpdateContent(message_id="a", content="done"), now=2000)
-    assert conn.execute("SELECT created_at, updated_at FROM conversations").fetchone() == (1000, 2000)
+    assert conn.execute("SELECT created_at, updated_at FROM conversations").fetchone() == (
+        1000,
+        2000,
+    )
     conn.close()

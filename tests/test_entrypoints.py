@@ -14,7 +14,7 @@ from pipeline import Add, Pipeline
 
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A plugin package installed the way pip would: a module plus a dist-info with an entry point."""
+    """A plugin installed the way pip would: a module and a dist-info with an entry point."""
     (tmp_path / "tagging_plugin.py").write_text(
         textwrap.dedent(
             """
@@ -37,7 +37,9 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     sys.modules.pop("tagging_plugin", None)
 
 
-def test_entry_point_plugins_load_by_default(installed_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entry_point_plugins_load_by_default(
+    installed_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD")
     with Pipeline.open(":memory:") as pipeline:
         assert pipeline.plugin_manager.get_plugin("tagging") is not None
@@ -45,13 +47,17 @@ def test_entry_point_plugins_load_by_default(installed_plugin: None, monkeypatch
     assert sys.modules["tagging_plugin"].seen == ["add"]
 
 
-def test_load_entrypoints_false_skips_them(installed_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_entrypoints_false_skips_them(
+    installed_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD")
     with Pipeline.open(":memory:", load_entrypoints=False) as pipeline:
         assert pipeline.plugin_manager.get_plugin("tagging") is None
 
 
-def test_the_environment_variable_skips_them(installed_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_variable_skips_them(
+    installed_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD", "1")
     with Pipeline.open(":memory:") as pipeline:
         assert pipeline.plugin_manager.get_plugin("tagging") is None

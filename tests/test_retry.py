@@ -10,7 +10,9 @@ import pytest
 
 from pipeline import Add, Pipeline, RetryPolicy, StorageUnavailable
 
-FAST = RetryPolicy(busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=1.0, max_attempts=100)
+FAST = RetryPolicy(
+    busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=1.0, max_attempts=100
+)
 
 
 def hold_write_lock(path: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
@@ -52,7 +54,9 @@ def test_a_lock_held_for_less_than_the_deadline_is_waited_out(db_path: str) -> N
 
 
 def test_a_lock_held_past_the_deadline_raises_storage_unavailable(db_path: str) -> None:
-    policy = RetryPolicy(busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=0.5, max_attempts=100)
+    policy = RetryPolicy(
+        busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=0.5, max_attempts=100
+    )
     with Pipeline.open(db_path, retry=policy, load_entrypoints=False) as pipeline:
         thread, _ = hold_write_lock(db_path, 1.5)
         with pytest.raises(StorageUnavailable) as info:
@@ -69,7 +73,9 @@ def test_a_lock_held_past_the_deadline_raises_storage_unavailable(db_path: str) 
 
 
 def test_max_attempts_bounds_the_retries(db_path: str) -> None:
-    policy = RetryPolicy(busy_timeout=0.02, initial_backoff=0.01, max_backoff=0.01, deadline=30, max_attempts=3)
+    policy = RetryPolicy(
+        busy_timeout=0.02, initial_backoff=0.01, max_backoff=0.01, deadline=30, max_attempts=3
+    )
     with Pipeline.open(db_path, retry=policy, load_entrypoints=False) as pipeline:
         thread, _ = hold_write_lock(db_path, 1.0)
         started = time.monotonic()
@@ -83,7 +89,9 @@ def test_max_attempts_bounds_the_retries(db_path: str) -> None:
 def test_persist_many_waits_too_and_commits_everything(db_path: str) -> None:
     with Pipeline.open(db_path, retry=FAST, load_entrypoints=False) as pipeline:
         thread, _ = hold_write_lock(db_path, 0.3)
-        pipeline.persist_many([Add(conversation_id="c", role="user", content=str(i)) for i in range(10)])
+        pipeline.persist_many(
+            [Add(conversation_id="c", role="user", content=str(i)) for i in range(10)]
+        )
         thread.join()
     assert count(db_path) == 10
 
@@ -94,7 +102,9 @@ def test_the_policy_validates_its_settings() -> None:
 
 
 def test_the_connection_sets_a_busy_timeout(db_path: str) -> None:
-    with Pipeline.open(db_path, retry=RetryPolicy(busy_timeout=1.5), load_entrypoints=False) as pipeline:
+    with Pipeline.open(
+        db_path, retry=RetryPolicy(busy_timeout=1.5), load_entrypoints=False
+    ) as pipeline:
         conn = pipeline.plugin_manager.get_plugin("terminal").store.conn
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 1500
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
