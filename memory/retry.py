@@ -160,3 +160,15 @@ class Transaction:
             return result
 
         return _Retry(self._policy, self._conn, self._started).until_done(error, replay)
+
+
+def write(conn: apsw.Connection, policy: RetryPolicy, fn: Callable[[apsw.Connection], T]) -> T:
+    """Run ``fn`` in a transaction of its own under ``policy`` and commit it."""
+    tx = Transaction(conn, policy)
+    try:
+        result = tx.run(fn)
+    except BaseException:
+        tx.rollback()
+        raise
+    tx.commit()
+    return result

@@ -22,6 +22,8 @@ from .runner import Pipeline
 
 DB_ENV = "ANCHORLINE_DB"
 DEFAULT_DB = "anchorline.db"
+INDEX_ENV = "ANCHORLINE_INDEX"
+DEFAULT_INDEX = "local"
 
 out = Console(highlight=False)
 
@@ -85,6 +87,15 @@ def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
     )
     out.print("[magenta]assistant[/] final content written")
     _print_conversation(pipeline.messages(conversation_id))
+    if pipeline.settings.index is not None:
+        pipeline.flush_index(timeout=60)
+        query = "which token store anchors a stable id"
+        hits = pipeline.search(query, conversation_id=conversation_id, limit=1)
+        if not hits or hits[0].message.id != message_id:
+            raise CLIError("search did not find the turn just written")
+        out.print(
+            f"[bold]search[/] {query!r} finds {hits[0].message.id} (score {hits[0].score:.2f})"
+        )
     return 0
 
 
@@ -148,6 +159,63 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
+def _indexed(pipeline: Pipeline) -> None:
+    if pipeline.settings.index is None:
+        raise CLIError("no index: drop --index none (or unset ANCHORLINE_INDEX=none)")
+
+
+def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Find the messages nearest to QUERY."""
+    _indexed(pipeline)
+    pipeline.flush_index(timeout=args.wait)
+    hits = pipeline.search(args.query, conversation_id=args.conversation, limit=args.limit)
+    if not hits:
+        out.print("no matches")
+        return 0
+    for hit in hits:
+        m = hit.message
+        out.print(f"[bold]{hit.score:.3f}[/] {m.conversation_id} {m.role} {m.id}")
+        out.print(f"      {_text(m)}", overflow="fold")
+    return 0
+
+
+def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Rebuild the index from SQLite (resumes if interrupted)."""
+    from rich.progress import Progress
+
+    _indexed(pipeline)
+    indexer = pipeline._indexer()
+    with Progress(console=out, transient=False) as progress:
+        task = progress.add_task("reindexing", total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        total = indexer.reindex(report)
+    out.print(f"reindexed {total} message(s) into {indexer.index!r}")
+    return 0
+
+
+def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Check the index against the messages; exit 1 if they disagree."""
+    _indexed(pipeline)
+    report = pipeline._indexer().doctor()
+    table = Table(title="index consistency", show_header=False)
+    table.add_row("indexable messages", str(report.indexable))
+    table.add_row("points in the index", str(report.points))
+    table.add_row("pending items", str(report.pending))
+    table.add_row("failing items", str(report.failing))
+    table.add_row("missing points", str(len(report.missing)))
+    table.add_row("orphan points", str(len(report.orphans)))
+    table.add_row("last error", report.last_error or "-")
+    out.print(table)
+    if report.clean:
+        out.print("[green]clean[/]")
+        return 0
+    out.print("[yellow]not clean[/]: run anchorline reindex, or let pending items drain")
+    return 1
+
+
 def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """List the registered plugins and, per hook, the order its implementations run in."""
     pm = pipeline.plugin_manager
@@ -183,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(DB_ENV, DEFAULT_DB),
         help=f"database file (default: ${DB_ENV} or ./{DEFAULT_DB})",
     )
+    parser.add_argument(
+        "--index",
+        default=os.environ.get(INDEX_ENV, DEFAULT_INDEX),
+        help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
+        f" or none (default: ${INDEX_ENV} or {DEFAULT_INDEX})",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, fn: Command, **kwargs: Any) -> argparse.ArgumentParser:
@@ -196,13 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file", help="a file of JSON lines, or - for standard input")
     ingest.add_argument("--atomic", action="store_true", help="apply all lines or none")
     add("plugins", cmd_plugins)
+    search = add("search", cmd_search)
+    search.add_argument("query")
+    search.add_argument("--conversation", help="only this conversation")
+    search.add_argument("--limit", type=int, default=5, help="how many hits (default 5)")
+    search.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for pending indexing"
+    )
+    add("reindex", cmd_reindex)
+    add("doctor", cmd_doctor)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        with Pipeline.open(args.db) as pipeline:
+        index = None if args.index == "none" else args.index
+        with Pipeline.open(args.db, index=index) as pipeline:
             status: int = args.func(pipeline, args)
         return status
     except CLIError as e:

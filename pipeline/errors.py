@@ -49,3 +49,18 @@ class IncompatibleStore(AnchorlineError):
 
 class PluginError(AnchorlineError, TypeError):
     """A plugin returned something that is not a valid result for the hook and op."""
+
+
+class IndexUnavailable(AnchorlineError, OSError):
+    """The vector index could not be reached, or no index is configured.
+
+    Writes never raise it: their intent to index waits in the outbox.
+    """
+
+
+class IndexBusy(IndexUnavailable):
+    """The embedded index folder stayed held by another process for longer than the wait."""
+
+
+class ConfigurationError(AnchorlineError, ValueError):
+    """``Pipeline.open`` was given settings that cannot work together."""

@@ -21,7 +21,12 @@ TRACE_ENV = "ANCHORLINE_TRACE"
 #: points to a factory that takes the pipeline's :class:`Settings` and returns
 #: the plugin, or ``None`` when the settings leave it out (the SQLite terminal
 #: when a test double is given, the indexer when no index is asked for).
-DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (("terminal", "plugins.sqlite_terminal:create"),)
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("terminal", "plugins.sqlite_terminal:create"),
+    ("text", "plugins.text_extraction:create"),
+    ("embedder", "plugins.default_embedder:create"),
+    ("indexer", "plugins.indexer:create"),
+)
 
 
 def _factory(target: str) -> Callable[[Settings], Any]:

@@ -69,6 +69,25 @@ class Deleted:
     existed: bool
 
 
+@attrs.frozen(kw_only=True)
+class Hit:
+    """A search result: the message, read back through the read hooks, and its score."""
+
+    message: Message
+    score: float
+
+
+@attrs.frozen(kw_only=True)
+class IndexStatus:
+    """The outbox of index work: what is pending, and the last error if any."""
+
+    pending: int
+    failing: int
+    oldest_message_id: str | None = None
+    oldest_enqueued_at: int | None = None
+    last_error: str | None = None
+
+
 PersistResult: TypeAlias = Added | Reserved | ContentUpdated | Updated | Deleted
 
 RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, overload
 import pluggy
 
 from .context import Context, UnitOfWork
-from .errors import AnchorlineError, InvalidOp, PluginError
+from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
 from .plugin_manager import create_plugin_manager, register_plugins
@@ -19,6 +19,8 @@ from .results import (
     Added,
     ContentUpdated,
     Deleted,
+    Hit,
+    IndexStatus,
     Message,
     PersistResult,
     Reserved,
@@ -28,6 +30,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from memory.retry import RetryPolicy
+    from plugins.indexer import Indexer
 
     from .embedding import Embedder
 
@@ -93,6 +96,7 @@ class Pipeline:
         retry: RetryPolicy | None = None,
         index: str | None = None,
         embedder: Embedder | None = None,
+        index_api_key: str | None = None,
         index_sync: bool = False,
         vfs: str | None = None,
     ) -> Pipeline:
@@ -101,6 +105,13 @@ class Pipeline:
         ``terminal`` replaces the SQLite terminal (no file is touched);
         ``plugins`` are extra plugin objects or modules; ``retry`` is the
         :class:`~memory.retry.RetryPolicy` for SQLite writes.
+
+        ``index`` turns on the vector index: ``"local"`` (embedded Qdrant in a
+        folder next to the database), ``":memory:"``, a folder path, or a
+        Qdrant server URL (``index_api_key`` or ``$ANCHORLINE_QDRANT_API_KEY``
+        for its key). ``embedder`` overrides the ``embedder`` hook.
+        ``index_sync=True`` indexes right after each write instead of in a
+        background worker. ``vfs`` names an apsw VFS to open the file with.
         """
         settings = Settings(
             path=str(path),
@@ -108,6 +119,7 @@ class Pipeline:
             retry=retry,
             index=index,
             embedder=embedder,
+            index_api_key=index_api_key,
             index_sync=index_sync,
             vfs=vfs,
         )
@@ -213,6 +225,43 @@ class Pipeline:
                 f"list_messages: a plugin returned {type(found).__name__}, expected list[Message]"
             )
         return found
+
+    # --- the vector index ---------------------------------------------------
+
+    def _indexer(self) -> Indexer:
+        self._check_open()
+        indexer: Indexer | None = self.plugin_manager.get_plugin("indexer")
+        if indexer is None:
+            raise IndexUnavailable(
+                "no vector index: open the pipeline with index='local', ':memory:' or a Qdrant URL"
+            )
+        return indexer
+
+    def search(
+        self, query: str, *, conversation_id: str | None = None, limit: int = 10
+    ) -> list[Hit]:
+        """The indexed messages nearest to ``query`` in meaning, best first."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidOp("query: must be a non-empty string")
+        if conversation_id is not None and (
+            not isinstance(conversation_id, str) or not conversation_id
+        ):
+            raise InvalidOp("conversation_id: must be a non-empty string or None")
+        if type(limit) is not int or limit < 1:
+            raise InvalidOp(f"limit: must be a positive integer, got {limit!r}")
+        return self._indexer().search(query, conversation_id, limit)
+
+    def flush_index(self, timeout: float | None = None) -> IndexStatus:
+        """Wait until every pending index item is done.
+
+        Raises :class:`IndexUnavailable` if items keep failing (at once when
+        ``timeout`` is ``None``, else once ``timeout`` seconds have passed).
+        """
+        return self._indexer().flush(timeout)
+
+    def index_status(self) -> IndexStatus:
+        """How many items wait in the index outbox, the oldest, and the last error."""
+        return self._indexer().status()
 
     # --- lifecycle ----------------------------------------------------------
 

@@ -21,5 +21,6 @@ class Settings:
     retry: RetryPolicy | None = None
     index: str | None = None
     embedder: Embedder | None = None
+    index_api_key: str | None = None
     index_sync: bool = False
     vfs: str | None = None

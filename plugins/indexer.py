@@ -1,0 +1,367 @@
+"""The indexer: drains the index outbox into the vector index, off the write path.
+
+The SQLite triggers record each intent to index in the same transaction as the
+message write. This plugin only wakes a background worker after each write
+(or, with ``index_sync=True``, drains right there, after the commit). Work that
+fails stays in the outbox with its error and a backoff, and is retried; work
+left by a crash is drained on the next open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import apsw
+import attrs
+
+from memory import crud, outbox, schema
+from memory.retry import RetryPolicy, write
+from memory.store import SQLiteStore
+from memory.vector_index import Point, VectorIndex, index_location
+from pipeline.context import Context
+from pipeline.embedding import Embedder
+from pipeline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
+from pipeline.hookspecs import hookimpl
+from pipeline.ops import PersistOp, UpdateContent
+from pipeline.results import Hit, IndexStatus, Message, PersistResult
+from pipeline.settings import Settings
+
+from .sqlite_terminal import SQLiteTerminal
+from .text_extraction import message_text
+
+log = logging.getLogger("anchorline.index")
+
+API_KEY_ENV = "ANCHORLINE_QDRANT_API_KEY"
+BATCH = 64
+
+
+def payload(message: Message) -> dict[str, Any]:
+    return {
+        "message_id": message.id,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "created_at": message.created_at,
+        "metadata": message.metadata,
+    }
+
+
+def _check_embedder(embedder: object) -> Embedder:
+    if not isinstance(embedder, Embedder) or not isinstance(embedder.dimension, int):
+        raise PluginError(
+            f"embedder: {embedder!r} is not an Embedder (it needs name, dimension and embed(texts))"
+        )
+    return embedder
+
+
+class Indexer:
+    """Keeps the vector index in step with the messages' outbox."""
+
+    def __init__(self, settings: Settings, poll_interval: float = 1.0) -> None:
+        self.settings = settings
+        self.location = index_location(settings.index or "local", settings.path)
+        self.sync = settings.index_sync
+        self.poll_interval = poll_interval
+        self.policy = settings.retry or RetryPolicy()
+        self.index: VectorIndex | None = None
+        self.embedder: Embedder | None = None
+        self.last_error: str | None = None
+        self._store: SQLiteStore | None = None
+        self._own_store = False
+        self._context: Context | None = None
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        mode = "sync" if self.sync else "background"
+        return f"Indexer({self.location!r}, {mode})"
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @hookimpl
+    def pipeline_opened(self, context: Context) -> None:
+        pipeline = context.pipeline
+        self._context = context
+        embedder = self.settings.embedder or pipeline.plugin_manager.hook.embedder(context=context)
+        self.embedder = _check_embedder(embedder)
+        if self.settings.path == ":memory:":
+            # An in-memory database exists only on the terminal's connection.
+            terminal = cast(SQLiteTerminal, pipeline.plugin_manager.get_plugin("terminal"))
+            self._store = terminal.store
+        else:
+            self._store = SQLiteStore(self.settings.path, self.policy, vfs=self.settings.vfs)
+            self._own_store = True
+        self._store.read(schema.enable_index)
+        self.index = VectorIndex(
+            self.location,
+            model=self.embedder.name,
+            dimension=self.embedder.dimension,
+            api_key=self.settings.index_api_key or os.environ.get(API_KEY_ENV),
+        )
+        if not self.sync:
+            self._thread = threading.Thread(
+                target=self._run, name="anchorline-indexer", daemon=True
+            )
+            self._thread.start()
+
+    @hookimpl(tryfirst=True)
+    def pipeline_closing(self, context: Context) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        if self.index is not None:
+            self.index.close()
+        if self._own_store and self._store is not None:
+            self._store.close()
+
+    # --- write path ---------------------------------------------------------
+
+    @hookimpl
+    def after_persist(self, op: PersistOp, result: PersistResult, context: Context) -> None:
+        if op.kind == "reserve" or (isinstance(op, UpdateContent) and not op.final):
+            return  # nothing indexable changed
+        if self.sync:
+            self.drain()
+        else:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.drain()
+            except IndexBusy:
+                pass  # another process holds the folder; it drains the shared outbox
+            except Exception:
+                log.exception("index worker")
+            assert self.index is not None
+            self.index.release_if_idle()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    # --- draining -----------------------------------------------------------
+
+    def _sql(self, fn: Callable[[apsw.Connection], Any]) -> Any:
+        assert self._store is not None
+        return self._store.read(fn)
+
+    def drain(self, *, force: bool = False, wait: float = 0.0) -> int:
+        """Process due outbox items until none are left; returns how many were done.
+
+        ``force`` ignores the backoff of failed items. Errors of the index or
+        the embedder are recorded on the items, not raised.
+        """
+        assert self._store is not None and self.index is not None
+        processed = 0
+        with self._drain_lock:
+            if self.index.embedded:
+                with self.index.session(wait=wait):  # fail fast (IndexBusy) before claiming
+                    pass
+            while True:
+                items = self._sql(lambda c: outbox.claim(c, self.policy, limit=BATCH, force=force))
+                if not items:
+                    return processed
+                if not self._process(items):
+                    return processed
+                processed += len(items)
+
+    def _process(self, items: list[outbox.Item]) -> bool:
+        assert self.index is not None and self.embedder is not None
+        try:
+            ids = [i.message_id for i in items if i.action != "delete"]
+            messages = {
+                m.id: m for m in self._sql(lambda c: [crud.get_message(c, i) for i in ids]) if m
+            }
+            to_embed: list[tuple[Message, str]] = []
+            to_delete = [i.message_id for i in items if i.action == "delete"]
+            for item in items:
+                message = messages.get(item.message_id)
+                if item.action == "upsert":
+                    text = self._text(message) if message and message.status == "complete" else ""
+                    if text:
+                        to_embed.append((message, text))  # type: ignore[arg-type]
+                    else:
+                        to_delete.append(item.message_id)
+                elif item.action == "payload" and message is not None:
+                    self.index.set_payload(message.id, payload(message))
+            if to_embed:
+                vectors = self.embedder.embed([text for _, text in to_embed])
+                if len(vectors) != len(to_embed) or any(
+                    len(v) != self.embedder.dimension for v in vectors
+                ):
+                    raise PluginError(
+                        f"embedder {self.embedder.name!r} returned {len(vectors)} vectors for"
+                        f" {len(to_embed)} texts, or not all of dimension"
+                        f" {self.embedder.dimension}"
+                    )
+                self.index.upsert(
+                    [
+                        Point(m.id, list(v), payload(m))
+                        for (m, _), v in zip(to_embed, vectors, strict=True)
+                    ]
+                )
+            self.index.delete(to_delete)
+        except Exception as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.warning("indexing %d item(s) failed, will retry: %s", len(items), self.last_error)
+            self._sql(lambda c: outbox.failed(c, self.policy, items, self.last_error or ""))
+            return False
+        self._sql(lambda c: outbox.done(c, self.policy, items))
+        return True
+
+    def _text(self, message: Message) -> str:
+        assert self._context is not None
+        text = self._context.pipeline.plugin_manager.hook.index_text(
+            message=message, context=self._context
+        )
+        return message_text(message) if text is None else str(text)
+
+    # --- the pipeline's index API -------------------------------------------
+
+    def status(self) -> IndexStatus:
+        return self._sql(outbox.status)  # type: ignore[no-any-return]
+
+    def flush(self, timeout: float | None = None) -> IndexStatus:
+        """Drain until the outbox is empty; raise :class:`IndexUnavailable` if it cannot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 10.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            self.drain(force=True, wait=remaining)
+            current = self.status()
+            if current.pending == 0:
+                return current
+            if deadline is None and current.failing:
+                raise IndexUnavailable(
+                    f"{current.pending} message(s) still waiting to be indexed:"
+                    f" {current.last_error}"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise IndexUnavailable(
+                    f"{current.pending} message(s) still waiting to be indexed after {timeout}s"
+                    + (f": {current.last_error}" if current.last_error else "")
+                )
+            time.sleep(0.05)
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the index from SQLite; returns how many messages were indexed.
+
+        The collection is emptied and every complete message queued, in one
+        step recorded in the database. Draining then goes batch by batch, so
+        an interrupted reindex resumes where it stopped when run again.
+        """
+        assert self.index is not None
+        if not self._sql(_reindex_started):
+            self.index.recreate()
+            self._sql(lambda c: write(c, self.policy, _start_reindex))
+        total = self.status().pending
+        if progress:
+            progress(0, total)
+        while True:
+            with self._drain_lock:
+                items = self._sql(
+                    lambda c: outbox.claim(c, self.policy, limit=BATCH * 4, force=True)
+                )
+                if items and not self._process(items):
+                    raise IndexUnavailable(f"reindex stopped: {self.last_error}")
+            pending = self.status().pending
+            if progress:
+                progress(total - pending, total)
+            if not items and pending == 0:
+                break
+            if not items:
+                time.sleep(0.05)  # another drainer holds the rest under lease
+        self._sql(lambda c: write(c, self.policy, _finish_reindex))
+        return total
+
+    def doctor(self) -> DoctorReport:
+        """Compare the messages that should be indexed with the points in the index."""
+        assert self.index is not None
+
+        def complete(c: apsw.Connection) -> list[Message]:
+            return [
+                crud.message_from_row(row)
+                for row in c.execute(
+                    f"SELECT {crud.COLUMNS} FROM messages WHERE status = 'complete'"
+                )
+            ]
+
+        indexable = {m.id for m in self._sql(complete) if self._text(m)}
+        pending = {
+            row[0]
+            for row in self._sql(
+                lambda c: c.execute("SELECT message_id FROM index_outbox").fetchall()
+            )
+        }
+        points = self.index.message_ids()
+        current = self.status()
+        return DoctorReport(
+            indexable=len(indexable),
+            points=len(points),
+            pending=current.pending,
+            failing=current.failing,
+            missing=sorted(indexable - points - pending),
+            orphans=sorted(points - indexable - pending),
+            last_error=current.last_error,
+        )
+
+    def search(self, query: str, conversation_id: str | None, limit: int) -> list[Hit]:
+        assert self.index is not None and self.embedder is not None and self._context is not None
+        [vector] = self.embedder.embed([query])
+        found = self.index.search(list(vector), conversation_id=conversation_id, limit=limit)
+        pipeline = self._context.pipeline
+        hits = []
+        for message_id, score in found:
+            message = pipeline.get(message_id)
+            if message is not None:  # deleted, and its point not yet removed
+                hits.append(Hit(message=message, score=score))
+        return hits
+
+
+@attrs.frozen(kw_only=True)
+class DoctorReport:
+    """Index consistency: messages that should have a point against the points there are."""
+
+    indexable: int
+    points: int
+    pending: int
+    failing: int
+    missing: list[str]
+    orphans: list[str]
+    last_error: str | None
+
+    @property
+    def clean(self) -> bool:
+        return not (self.pending or self.missing or self.orphans)
+
+
+def _reindex_started(conn: apsw.Connection) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM anchorline_meta WHERE key = 'reindex'").fetchone() is not None
+    )
+
+
+def _start_reindex(conn: apsw.Connection) -> None:
+    outbox.enqueue_all(conn)
+    conn.execute("INSERT OR REPLACE INTO anchorline_meta VALUES ('reindex', 'started')")
+
+
+def _finish_reindex(conn: apsw.Connection) -> None:
+    conn.execute("DELETE FROM anchorline_meta WHERE key = 'reindex'")
+
+
+def create(settings: Settings) -> Indexer | None:
+    if settings.index is None:
+        return None
+    if settings.terminal is not None:
+        raise ConfigurationError(
+            "index: the outbox lives in the SQLite terminal's database; a replacement terminal"
+            " indexes its own writes (see docs/indexing.md)"
+        )
+    return Indexer(settings)

@@ -1,0 +1,30 @@
+"""The default ``index_text``: string content, and the text of ``text`` blocks."""
+
+from __future__ import annotations
+
+from pipeline.context import Context
+from pipeline.hookspecs import hookimpl
+from pipeline.results import Message
+from pipeline.settings import Settings
+
+
+def message_text(message: Message) -> str:
+    """The text to embed: the content string, or the ``text`` blocks joined by newlines."""
+    if isinstance(message.content, str):
+        return message.content.strip()
+    parts = [
+        block["text"]
+        for block in message.content
+        if block.get("type") == "text" and isinstance(block.get("text"), str)
+    ]
+    return "\n".join(parts).strip()
+
+
+class TextExtraction:
+    @hookimpl(trylast=True)
+    def index_text(self, message: Message, context: Context) -> str:
+        return message_text(message)
+
+
+def create(settings: Settings) -> TextExtraction | None:
+    return TextExtraction() if settings.index is not None else None
