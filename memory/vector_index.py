@@ -132,11 +132,13 @@ class VectorIndex:
         dimension: int,
         api_key: str | None = None,
         linger: float = 2.0,
+        wait: float = 10.0,
     ) -> None:
         self.location = location
         self.dimension = dimension
         self.collection = "anchorline_" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
         self.linger = linger
+        self.wait = wait
         self._api_key = api_key
         self._client: QdrantClient | None = None
         self._folder: _Folder | None = None
@@ -154,8 +156,12 @@ class VectorIndex:
         return self._folder is not None
 
     @contextmanager
-    def session(self, wait: float = 10.0) -> Iterator[QdrantClient]:
-        """The client for a batch of work; on disk, the folder is held meanwhile."""
+    def session(self, wait: float | None = None) -> Iterator[QdrantClient]:
+        """The client for a batch of work; on disk, the folder is held meanwhile.
+
+        An embedded folder held by another process is waited for up to
+        ``wait`` seconds (default ``self.wait``), then :class:`IndexBusy`.
+        """
         if self._folder is None:
             with self._lock:
                 if self._client is None:
@@ -171,7 +177,7 @@ class VectorIndex:
             return
         folder = self._folder
         with folder.lock:
-            client = folder.open(wait)
+            client = folder.open(self.wait if wait is None else wait)
             self._ensure_collection(client)
             try:
                 yield client

@@ -117,6 +117,10 @@ class Indexer:
             self._wake.set()
             self._thread.join()
             self._thread = None
+            try:  # what is left stays in the outbox for the next open
+                self.drain()
+            except Exception as e:
+                log.info("index not drained on close (%s); it will be on the next open", e)
         if self.index is not None:
             self.index.close()
         if self._own_store and self._store is not None:

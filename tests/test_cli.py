@@ -135,3 +135,44 @@ def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert env_db.exists() and not (tmp_path / "anchorline.db").exists()
+
+
+def test_demo_ends_with_a_search_that_finds_the_turn(tmp_path: Path) -> None:
+    result = run(tmp_path, "demo")
+    assert result.returncode == 0, result.stderr
+    assistant_id = next(
+        ln.split("reserved message id ")[1].split()[0]
+        for ln in result.stdout.splitlines()
+        if "reserved message id" in ln
+    )
+    assert f"finds {assistant_id}" in result.stdout
+    assert (tmp_path / "anchorline.db.index").is_dir()
+
+
+def test_search_reindex_and_doctor(tmp_path: Path) -> None:
+    ops = "\n".join(
+        line("add", conversation_id=topic, role="user", content=text)
+        for topic, text in [
+            ("kitchen", "bake the sourdough bread at high heat"),
+            ("space", "the rocket reached orbit after stage separation"),
+            ("money", "the invoice was paid by bank transfer"),
+        ]
+    )
+    assert run(tmp_path, "ingest", "-", stdin=ops).returncode == 0
+    found = run(tmp_path, "search", "rocket orbit", "--limit", "1")
+    assert found.returncode == 0, found.stderr
+    assert "space" in found.stdout and "kitchen" not in found.stdout
+    scoped = run(tmp_path, "search", "rocket orbit", "--conversation", "money")
+    assert "space" not in scoped.stdout and "money" in scoped.stdout
+    doctor = run(tmp_path, "doctor")
+    assert doctor.returncode == 0 and "clean" in doctor.stdout
+    reindex = run(tmp_path, "reindex")
+    assert reindex.returncode == 0, reindex.stderr
+    assert "reindexed 3 message(s)" in reindex.stdout
+    assert run(tmp_path, "doctor").returncode == 0
+
+
+def test_index_commands_without_an_index_explain_themselves(tmp_path: Path) -> None:
+    result = run(tmp_path, "--index", "none", "search", "x")
+    assert result.returncode == 1
+    assert result.stderr.startswith("anchorline: error: no index")
