@@ -77,6 +77,15 @@ def claim(
     return write(conn, policy, run)
 
 
+def has_due(conn: apsw.Connection, force: bool = False) -> bool:
+    """Whether any item is ready to be claimed (a read: no write lock taken)."""
+    due = "" if force else "AND next_attempt_at <= ?1"
+    row = conn.execute(
+        f"SELECT 1 FROM index_outbox WHERE lease_until <= ?1 {due} LIMIT 1", (now_ms(),)
+    ).fetchone()
+    return row is not None
+
+
 def done(conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item]) -> None:
     """Remove finished items, unless they were re-queued while being worked on."""
     transact(

@@ -58,7 +58,6 @@ CREATE TABLE index_outbox (
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
     lease_until INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX index_outbox_due ON index_outbox (next_attempt_at);
 """
 
 # Intents to index are written by triggers, so they commit with the message

@@ -61,6 +61,11 @@ def _check_embedder(embedder: object) -> Embedder:
 class Indexer:
     """Keeps the vector index in step with the messages' outbox."""
 
+    #: Background mode waits for writes to pause this long before it drains...
+    quiet = 0.05
+    #: ...but never longer than this after it was woken.
+    max_delay = 0.5
+
     def __init__(self, settings: Settings, poll_interval: float = 1.0) -> None:
         self.settings = settings
         self.location = index_location(settings.index or "local", settings.path)
@@ -70,8 +75,8 @@ class Indexer:
         self.index: VectorIndex | None = None
         self.embedder: Embedder | None = None
         self.last_error: str | None = None
-        self._store: SQLiteStore | None = None
-        self._own_store = False
+        self._store: SQLiteStore | None = None  # the terminal's
+        self._last_write = 0.0
         self._context: Context | None = None
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
@@ -90,13 +95,10 @@ class Indexer:
         self._context = context
         embedder = self.settings.embedder or pipeline.plugin_manager.hook.embedder(context=context)
         self.embedder = _check_embedder(embedder)
-        if self.settings.path == ":memory:":
-            # An in-memory database exists only on the terminal's connection.
-            terminal = cast(SQLiteTerminal, pipeline.plugin_manager.get_plugin("terminal"))
-            self._store = terminal.store
-        else:
-            self._store = SQLiteStore(self.settings.path, self.policy, vfs=self.settings.vfs)
-            self._own_store = True
+        # The terminal's connection: an in-memory database exists only there, and
+        # in-process writers then queue on a lock instead of SQLite's busy sleeps.
+        terminal = cast(SQLiteTerminal, pipeline.plugin_manager.get_plugin("terminal"))
+        self._store = terminal.store
         self._store.read(schema.enable_index)
         self.index = VectorIndex(
             self.location,
@@ -123,8 +125,6 @@ class Indexer:
                 log.info("index not drained on close (%s); it will be on the next open", e)
         if self.index is not None:
             self.index.close()
-        if self._own_store and self._store is not None:
-            self._store.close()
 
     # --- write path ---------------------------------------------------------
 
@@ -135,11 +135,31 @@ class Indexer:
         if self.sync:
             self.drain()
         else:
-            self._wake.set()
+            self._last_write = time.monotonic()
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def _await_quiet(self) -> None:
+        """Let a burst of writes finish before competing with it for the GIL and the lock."""
+        give_up = time.monotonic() + self.max_delay
+        while not self._stop.is_set() and time.monotonic() < give_up:
+            idle = time.monotonic() - self._last_write
+            if idle >= self.quiet:
+                return
+            time.sleep(self.quiet - idle)
 
     def _run(self) -> None:
+        # Work left by an earlier run (or a crash) is drained at once; after that
+        # the worker sleeps until a write wakes it, polling now and then for the
+        # writes of other processes.
+        woken = self._sql(outbox.has_due)
         while not self._stop.is_set():
+            if not woken:
+                self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            woken = False
             try:
+                self._await_quiet()
                 self.drain()
             except IndexBusy:
                 pass  # another process holds the folder; it drains the shared outbox
@@ -147,8 +167,6 @@ class Indexer:
                 log.exception("index worker")
             assert self.index is not None
             self.index.release_if_idle()
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
 
     # --- draining -----------------------------------------------------------
 
@@ -165,6 +183,8 @@ class Indexer:
         assert self._store is not None and self.index is not None
         processed = 0
         with self._drain_lock:
+            if not self._sql(lambda c: outbox.has_due(c, force=force)):
+                return 0
             if self.index.embedded:
                 with self.index.session(wait=wait):  # fail fast (IndexBusy) before claiming
                     pass

@@ -1,0 +1,79 @@
+"""persist latency with the index on against off, and reindex throughput, in one run.
+
+Run: python benchmarks/bench_index.py [N]
+Each case writes N ``Add`` ops of about 30 words to a fresh database and
+reports the median (p50) and p99 latency of ``persist``. "index on" is the
+default configuration (embedded Qdrant next to the database, background
+worker), so the worker's embedding and upserts compete with the writer for
+the two cores and the GIL, as they would in an agent process. Then the index
+is emptied and ``reindex`` rebuilt, timed as messages per second.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline import Add, Pipeline
+from plugins.indexer import Indexer
+
+WORDS = (
+    "agent tool call stream token message answer user model search memory index vector store"
+    " retry busy lock write commit durable plugin chain terminal reserve placeholder final"
+).split()
+
+
+def texts(n: int) -> list[str]:
+    rng = random.Random(7)
+    return [" ".join(rng.choices(WORDS, k=30)) for _ in range(n)]
+
+
+def latencies(path: Path, corpus: list[str], index: str | None) -> list[float]:
+    samples = []
+    with Pipeline.open(str(path), index=index, load_entrypoints=False) as pipeline:
+        for text in corpus:
+            started = time.perf_counter()
+            pipeline.persist(Add(conversation_id="bench", role="user", content=text))
+            samples.append(time.perf_counter() - started)
+        if index:
+            pipeline.flush_index(timeout=600)
+    return samples
+
+
+def reindex_rate(path: Path) -> tuple[int, float]:
+    with Pipeline.open(str(path), index="local", index_sync=True, load_entrypoints=False) as pipeline:
+        indexer = pipeline.plugin_manager.get_plugin("indexer")
+        assert isinstance(indexer, Indexer) and indexer.index is not None
+        indexer.index.recreate()
+        started = time.perf_counter()
+        count = indexer.reindex()
+        return count, count / (time.perf_counter() - started)
+
+
+def quantile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100)[int(q * 100) - 1]
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    corpus = texts(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        rounds = {"off": [], "on": []}  # type: dict[str, list[float]]
+        for r in range(3):  # interleave the cases so drift on the machine hits both
+            rounds["off"] += latencies(Path(tmp) / f"off{r}.db", corpus, None)
+            rounds["on"] += latencies(Path(tmp) / f"on{r}.db", corpus, "local")
+        off, on = rounds["off"], rounds["on"]
+        p50_off, p50_on = statistics.median(off), statistics.median(on)
+        print(f"persist p50, index off: {p50_off * 1e6:8.1f} us   p99 {quantile(off, 0.99) * 1e6:8.1f} us")
+        print(f"persist p50, index on:  {p50_on * 1e6:8.1f} us   p99 {quantile(on, 0.99) * 1e6:8.1f} us")
+        print(f"ratio on/off (p50): {p50_on / p50_off:.2f}x")
+        count, rate = reindex_rate(Path(tmp) / "on0.db")
+        print(f"reindex: {count} messages at {rate:,.0f} messages/s (embedded Qdrant on disk)")
+
+
+if __name__ == "__main__":
+    main()
