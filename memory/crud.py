@@ -118,8 +118,8 @@ def _insert(
     status: Status,
     message_id: str | None,
     now: int | None,
-) -> Message | None:
-    """Insert the message; ``None`` if an equivalent one is already stored."""
+) -> tuple[Message, bool]:
+    """Insert the message; return it, and whether it was already stored."""
     mid = message_id or op.message_id or new_message_id()
     now = now or clock.now()
     conn.execute(
@@ -137,11 +137,16 @@ def _insert(
         ),
     )
     if conn.changes() == 0:
+        same_id = get_message(conn, mid)
+        if same_id is not None and same_id.created_at == now and same_id.role == op.role:
+            # This very write, made by an attempt whose COMMIT reported an error
+            # although it reached the disk: the replay finds it, and is done.
+            return same_id, False
         if op.client_message_id is not None:
             stored = _by_client_id(conn, op.conversation_id, op.client_message_id)
             if stored is not None:
                 check_replay(stored, op)
-                return None
+                return stored, True
         raise Conflict(f"message_id: a message with id {mid!r} already exists")
     conn.execute(_TOUCH_CONVERSATION, (op.conversation_id, now))
     return Message(
@@ -154,7 +159,7 @@ def _insert(
         client_message_id=op.client_message_id,
         created_at=now,
         updated_at=now,
-    )
+    ), False
 
 
 @atomic
@@ -162,13 +167,10 @@ def add_message(
     conn: apsw.Connection, op: Add, *, message_id: str | None = None, now: int | None = None
 ) -> Added:
     """Write a complete message; a repeated ``client_message_id`` returns the stored one."""
-    message = _insert(conn, op, op.content, op.content_json, "complete", message_id, now)
-    if message is None:
-        assert op.client_message_id is not None
-        stored = _by_client_id(conn, op.conversation_id, op.client_message_id)
-        assert stored is not None
-        return Added(message=stored, deduplicated=True)
-    return Added(message=message)
+    message, deduplicated = _insert(
+        conn, op, op.content, op.content_json, "complete", message_id, now
+    )
+    return Added(message=message, deduplicated=deduplicated)
 
 
 @atomic
@@ -176,36 +178,46 @@ def reserve_message(
     conn: apsw.Connection, op: Reserve, *, message_id: str | None = None, now: int | None = None
 ) -> Reserved:
     """Write an empty placeholder (content ``[]``, status ``reserved``)."""
-    message = _insert(conn, op, [], "[]", "reserved", message_id, now)
-    if message is None:
-        assert op.client_message_id is not None
-        stored = _by_client_id(conn, op.conversation_id, op.client_message_id)
-        assert stored is not None
-        return Reserved(message=stored, deduplicated=True)
-    return Reserved(message=message)
+    message, deduplicated = _insert(conn, op, [], "[]", "reserved", message_id, now)
+    return Reserved(message=message, deduplicated=deduplicated)
 
 
-def _stored(conn: apsw.Connection, message_id: str) -> Message:
+def check_expected(stored: Message, expected: int | None) -> None:
+    """Refuse to write a message changed since the caller read it (``expect_updated_at``)."""
+    if expected is not None and stored.updated_at != expected:
+        raise Conflict(
+            f"message_id: message {stored.id!r} changed since it was read"
+            f" (updated_at {stored.updated_at}, expected {expected})"
+        )
+
+
+def _stored(conn: apsw.Connection, message_id: str, expected: int | None = None) -> Message:
     message = get_message(conn, message_id)
     if message is None:
         raise MessageNotFound(message_id)
+    check_expected(message, expected)
     return message
 
 
 @atomic
 def update_message_content(
-    conn: apsw.Connection, op: UpdateContent, *, now: int | None = None
+    conn: apsw.Connection,
+    op: UpdateContent,
+    *,
+    now: int | None = None,
+    expect_updated_at: int | None = None,
 ) -> ContentUpdated:
     """Replace the content; ``final`` marks the message complete, a partial keeps it reserved."""
     now = now or clock.now()
     status = "complete" if op.final else "reserved"
     row = conn.execute(
-        f"""UPDATE messages SET content = ?, status = ?, updated_at = ?
-            WHERE id = ? AND (? OR status = 'reserved') RETURNING {COLUMNS}""",
-        (op.content_json, status, now, op.message_id, op.final),
+        f"""UPDATE messages SET content = ?1, status = ?2, updated_at = ?3
+            WHERE id = ?4 AND (?5 OR status = 'reserved') AND (?6 IS NULL OR updated_at = ?6)
+            RETURNING {COLUMNS}""",
+        (op.content_json, status, now, op.message_id, op.final, expect_updated_at),
     ).fetchone()
     if row is None:
-        _stored(conn, op.message_id)
+        _stored(conn, op.message_id, expect_updated_at)
         raise Conflict(
             f"final: message {op.message_id!r} is already complete; a partial update"
             " (final=false) cannot reopen it"
@@ -216,10 +228,14 @@ def update_message_content(
 
 @atomic
 def update_message_metadata(
-    conn: apsw.Connection, op: Update, *, now: int | None = None
+    conn: apsw.Connection,
+    op: Update,
+    *,
+    now: int | None = None,
+    expect_updated_at: int | None = None,
 ) -> Updated:
     """Shallow-merge ``op.metadata`` into the stored metadata."""
-    stored = _stored(conn, op.message_id)
+    stored = _stored(conn, op.message_id, expect_updated_at)
     now = now or clock.now()
     merged = {**stored.metadata, **op.metadata}
     conn.execute(
@@ -231,8 +247,18 @@ def update_message_metadata(
 
 
 @atomic
-def delete_message(conn: apsw.Connection, op: Delete, *, now: int | None = None) -> Deleted:
+def delete_message(
+    conn: apsw.Connection,
+    op: Delete,
+    *,
+    now: int | None = None,
+    expect_updated_at: int | None = None,
+) -> Deleted:
     """Delete the message; an unknown id gives ``existed=False``."""
+    if expect_updated_at is not None:
+        stored = get_message(conn, op.message_id)
+        if stored is not None:
+            check_expected(stored, expect_updated_at)
     row = conn.execute(
         "DELETE FROM messages WHERE id = ? RETURNING conversation_id", (op.message_id,)
     ).fetchone()
@@ -266,6 +292,16 @@ def list_messages(
                 ORDER BY created_at, r""",
             (conversation_id, limit),
         )
+    return [message_from_row(row) for row in rows]
+
+
+def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> list[Message]:
+    """Messages still ``reserved`` and last written before ``updated_before``, oldest first."""
+    rows = conn.execute(
+        f"""SELECT {COLUMNS} FROM messages WHERE status = 'reserved' AND updated_at < ?
+            ORDER BY updated_at LIMIT ?""",
+        (updated_before, limit),
+    )
     return [message_from_row(row) for row in rows]
 
 

@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from memory.retry import RetryPolicy
 
+from .aio import AsyncPipeline, AsyncStream
 from .context import Context, UnitOfWork
 from .embedding import Embedder
 from .errors import (
@@ -19,6 +20,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .hookspecs import hookimpl, hookspec
+from .limits import Limits
 from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from .parsing import dump_op, parse_op
 from .results import (
@@ -33,6 +35,8 @@ from .results import (
     Updated,
 )
 from .runner import Pipeline, PipelineClosed
+from .streaming import Stream
+from .sweeping import SweepReport
 
 try:
     __version__ = version("anchorline")
@@ -43,6 +47,8 @@ __all__ = [
     "Add",
     "Added",
     "AnchorlineError",
+    "AsyncPipeline",
+    "AsyncStream",
     "ConfigurationError",
     "Conflict",
     "ContentUpdated",
@@ -56,6 +62,7 @@ __all__ = [
     "IndexStatus",
     "IndexUnavailable",
     "InvalidOp",
+    "Limits",
     "Message",
     "MessageNotFound",
     "PersistOp",
@@ -67,6 +74,8 @@ __all__ = [
     "Reserved",
     "RetryPolicy",
     "StorageUnavailable",
+    "Stream",
+    "SweepReport",
     "UnitOfWork",
     "Update",
     "UpdateContent",

@@ -216,6 +216,22 @@ def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_sweep(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Recover placeholders left by dead writers: delete empty ones, finalise partial ones."""
+    report = pipeline.sweep(older_than=args.older_than)
+    for message_id in report.deleted:
+        out.print(f"deleted   {message_id} (empty placeholder)")
+    for message_id in report.finalized:
+        out.print(f"finalised {message_id} (partial content, marked interrupted)")
+    for message_id in report.skipped:
+        out.print(f"skipped   {message_id} (written while sweeping)")
+    out.print(
+        f"swept {report.total}: {len(report.deleted)} deleted,"
+        f" {len(report.finalized)} finalised, {len(report.skipped)} skipped"
+    )
+    return 0
+
+
 def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """List the registered plugins and, per hook, the order its implementations run in."""
     pm = pipeline.plugin_manager
@@ -278,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=30.0, help="seconds to wait for pending indexing"
     )
     add("reindex", cmd_reindex)
+    sweep = add("sweep", cmd_sweep)
+    sweep.add_argument(
+        "--older-than",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="only placeholders not written for S seconds (default 60)",
+    )
     add("doctor", cmd_doctor)
     return parser
 

@@ -72,8 +72,12 @@ class Context:
     """What a hook implementation gets besides its own arguments.
 
     ``pipeline`` is the running :class:`~pipeline.Pipeline`; ``unit`` is the
-    call's :class:`UnitOfWork`, or ``None`` outside a write.
+    call's :class:`UnitOfWork`, or ``None`` outside a write. ``expected``
+    maps message ids to the ``updated_at`` the caller last saw
+    (``expect_updated_at``): a terminal pops a message's entry when it first
+    writes that message, and raises ``Conflict`` if the stored value differs.
     """
 
     pipeline: Pipeline
     unit: UnitOfWork | None = None
+    expected: dict[str, int] | None = None

@@ -86,6 +86,20 @@ def list_messages(
     """
 
 
+@hookspec(firstresult=True)
+def list_reserved(updated_before: int, limit: int, context: Context) -> list[Message] | None:
+    """Find placeholders left behind: messages still ``reserved`` whose last write is old.
+
+    :param updated_before: a time in epoch milliseconds; only messages whose
+        ``updated_at`` is earlier are returned.
+    :param limit: the most messages to return, oldest first.
+    :param context: the call's context.
+
+    Return the list (possibly empty) to answer; ``None`` passes it on. Used by
+    ``Pipeline.sweep``. Stops at the first non-None result.
+    """
+
+
 # --- indexing ---------------------------------------------------------------
 
 

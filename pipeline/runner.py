@@ -11,6 +11,7 @@ import pluggy
 
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
+from .limits import DEFAULT_LIMITS, Limits
 from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
 from .plugin_manager import create_plugin_manager, register_plugins
@@ -27,6 +28,8 @@ from .results import (
     Updated,
 )
 from .settings import Settings
+from .streaming import Stream, reserve_op
+from .sweeping import SweepReport, sweep
 
 if TYPE_CHECKING:
     from memory.retry import RetryPolicy
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from .embedding import Embedder
 
 log = logging.getLogger("anchorline")
+
+Expected = Mapping[str, int] | None
 
 
 class PipelineClosed(AnchorlineError, RuntimeError):
@@ -83,6 +88,7 @@ class Pipeline:
         hook = plugin_manager.hook
         self._persist = hook.persist
         self._after_persist = hook.after_persist
+        self._limits = settings.limits
         self._closed = False
 
     @classmethod
@@ -99,6 +105,8 @@ class Pipeline:
         index_api_key: str | None = None,
         index_sync: bool = False,
         vfs: str | None = None,
+        limits: Limits | None = None,
+        sweep_on_open: float | None = None,
     ) -> Pipeline:
         """Open the pipeline on the database at ``path`` (or ``":memory:"``).
 
@@ -112,6 +120,9 @@ class Pipeline:
         for its key). ``embedder`` overrides the ``embedder`` hook.
         ``index_sync=True`` indexes right after each write instead of in a
         background worker. ``vfs`` names an apsw VFS to open the file with.
+
+        ``limits`` caps the size of content and metadata per op.
+        ``sweep_on_open=S`` runs :meth:`sweep` with ``older_than=S`` once open.
         """
         settings = Settings(
             path=str(path),
@@ -122,12 +133,15 @@ class Pipeline:
             index_api_key=index_api_key,
             index_sync=index_sync,
             vfs=vfs,
+            limits=limits or DEFAULT_LIMITS,
         )
         pm = create_plugin_manager()
         pipeline = cls(settings, pm)
         try:
             register_plugins(pm, settings, plugins=plugins, load_entrypoints=load_entrypoints)
             pm.hook.pipeline_opened(context=Context(pipeline))
+            if sweep_on_open is not None:
+                pipeline.sweep(sweep_on_open)
         except BaseException:
             pipeline.close()
             raise
@@ -136,24 +150,36 @@ class Pipeline:
     # --- writes -------------------------------------------------------------
 
     @overload
-    def persist(self, op: Add) -> Added: ...
+    def persist(self, op: Add, *, expect_updated_at: Expected = None) -> Added: ...
     @overload
-    def persist(self, op: Reserve) -> Reserved: ...
+    def persist(self, op: Reserve, *, expect_updated_at: Expected = None) -> Reserved: ...
     @overload
-    def persist(self, op: UpdateContent) -> ContentUpdated: ...
+    def persist(
+        self, op: UpdateContent, *, expect_updated_at: Expected = None
+    ) -> ContentUpdated: ...
     @overload
-    def persist(self, op: Update) -> Updated: ...
+    def persist(self, op: Update, *, expect_updated_at: Expected = None) -> Updated: ...
     @overload
-    def persist(self, op: Delete) -> Deleted: ...
+    def persist(self, op: Delete, *, expect_updated_at: Expected = None) -> Deleted: ...
     @overload
-    def persist(self, op: PersistOp | Mapping[str, Any]) -> PersistResult: ...
+    def persist(
+        self, op: PersistOp | Mapping[str, Any], *, expect_updated_at: Expected = None
+    ) -> PersistResult: ...
 
-    def persist(self, op: PersistOp | Mapping[str, Any]) -> PersistResult:
-        """Send one op through the chain, commit it, and return its result."""
+    def persist(
+        self, op: PersistOp | Mapping[str, Any], *, expect_updated_at: Expected = None
+    ) -> PersistResult:
+        """Send one op through the chain, commit it, and return its result.
+
+        ``expect_updated_at`` maps message ids to the ``updated_at`` you last
+        read: if the stored message has changed since, the op raises
+        ``Conflict`` and nothing is written.
+        """
         self._check_open()
         op = _as_op(op)
+        self._limits.check(op)
         unit = UnitOfWork()
-        context = Context(self, unit)
+        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
         try:
             result = check_result("persist", op, self._persist(op=op, context=context))
             unit.commit()
@@ -163,18 +189,27 @@ class Pipeline:
         self._notify(op, result, context)
         return result
 
-    def persist_many(self, ops: Iterable[PersistOp | Mapping[str, Any]]) -> list[PersistResult]:
-        """Send each op through the chain and commit them together: all or none."""
+    def persist_many(
+        self,
+        ops: Iterable[PersistOp | Mapping[str, Any]],
+        *,
+        expect_updated_at: Expected = None,
+    ) -> list[PersistResult]:
+        """Send each op through the chain and commit them together: all or none.
+
+        If one fails, the error's ``op_index`` says which.
+        """
         self._check_open()
         checked = []
         for i, op in enumerate(ops):
             try:
                 checked.append(_as_op(op))
+                self._limits.check(checked[-1])
             except InvalidOp as e:
                 e.op_index = i
                 raise
         unit = UnitOfWork()
-        context = Context(self, unit)
+        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
         results: list[PersistResult] = []
         try:
             for op in checked:
@@ -188,6 +223,45 @@ class Pipeline:
         for op, result in zip(checked, results, strict=True):
             self._notify(op, result, context)
         return results
+
+    # --- the agent loop's helpers --------------------------------------------
+
+    def stream(
+        self,
+        conversation_id: str,
+        *,
+        role: str = "assistant",
+        metadata: dict[str, Any] | None = None,
+        flush_interval: float = 1.0,
+        client_message_id: str | None = None,
+    ) -> Stream:
+        """Stream one message: ``with pipeline.stream("c1") as s: s.append(token)``.
+
+        Entering reserves the message, so ``s.message_id`` is known at once.
+        Partial content is written at most once per ``flush_interval`` seconds.
+        A normal exit writes the final content. On an exception (cancellation
+        included) what was streamed is kept, finalised with
+        ``metadata.interrupted = true`` and the error's type, or the empty
+        placeholder is deleted; then the exception propagates.
+        """
+        self._check_open()
+        return Stream(
+            self, reserve_op(conversation_id, role, metadata, client_message_id), flush_interval
+        )
+
+    def sweep(self, older_than: float = 60.0) -> SweepReport:
+        """Recover placeholders whose writer is gone: ``reserved`` messages not written for
+        ``older_than`` seconds. Empty ones are deleted; partial ones are finalised with
+        ``metadata.interrupted = true`` (and then indexed like any complete message).
+
+        Each runs through the pipeline as ordinary ops, guarded by the
+        ``updated_at`` the sweep read, so a message written meanwhile is
+        skipped, never overwritten.
+        """
+        self._check_open()
+        if not isinstance(older_than, int | float) or older_than < 0:
+            raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
+        return sweep(self, older_than)
 
     def _notify(self, op: PersistOp, result: PersistResult, context: Context) -> None:
         # The write is already durable: an observer's error is logged and

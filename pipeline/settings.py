@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .limits import Limits
+
 if TYPE_CHECKING:
     from memory.retry import RetryPolicy
 
@@ -24,3 +26,4 @@ class Settings:
     index_api_key: str | None = None
     index_sync: bool = False
     vfs: str | None = None
+    limits: Limits = attrs.field(factory=lambda: Limits())

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from memory.crud import check_replay
+from memory.crud import check_expected, check_replay
 from pipeline.context import Context
 from pipeline.errors import Conflict, MessageNotFound
 from pipeline.hookspecs import hookimpl
@@ -72,18 +72,21 @@ class InMemoryTerminal:
 
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
+        expected = None
+        if context.expected and not isinstance(op, Add | Reserve):
+            expected = context.expected.pop(op.message_id, None)
         if context.unit is None:
             undo = _Undo(self._lock)
             try:
-                result = self._apply(op, undo)
+                result = self._apply(op, undo, expected)
             except BaseException:
                 undo.rollback()
                 raise
             undo.commit()
             return result
-        return self._apply(op, context.unit.join(self, lambda: _Undo(self._lock)))
+        return self._apply(op, context.unit.join(self, lambda: _Undo(self._lock)), expected)
 
-    def _apply(self, op: PersistOp, undo: _Undo) -> PersistResult:
+    def _apply(self, op: PersistOp, undo: _Undo, expected: int | None) -> PersistResult:
         if isinstance(op, Add):
             stored, fresh = self._insert(op, json.loads(op.content_json), "complete", undo)
             return Added(message=stored, deduplicated=not fresh)
@@ -91,7 +94,7 @@ class InMemoryTerminal:
             stored, fresh = self._insert(op, [], "reserved", undo)
             return Reserved(message=stored, deduplicated=not fresh)
         if isinstance(op, UpdateContent):
-            current = self._stored(op.message_id)
+            current = self._stored(op.message_id, expected)
             if not op.final and current.status == "complete":
                 raise Conflict(
                     f"final: message {op.message_id!r} is already complete; a partial update"
@@ -105,12 +108,13 @@ class InMemoryTerminal:
             )
             return ContentUpdated(message=message)
         if isinstance(op, Update):
-            current = self._stored(op.message_id)
+            current = self._stored(op.message_id, expected)
             metadata = {**current.metadata, **json.loads(op.metadata_json)}
             return Updated(message=self._replace(current, undo, metadata=metadata))
         if isinstance(op, Delete):
             existing = self.messages.get(op.message_id)
             if existing is not None:
+                check_expected(existing, expected)
                 self._remove(existing, undo)
                 self._touch(existing.conversation_id, clock.now(), undo, message=False)
             return Deleted(message_id=op.message_id, existed=existing is not None)
@@ -189,10 +193,11 @@ class InMemoryTerminal:
 
         undo.steps.append(restore)
 
-    def _stored(self, message_id: str) -> Message:
+    def _stored(self, message_id: str, expected: int | None = None) -> Message:
         message = self.messages.get(message_id)
         if message is None:
             raise MessageNotFound(message_id)
+        check_expected(message, expected)
         return message
 
     # --- reads --------------------------------------------------------------
@@ -210,3 +215,13 @@ class InMemoryTerminal:
             found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
         found.sort(key=lambda m: (m.created_at, m.id))
         return found if limit is None else found[len(found) - limit :] if limit else []
+
+    @hookimpl(trylast=True)
+    def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:
+        with self._lock:
+            stale = [
+                m
+                for m in self.messages.values()
+                if m.status == "reserved" and m.updated_at < updated_before
+            ]
+        return sorted(stale, key=lambda m: m.updated_at)[:limit]

@@ -20,24 +20,23 @@ from pipeline.settings import Settings
 Write = Callable[[apsw.Connection], PersistResult]
 
 
-def _write_for(op: PersistOp) -> Write:
+_UPDATES: dict[type, Callable[..., PersistResult]] = {
+    UpdateContent: crud.update_message_content,
+    Update: crud.update_message_metadata,
+    Delete: crud.delete_message,
+}
+
+
+def _write_for(op: PersistOp, expected: int | None) -> Write:
     """Bind ``op`` to its CRUD function, fixing id and time so a retry writes the same row."""
     now = clock.now()
     if isinstance(op, Add):
-        return partial(
-            crud.add_message, op=op, message_id=op.message_id or new_message_id(), now=now
-        )
+        mid = op.message_id or new_message_id()
+        return partial(crud.add_message, op=op, message_id=mid, now=now)
     if isinstance(op, Reserve):
-        return partial(
-            crud.reserve_message, op=op, message_id=op.message_id or new_message_id(), now=now
-        )
-    if isinstance(op, UpdateContent):
-        return partial(crud.update_message_content, op=op, now=now)
-    if isinstance(op, Update):
-        return partial(crud.update_message_metadata, op=op, now=now)
-    if isinstance(op, Delete):
-        return partial(crud.delete_message, op=op, now=now)
-    raise TypeError(f"not an op: {op!r}")
+        mid = op.message_id or new_message_id()
+        return partial(crud.reserve_message, op=op, message_id=mid, now=now)
+    return partial(_UPDATES[type(op)], op=op, now=now, expect_updated_at=expected)
 
 
 class SQLiteTerminal:
@@ -51,7 +50,10 @@ class SQLiteTerminal:
 
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
-        write = _write_for(op)
+        expected = None
+        if context.expected and not isinstance(op, Add | Reserve):
+            expected = context.expected.pop(op.message_id, None)
+        write = _write_for(op, expected)
         unit = context.unit
         if unit is None:
             tx = self.store.begin()
@@ -74,6 +76,12 @@ class SQLiteTerminal:
     ) -> list[Message]:
         return self.store.read(
             partial(crud.list_messages, conversation_id=conversation_id, limit=limit)
+        )
+
+    @hookimpl(trylast=True)
+    def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:
+        return self.store.read(
+            partial(crud.list_reserved, updated_before=updated_before, limit=limit)
         )
 
     @hookimpl

@@ -176,3 +176,25 @@ def test_index_commands_without_an_index_explain_themselves(tmp_path: Path) -> N
     result = run(tmp_path, "--index", "none", "search", "x")
     assert result.returncode == 1
     assert result.stderr.startswith("anchorline: error: no index")
+
+
+def test_sweep_recovers_a_placeholder_left_by_a_killed_writer(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from pipeline import Pipeline\n"
+        "p = Pipeline.open('anchorline.db', load_entrypoints=False)\n"
+        "s = p.stream('c', flush_interval=0).__enter__()\n"
+        "s.append('streamed before the crash')\n"
+        "print(s.message_id, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert killed.returncode == -9
+    message_id = killed.stdout.strip()
+    result = run(tmp_path, "sweep", "--older-than", "0")
+    assert result.returncode == 0, result.stderr
+    assert f"finalised {message_id}" in result.stdout
+    assert "swept 1: 0 deleted, 1 finalised" in result.stdout
+    assert "streamed before the crash" in run(tmp_path, "show", "c").stdout

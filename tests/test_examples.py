@@ -13,7 +13,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 def test_a_redirecting_plugin_can_index_its_own_writes(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(EXAMPLES / "redirect_with_index.py"), run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
-    assert "ephemeral:1: haiku on autumn leaves" in lines[0]  # the redirected message is found first
+    assert (
+        "ephemeral:1: haiku on autumn leaves" in lines[0]
+    )  # the redirected message is found first
 
 
 def test_the_minilm_example_defines_an_embedder_plugin() -> None:

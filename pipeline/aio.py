@@ -1,0 +1,184 @@
+"""asyncio: ``AsyncPipeline`` runs every call on one writer thread per pipeline.
+
+The event loop never blocks on SQLite. Cancelling a task that awaits an op
+cannot leave the op half-applied: an op that has not started is dropped, and
+one that has started runs to its commit (or rollback) on the writer thread. A
+cancelled caller that needs to know which happened can repeat the op with the
+same ``client_message_id``, which is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .ops import Content, PersistOp, Reserve, UpdateContent
+from .results import Hit, IndexStatus, Message, PersistResult, Reserved
+from .runner import Expected, Pipeline
+from .streaming import StreamState, reserve_op, start_state
+from .sweeping import SweepReport
+
+T = TypeVar("T")
+log = logging.getLogger("anchorline")
+
+
+class AsyncPipeline:
+    """An asyncio front for :class:`Pipeline`. Build it with ``await AsyncPipeline.open(...)``."""
+
+    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor) -> None:
+        self.pipeline = pipeline
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: str = "anchorline.db", **options: Any) -> AsyncPipeline:
+        """Open a :class:`Pipeline` (same arguments) on a new writer thread."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anchorline-writer")
+        try:
+            loop = asyncio.get_running_loop()
+            pipeline = await loop.run_in_executor(executor, partial(Pipeline.open, path, **options))
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(pipeline, executor)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def persist(
+        self, op: PersistOp | Mapping[str, Any], *, expect_updated_at: Expected = None
+    ) -> PersistResult:
+        return await self._run(self.pipeline.persist, op, expect_updated_at=expect_updated_at)
+
+    async def persist_many(
+        self, ops: Iterable[PersistOp | Mapping[str, Any]], *, expect_updated_at: Expected = None
+    ) -> list[PersistResult]:
+        return await self._run(
+            self.pipeline.persist_many, list(ops), expect_updated_at=expect_updated_at
+        )
+
+    async def get(self, message_id: str) -> Message | None:
+        return await self._run(self.pipeline.get, message_id)
+
+    async def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
+        return await self._run(self.pipeline.messages, conversation_id, limit)
+
+    async def search(
+        self, query: str, *, conversation_id: str | None = None, limit: int = 10
+    ) -> list[Hit]:
+        return await self._run(
+            self.pipeline.search, query, conversation_id=conversation_id, limit=limit
+        )
+
+    async def flush_index(self, timeout: float | None = None) -> IndexStatus:
+        return await self._run(self.pipeline.flush_index, timeout)
+
+    async def index_status(self) -> IndexStatus:
+        return await self._run(self.pipeline.index_status)
+
+    async def sweep(self, older_than: float = 60.0) -> SweepReport:
+        return await self._run(self.pipeline.sweep, older_than)
+
+    def stream(
+        self,
+        conversation_id: str,
+        *,
+        role: str = "assistant",
+        metadata: dict[str, Any] | None = None,
+        flush_interval: float = 1.0,
+        client_message_id: str | None = None,
+    ) -> AsyncStream:
+        """``async with apipeline.stream("c1") as s: await s.append(token)``; see
+        :meth:`Pipeline.stream`."""
+        return AsyncStream(
+            self, reserve_op(conversation_id, role, metadata, client_message_id), flush_interval
+        )
+
+    async def aclose(self) -> None:
+        try:
+            await self._run(self.pipeline.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> AsyncPipeline:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncStream:
+    """The handle ``AsyncPipeline.stream`` yields; ``message_id`` is known on entry."""
+
+    def __init__(self, apipeline: AsyncPipeline, reserve: Reserve, flush_interval: float) -> None:
+        self._apipeline = apipeline
+        self._reserve = reserve
+        self._flush_interval = flush_interval
+        self._state: StreamState | None = None
+        self.message: Message | None = None
+
+    @property
+    def state(self) -> StreamState:
+        if self._state is None:
+            raise RuntimeError("use the stream as an async context manager: async with ...")
+        return self._state
+
+    @property
+    def message_id(self) -> str:
+        return self.state.message_id
+
+    @property
+    def content(self) -> Content:
+        return self.state.content
+
+    async def __aenter__(self) -> AsyncStream:
+        reserved = await self._apipeline.persist(self._reserve)
+        assert isinstance(reserved, Reserved)
+        self.message = reserved.message
+        self._state = start_state(reserved, self._flush_interval)
+        return self
+
+    async def append(self, delta: str | dict[str, Any]) -> None:
+        """Add a text delta or a block; awaits only when a partial flush is due."""
+        await self._write(self.state.append(delta))
+
+    async def set_content(self, content: Content) -> None:
+        await self._write(self.state.set_content(content))
+
+    async def flush(self) -> None:
+        await self._write(self.state.flush())
+
+    async def _write(self, op: UpdateContent | None) -> None:
+        if op is not None:
+            await self._apipeline.persist(op)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ops = self.state.finish() if exc is None else self.state.abort(exc)
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(
+            self._apipeline._executor, partial(self._apipeline.pipeline.persist_many, ops)
+        )
+        try:
+            # Shielded: a second cancellation while finalising must not drop the write.
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if exc is None:
+                raise
+            log.exception("could not finalise interrupted stream %s", self.state.message_id)

@@ -1,0 +1,188 @@
+"""Streaming an assistant message: reserve on entry, debounced partial flushes, final on exit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidOp
+from .ops import Content, Delete, PersistOp, Reserve, Update, UpdateContent
+from .results import Message, Reserved
+
+if TYPE_CHECKING:
+    from .runner import Pipeline
+
+log = logging.getLogger("anchorline")
+
+
+def _copy(content: Content) -> Content:
+    return content if isinstance(content, str) else [dict(block) for block in content]
+
+
+class StreamState:
+    """What a stream has produced so far, and the ops that record it. Does no I/O.
+
+    Shared by the blocking :class:`Stream` and the asyncio ``AsyncStream``.
+    """
+
+    def __init__(
+        self, message_id: str, flush_interval: float, resume_from: Content | None = None
+    ) -> None:
+        if flush_interval < 0:
+            raise InvalidOp(f"flush_interval: must be >= 0, got {flush_interval!r}")
+        self.message_id = message_id
+        self.flush_interval = flush_interval
+        self._content: Content = _copy(resume_from) if resume_from else []
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    @property
+    def content(self) -> Content:
+        return _copy(self._content)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether anything was produced (an empty string or no blocks is nothing)."""
+        return bool(self._content)
+
+    def append(self, delta: str | dict[str, Any]) -> UpdateContent | None:
+        """Add a text delta or a content block; returns a partial flush when one is due."""
+        if isinstance(delta, str):
+            if isinstance(self._content, str):
+                self._content += delta
+            elif self._content and self._content[-1].get("type") == "text":
+                last = self._content[-1]
+                self._content[-1] = {**last, "text": str(last.get("text", "")) + delta}
+            else:
+                self._content.append({"type": "text", "text": delta})
+        elif isinstance(delta, dict) and isinstance(delta.get("type"), str):
+            if isinstance(self._content, str):
+                self._content = [{"type": "text", "text": self._content}] if self._content else []
+            self._content.append(dict(delta))
+        else:
+            raise InvalidOp(
+                "delta: must be a text string or a content block (a dict with a string 'type'),"
+                f" got {type(delta).__name__}"
+            )
+        self._dirty = True
+        return self._due()
+
+    def set_content(self, content: Content) -> UpdateContent | None:
+        """Replace everything produced so far; returns a partial flush when one is due."""
+        UpdateContent(message_id=self.message_id, content=content)  # validates
+        self._content = _copy(content)
+        self._dirty = True
+        return self._due()
+
+    def _due(self) -> UpdateContent | None:
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            return self.flush()
+        return None
+
+    def flush(self) -> UpdateContent | None:
+        """The partial flush of what is not yet written, if anything."""
+        if not self._dirty:
+            return None
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        return UpdateContent(message_id=self.message_id, content=self.content, final=False)
+
+    def finish(self) -> list[PersistOp]:
+        return [UpdateContent(message_id=self.message_id, content=self.content, final=True)]
+
+    def abort(self, error: BaseException) -> list[PersistOp]:
+        """Keep what was streamed, marked interrupted; drop an empty placeholder."""
+        if not self.streamed:
+            return [Delete(message_id=self.message_id)]
+        return [
+            Update(
+                message_id=self.message_id,
+                metadata={"interrupted": True, "error": type(error).__name__},
+            ),
+            UpdateContent(message_id=self.message_id, content=self.content, final=True),
+        ]
+
+
+def start_state(reserved: Reserved, flush_interval: float) -> StreamState:
+    """A retried reserve (same ``client_message_id``) resumes from what is stored."""
+    resume = reserved.message.content if reserved.deduplicated else None
+    return StreamState(reserved.message.id, flush_interval, resume)
+
+
+def reserve_op(
+    conversation_id: str,
+    role: str,
+    metadata: dict[str, Any] | None,
+    client_message_id: str | None,
+) -> Reserve:
+    return Reserve(
+        conversation_id=conversation_id,
+        role=role,
+        metadata=metadata or {},
+        client_message_id=client_message_id,
+    )
+
+
+class Stream:
+    """The handle :meth:`Pipeline.stream` yields. ``message_id`` is known on entry."""
+
+    def __init__(self, pipeline: Pipeline, reserve: Reserve, flush_interval: float) -> None:
+        self._pipeline = pipeline
+        self._reserve = reserve
+        self._flush_interval = flush_interval
+        self._state: StreamState | None = None
+        self.message: Message | None = None
+
+    @property
+    def state(self) -> StreamState:
+        if self._state is None:
+            raise RuntimeError("use the stream as a context manager: with pipeline.stream(...)")
+        return self._state
+
+    @property
+    def message_id(self) -> str:
+        return self.state.message_id
+
+    @property
+    def content(self) -> Content:
+        """What was produced so far (a copy)."""
+        return self.state.content
+
+    def __enter__(self) -> Stream:
+        reserved = self._pipeline.persist(self._reserve)
+        self.message = reserved.message
+        self._state = start_state(reserved, self._flush_interval)
+        return self
+
+    def append(self, delta: str | dict[str, Any]) -> None:
+        """Add a text delta or a content block; flushes at most once per ``flush_interval``."""
+        self._write(self.state.append(delta))
+
+    def set_content(self, content: Content) -> None:
+        """Replace the content produced so far."""
+        self._write(self.state.set_content(content))
+
+    def flush(self) -> None:
+        """Write the partial content now, if anything is unwritten."""
+        self._write(self.state.flush())
+
+    def _write(self, op: UpdateContent | None) -> None:
+        if op is not None:
+            self._pipeline.persist(op)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self._pipeline.persist_many(self.state.finish())
+            return
+        try:
+            self._pipeline.persist_many(self.state.abort(exc))
+        except Exception:
+            # The original error matters more; a sweep recovers the placeholder later.
+            log.exception("could not finalise interrupted stream %s", self.state.message_id)

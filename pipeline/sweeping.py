@@ -1,0 +1,81 @@
+"""Recovering placeholders whose writer died: the sweep."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .context import Context
+from .errors import Conflict, MessageNotFound, PluginError
+from .ids import clock
+from .ops import Delete, Update, UpdateContent
+from .results import Message
+
+if TYPE_CHECKING:
+    from .runner import Pipeline
+
+BATCH = 100
+
+
+@attrs.frozen(kw_only=True)
+class SweepReport:
+    """What a sweep did, by message id.
+
+    ``deleted``: empty placeholders; ``finalized``: partial ones, now complete;
+    ``skipped``: written by someone else while the sweep ran, left alone.
+    """
+
+    deleted: tuple[str, ...] = ()
+    finalized: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return len(self.deleted) + len(self.finalized)
+
+
+def _recover(pipeline: Pipeline, message: Message) -> str:
+    guard = {message.id: message.updated_at}
+    if not message.content:
+        pipeline.persist(Delete(message_id=message.id), expect_updated_at=guard)
+        return "deleted"
+    pipeline.persist_many(
+        [
+            Update(
+                message_id=message.id,
+                metadata={"interrupted": True, "interrupted_by": "sweep"},
+            ),
+            UpdateContent(message_id=message.id, content=message.content, final=True),
+        ],
+        expect_updated_at=guard,
+    )
+    return "finalized"
+
+
+def sweep(pipeline: Pipeline, older_than: float) -> SweepReport:
+    # The write clock, not the wall clock: it is ahead of every timestamp this
+    # process wrote, even during a burst that ran it past wall time.
+    cutoff = clock.now() - int(older_than * 1000)
+    done: dict[str, list[str]] = {"deleted": [], "finalized": [], "skipped": []}
+    seen: set[str] = set()
+    while True:
+        stale = pipeline.plugin_manager.hook.list_reserved(
+            updated_before=cutoff, limit=BATCH, context=Context(pipeline)
+        )
+        if stale is None:
+            raise PluginError("list_reserved: no plugin answered (is a terminal registered?)")
+        fresh = [m for m in stale if m.id not in seen]
+        for message in fresh:
+            seen.add(message.id)
+            try:
+                done[_recover(pipeline, message)].append(message.id)
+            except (Conflict, MessageNotFound):
+                done["skipped"].append(message.id)  # its writer is alive after all
+        if len(stale) < BATCH or not fresh:
+            break
+    return SweepReport(
+        deleted=tuple(done["deleted"]),
+        finalized=tuple(done["finalized"]),
+        skipped=tuple(done["skipped"]),
+    )

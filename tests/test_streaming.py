@@ -1,0 +1,139 @@
+"""The streaming helper: reserve on entry, debounced partials, final or interrupted on exit."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pipeline import Context, InvalidOp, PersistOp, PersistResult, Pipeline, hookimpl
+
+
+class Writes:
+    """Records every op that goes through the chain."""
+
+    def __init__(self) -> None:
+        self.ops: list[PersistOp] = []
+
+    @hookimpl(wrapper=True)
+    def persist(
+        self, op: PersistOp, context: Context
+    ) -> Generator[None, PersistResult, PersistResult]:
+        self.ops.append(op)
+        return (yield)
+
+    def kinds(self) -> list[str]:
+        return [
+            op.kind if op.kind != "update_content" else f"content(final={op.final})"
+            for op in self.ops
+        ]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def writes(pipeline: Pipeline) -> Writes:
+    recorder = Writes()
+    pipeline.plugin_manager.register(recorder, name="writes")
+    return recorder
+
+
+def test_the_id_is_known_on_entry_and_the_final_content_lands_on_exit(
+    pipeline: Pipeline, writes: Writes
+) -> None:
+    with pipeline.stream("c", flush_interval=3600) as s:
+        placeholder = pipeline.get(s.message_id)
+        assert (
+            placeholder is not None
+            and placeholder.status == "reserved"
+            and placeholder.content == []
+        )
+        for token in ("Hel", "lo", ", world"):
+            s.append(token)
+        assert s.content == [{"type": "text", "text": "Hello, world"}]
+    stored = pipeline.get(s.message_id)
+    assert stored is not None and stored.status == "complete"
+    assert stored.content == [{"type": "text", "text": "Hello, world"}]
+    assert writes.kinds() == ["reserve", "content(final=True)"]
+
+
+def test_partials_are_debounced_not_one_write_per_token(
+    pipeline: Pipeline, writes: Writes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("pipeline.streaming.time.monotonic", lambda: now[0])
+    with pipeline.stream("c", flush_interval=1.0) as s:
+        for second in range(3):
+            for _ in range(50):  # 50 tokens within one second
+                s.append("x")
+                now[0] += 0.019
+            now[0] = 1000.0 + second + 1
+        s.append("end")  # a second after the last flush: this one flushes
+        mid = pipeline.get(s.message_id)
+        assert mid is not None and mid.status == "reserved"
+    partials = [op for op in writes.ops if op.kind == "update_content" and not op.final]  # type: ignore[attr-defined]
+    assert 2 <= len(partials) <= 4  # about one per second, for 151 appends
+    assert pipeline.get(s.message_id).content[0]["text"] == "x" * 150 + "end"  # type: ignore[union-attr]
+
+
+def test_an_exception_keeps_what_was_streamed_marked_interrupted(pipeline: Pipeline) -> None:
+    with pytest.raises(TimeoutError), pipeline.stream("c", flush_interval=3600) as s:
+        s.append("partial answ")
+        raise TimeoutError("model timed out")
+    stored = pipeline.get(s.message_id)
+    assert stored is not None and stored.status == "complete"
+    assert stored.content == [{"type": "text", "text": "partial answ"}]
+    assert stored.metadata == {"interrupted": True, "error": "TimeoutError"}
+
+
+def test_an_exception_before_any_content_deletes_the_placeholder(pipeline: Pipeline) -> None:
+    with pytest.raises(KeyboardInterrupt), pipeline.stream("c") as s:
+        raise KeyboardInterrupt
+    assert pipeline.get(s.message_id) is None
+    assert pipeline.messages("c") == []
+
+
+def test_blocks_and_set_content(pipeline: Pipeline) -> None:
+    with pipeline.stream("c", role="assistant", metadata={"model": "m"}, flush_interval=0) as s:
+        s.append("Let me check.")
+        s.append({"type": "tool_use", "id": "t1", "name": "search", "input": {"q": "x"}})
+        s.append("Done")
+        s.set_content("Replaced entirely")
+        s.append(" and extended")
+    stored = pipeline.get(s.message_id)
+    assert stored is not None
+    assert stored.content == "Replaced entirely and extended"
+    assert stored.metadata == {"model": "m"}
+
+
+def test_a_bad_delta_is_refused_and_the_stream_still_finishes(pipeline: Pipeline) -> None:
+    with pipeline.stream("c") as s:
+        s.append("ok")
+        with pytest.raises(InvalidOp, match="delta"):
+            s.append(42)  # type: ignore[arg-type]
+    assert pipeline.get(s.message_id).status == "complete"  # type: ignore[union-attr]
+
+
+def test_flush_writes_the_partial_now(pipeline: Pipeline) -> None:
+    with pipeline.stream("c", flush_interval=3600) as s:
+        s.append("so far")
+        s.flush()
+        stored = pipeline.get(s.message_id)
+        assert stored is not None and stored.status == "reserved"
+        assert stored.content == [{"type": "text", "text": "so far"}]
+
+
+def test_a_retried_stream_with_a_client_message_id_reuses_the_message(pipeline: Pipeline) -> None:
+    with pipeline.stream("c", client_message_id="turn-7") as first:
+        first.append("a")
+    with pipeline.stream("c", client_message_id="turn-7") as again:
+        assert again.message_id == first.message_id
+        assert again.message is not None and again.message.status == "complete"
+        assert again.content == [{"type": "text", "text": "a"}]  # resumed, not emptied
+        again.append("b")
+    assert pipeline.get(first.message_id).content == [{"type": "text", "text": "ab"}]  # type: ignore[union-attr]
+
+
+def test_using_the_handle_outside_with_is_an_error(pipeline: Pipeline) -> None:
+    handle: Any = pipeline.stream("c")
+    with pytest.raises(RuntimeError, match="context manager"):
+        handle.append("x")
