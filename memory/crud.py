@@ -20,7 +20,7 @@ import apsw
 import attrs
 
 from pipeline.errors import Conflict, MessageNotFound
-from pipeline.ids import clock, new_message_id
+from pipeline.ids import clock, new_message_id, wall_ms
 from pipeline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
 from pipeline.results import (
     Added,
@@ -208,10 +208,10 @@ def update_message_content(
     expect_updated_at: int | None = None,
 ) -> ContentUpdated:
     """Replace the content; ``final`` marks the message complete, a partial keeps it reserved."""
-    now = now or clock.now()
+    now = now or wall_ms()
     status = "complete" if op.final else "reserved"
     row = conn.execute(
-        f"""UPDATE messages SET content = ?1, status = ?2, updated_at = ?3
+        f"""UPDATE messages SET content = ?1, status = ?2, updated_at = max(?3, updated_at + 1)
             WHERE id = ?4 AND (?5 OR status = 'reserved') AND (?6 IS NULL OR updated_at = ?6)
             RETURNING {COLUMNS}""",
         (op.content_json, status, now, op.message_id, op.final, expect_updated_at),
@@ -236,7 +236,7 @@ def update_message_metadata(
 ) -> Updated:
     """Shallow-merge ``op.metadata`` into the stored metadata."""
     stored = _stored(conn, op.message_id, expect_updated_at)
-    now = now or clock.now()
+    now = max(now or wall_ms(), stored.updated_at + 1)
     merged = {**stored.metadata, **op.metadata}
     conn.execute(
         "UPDATE messages SET metadata = ?, updated_at = ? WHERE id = ?",
@@ -263,8 +263,33 @@ def delete_message(
         "DELETE FROM messages WHERE id = ? RETURNING conversation_id", (op.message_id,)
     ).fetchone()
     if row is not None:
-        conn.execute(_BUMP_CONVERSATION, (row[0], now or clock.now()))
+        conn.execute(_BUMP_CONVERSATION, (row[0], now or wall_ms()))
     return Deleted(message_id=op.message_id, existed=row is not None)
+
+
+def landed(conn: apsw.Connection, results: list[Any]) -> bool:
+    """Whether the writes that gave ``results`` are in the database (after a failed COMMIT).
+
+    True when every message they touched is stored exactly as their last
+    result left it (or is gone, if they deleted it).
+    """
+    final: dict[str, Message | None] = {}
+    for result in results:
+        if isinstance(result, Deleted):
+            if result.existed:
+                final[result.message_id] = None
+        elif result is not None:
+            final[result.message.id] = result.message
+    if not final:
+        return False
+    for message_id, expected in final.items():
+        stored = get_message(conn, message_id)
+        if expected is None:
+            if stored is not None:
+                return False
+        elif stored != expected:
+            return False
+    return True
 
 
 # --- reads ------------------------------------------------------------------

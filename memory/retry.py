@@ -74,7 +74,10 @@ class _Retry:
         policy = self.policy
         while True:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                try:
+                    self.conn.execute("ROLLBACK")
+                except RETRYABLE:
+                    pass  # SQLite rolls back on its own after most I/O errors
             remaining = self.started + policy.deadline - time.monotonic()
             pause = policy.backoff(self.attempts)
             if self.attempts >= policy.max_attempts or remaining <= pause:
@@ -104,14 +107,25 @@ class Transaction:
     whole journal replayed in a fresh one, so a multi-op unit of work commits
     all of its ops or none. Writes must be deterministic (ids and timestamps are
     fixed before the first attempt) for the replay to write the same rows.
+
+    A ``COMMIT`` can report an error although the transaction reached the
+    disk. Before replaying after such an error, ``landed(conn, results)`` is
+    asked whether the writes are already there; if so, the commit is done.
     """
 
-    __slots__ = ("_conn", "_failed", "_journal", "_policy", "_started")
+    __slots__ = ("_conn", "_failed", "_journal", "_landed", "_policy", "_results", "_started")
 
-    def __init__(self, conn: apsw.Connection, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        conn: apsw.Connection,
+        policy: RetryPolicy,
+        landed: Callable[[apsw.Connection, list[Any]], bool] | None = None,
+    ) -> None:
         self._conn = conn
         self._policy = policy
+        self._landed = landed
         self._journal: list[Callable[[apsw.Connection], Any]] = []
+        self._results: list[Any] = []
         self._started = time.monotonic()
         self._failed = False
         try:
@@ -123,14 +137,17 @@ class Transaction:
         """Apply ``fn(conn)`` inside the transaction and return what it returns."""
         self._journal.append(fn)
         try:
-            return fn(self._conn)
+            result: T = fn(self._conn)
         except RETRYABLE as e:
-            result: T = self._retry(e, commit=False)
+            self._results.append(None)
+            result = self._retry(e, commit=False)
             return result
         except apsw.Error:
             # A statement failed part-way through the op: never commit what it left.
             self._failed = True
             raise
+        self._results.append(result)
+        return result
 
     def commit(self) -> None:
         if self._failed:
@@ -151,13 +168,14 @@ class Transaction:
 
     def _retry(self, error: BaseException, *, commit: bool) -> Any:
         def replay() -> Any:
+            if commit and self._landed is not None and self._landed(self._conn, self._results):
+                return self._results[-1] if self._results else None
             self._conn.execute("BEGIN IMMEDIATE")
-            result = None
-            for fn in self._journal:
-                result = fn(self._conn)
+            for i, fn in enumerate(self._journal):
+                self._results[i] = fn(self._conn)
             if commit:
                 self._conn.execute("COMMIT")
-            return result
+            return self._results[-1] if self._results else None
 
         return _Retry(self._policy, self._conn, self._started).until_done(error, replay)
 

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import apsw
 
+from . import crud
 from .connection import connect
 from .retry import RetryPolicy, Transaction
 
@@ -23,7 +24,7 @@ class LockedTransaction(Transaction):
         lock.acquire()
         self._lock: threading.RLock | None = lock
         try:
-            super().__init__(conn, policy)
+            super().__init__(conn, policy, crud.landed)
         except BaseException:
             self._release()
             raise

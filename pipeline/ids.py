@@ -13,12 +13,19 @@ def new_message_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+def wall_ms() -> int:
+    """Milliseconds since the epoch, from the wall clock."""
+    return time.time_ns() // 1_000_000
+
+
 class Clock:
     """Milliseconds since the epoch, strictly increasing within the process.
 
-    Two writes in the same millisecond get consecutive values, so creation
-    order is total. Under a burst of more than 1,000 writes a second the clock
-    runs ahead of wall time and catches up once the burst ends.
+    Two messages created in the same millisecond get consecutive values, so
+    creation order is total. Under a burst of more than 1,000 new messages a
+    second the clock runs ahead of wall time, and catches up once the burst
+    ends. Only creation uses it: later writes stamp ``updated_at`` with the
+    wall clock (kept above the message's previous ``updated_at``).
     """
 
     def __init__(self) -> None:

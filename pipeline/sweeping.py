@@ -8,7 +8,7 @@ import attrs
 
 from .context import Context
 from .errors import Conflict, MessageNotFound, PluginError
-from .ids import clock
+from .ids import clock, wall_ms
 from .ops import Delete, Update, UpdateContent
 from .results import Message
 
@@ -54,9 +54,10 @@ def _recover(pipeline: Pipeline, message: Message) -> str:
 
 
 def sweep(pipeline: Pipeline, older_than: float) -> SweepReport:
-    # The write clock, not the wall clock: it is ahead of every timestamp this
-    # process wrote, even during a burst that ran it past wall time.
-    cutoff = clock.now() - int(older_than * 1000)
+    # The write clock too, not only the wall clock: after a burst of new
+    # messages it is ahead of wall time, and of every timestamp written here.
+    now = max(clock.now(), wall_ms())
+    cutoff = now + 1 - int(older_than * 1000)  # older_than=0 takes everything written so far
     done: dict[str, list[str]] = {"deleted": [], "finalized": [], "skipped": []}
     seen: set[str] = set()
     while True:

@@ -18,7 +18,7 @@ from memory.crud import check_expected, check_replay
 from pipeline.context import Context
 from pipeline.errors import Conflict, MessageNotFound
 from pipeline.hookspecs import hookimpl
-from pipeline.ids import clock, new_message_id
+from pipeline.ids import clock, new_message_id, wall_ms
 from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from pipeline.results import (
     Added,
@@ -116,7 +116,7 @@ class InMemoryTerminal:
             if existing is not None:
                 check_expected(existing, expected)
                 self._remove(existing, undo)
-                self._touch(existing.conversation_id, clock.now(), undo, message=False)
+                self._touch(existing.conversation_id, wall_ms(), undo, message=False)
             return Deleted(message_id=op.message_id, existed=existing is not None)
         raise TypeError(f"not an op: {op!r}")
 
@@ -149,7 +149,7 @@ class InMemoryTerminal:
         return message, True
 
     def _replace(self, current: Message, undo: _Undo, **changes: Any) -> Message:
-        now = clock.now()
+        now = max(wall_ms(), current.updated_at + 1)
         message = attrs.evolve(current, updated_at=now, **changes)
         self._put(message, undo)
         self._touch(current.conversation_id, now, undo, message=False)

@@ -12,7 +12,7 @@ from memory import crud
 from memory.store import SQLiteStore
 from pipeline.context import Context
 from pipeline.hookspecs import hookimpl
-from pipeline.ids import clock, new_message_id
+from pipeline.ids import clock, new_message_id, wall_ms
 from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from pipeline.results import Message, PersistResult
 from pipeline.settings import Settings
@@ -29,14 +29,13 @@ _UPDATES: dict[type, Callable[..., PersistResult]] = {
 
 def _write_for(op: PersistOp, expected: int | None) -> Write:
     """Bind ``op`` to its CRUD function, fixing id and time so a retry writes the same row."""
-    now = clock.now()
     if isinstance(op, Add):
         mid = op.message_id or new_message_id()
-        return partial(crud.add_message, op=op, message_id=mid, now=now)
+        return partial(crud.add_message, op=op, message_id=mid, now=clock.now())
     if isinstance(op, Reserve):
         mid = op.message_id or new_message_id()
-        return partial(crud.reserve_message, op=op, message_id=mid, now=now)
-    return partial(_UPDATES[type(op)], op=op, now=now, expect_updated_at=expected)
+        return partial(crud.reserve_message, op=op, message_id=mid, now=clock.now())
+    return partial(_UPDATES[type(op)], op=op, now=wall_ms(), expect_updated_at=expected)
 
 
 class SQLiteTerminal:
