@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -74,10 +75,9 @@ class _Retry:
         policy = self.policy
         while True:
             if self.conn.in_transaction:
-                try:
+                # SQLite rolls back on its own after most I/O errors.
+                with contextlib.suppress(*RETRYABLE):
                     self.conn.execute("ROLLBACK")
-                except RETRYABLE:
-                    pass  # SQLite rolls back on its own after most I/O errors
             remaining = self.started + policy.deadline - time.monotonic()
             pause = policy.backoff(self.attempts)
             if self.attempts >= policy.max_attempts or remaining <= pause:

@@ -32,7 +32,7 @@ class FaultVFS(apsw.VFS):  # type: ignore[misc]
             self.injected["busy"] += 1
             raise apsw.BusyError(f"injected busy error in {where}")
 
-    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:  # noqa: N802 (apsw's name)
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
         return FaultFile(self, name, flags)
 
 
@@ -41,10 +41,10 @@ class FaultFile(apsw.VFSFile):  # type: ignore[misc]
         self.vfs = vfs
         super().__init__("", name, flags)
 
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+    def xWrite(self, data: bytes, offset: int) -> None:
         self.vfs.maybe_fail("write")
         super().xWrite(data, offset)
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         self.vfs.maybe_fail("sync")
         super().xSync(flags)

@@ -33,8 +33,8 @@ AGENT = textwrap.dedent(
         for turn in range(10_000):
             conversation = f"run{run}-turn{turn}"
             question = f"question {turn} of run {run} about crash recovery"
-            added = pipeline.persist(Add(conversation_id=conversation, role="user", content=question))
-            ack("add", added.message.id, question)
+            op = Add(conversation_id=conversation, role="user", content=question)
+            ack("add", pipeline.persist(op).message.id, question)
             with pipeline.stream(conversation, flush_interval=0.005) as s:
                 ack("reserve", s.message_id, [])
                 for token in range(40):

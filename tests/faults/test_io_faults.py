@@ -70,8 +70,8 @@ def test_transient_faults_are_retried_and_nothing_is_lost(
     assert stored == acknowledged  # every acknowledged op, exactly as acknowledged, nothing else
     figures.append(
         f"I/O faults: {ops} ops at {rate:.0%} per write/sync, {vfs.injected['io']} SQLITE_IOERR +"
-        f" {vfs.injected['busy']} SQLITE_BUSY injected over {vfs.calls} calls; 0 lost, 0 duplicated,"
-        " integrity ok"
+        f" {vfs.injected['busy']} SQLITE_BUSY injected over {vfs.calls} calls;"
+        " 0 lost, 0 duplicated, integrity ok"
     )
 
 
