@@ -1,4 +1,7 @@
-"""Hypothesis throws hostile op dicts at parse_op and persist: refused cleanly, or stored and read back equal."""
+"""Hypothesis throws hostile op dicts at parse_op and persist.
+
+Each is refused with a clear InvalidOp, or stored and read back equal.
+"""
 
 from __future__ import annotations
 
