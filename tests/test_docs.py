@@ -46,3 +46,13 @@ def test_ci_runs_the_readme_commands(which: str) -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"readme_command {which}" in ci
     assert "set -euo pipefail" in ci
+
+
+def test_reliability_md_names_tests_that_exist() -> None:
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    named = set(re.findall(r"`((?:faults/)?test_\w+\.py)(?:::(test_\w+))?`", text))
+    assert len(named) > 20
+    for module, test in named:
+        source = (ROOT / "tests" / module).read_text()
+        if test:
+            assert f"def {test}(" in source, f"{module}::{test} is named in reliability.md but missing"
