@@ -56,3 +56,15 @@ def test_reliability_md_names_tests_that_exist() -> None:
         source = (ROOT / "tests" / module).read_text()
         if test:
             assert f"def {test}(" in source, f"{module}::{test} is named in reliability.md but missing"
+
+
+def test_the_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    pipeline = namespace["pipeline"]
+    assert pipeline.persist is not None  # type: ignore[attr-defined]
+    pipeline.close()  # type: ignore[attr-defined]
