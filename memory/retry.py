@@ -182,7 +182,11 @@ class Transaction:
 
 def write(conn: apsw.Connection, policy: RetryPolicy, fn: Callable[[apsw.Connection], T]) -> T:
     """Run ``fn`` in a transaction of its own under ``policy`` and commit it."""
-    tx = Transaction(conn, policy)
+    return run_in(Transaction(conn, policy), fn)
+
+
+def run_in(tx: Transaction, fn: Callable[[apsw.Connection], T]) -> T:
+    """Run ``fn`` in the new transaction ``tx`` and commit it, or roll back on error."""
     try:
         result = tx.run(fn)
     except BaseException:

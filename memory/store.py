@@ -10,7 +10,7 @@ import apsw
 
 from . import crud
 from .connection import connect
-from .retry import RetryPolicy, Transaction
+from .retry import RetryPolicy, Transaction, run_in
 
 T = TypeVar("T")
 
@@ -66,6 +66,10 @@ class SQLiteStore:
     def begin(self) -> Transaction:
         """Start a write transaction; commit or roll it back to let others in."""
         return LockedTransaction(self.conn, self.policy, self._lock)
+
+    def write(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction of its own and commit it."""
+        return run_in(self.begin(), fn)
 
     def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         with self._lock:

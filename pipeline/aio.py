@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from .ops import Content, PersistOp, Reserve, UpdateContent
 from .results import Hit, IndexStatus, Message, PersistResult, Reserved
 from .runner import Expected, Pipeline
-from .streaming import StreamState, reserve_op, start_state
+from .streaming import StreamHandle, reserve_op
 from .sweeping import SweepReport
 
 T = TypeVar("T")
@@ -117,35 +117,17 @@ class AsyncPipeline:
         await self.aclose()
 
 
-class AsyncStream:
+class AsyncStream(StreamHandle):
     """The handle ``AsyncPipeline.stream`` yields; ``message_id`` is known on entry."""
 
     def __init__(self, apipeline: AsyncPipeline, reserve: Reserve, flush_interval: float) -> None:
+        super().__init__(reserve, flush_interval)
         self._apipeline = apipeline
-        self._reserve = reserve
-        self._flush_interval = flush_interval
-        self._state: StreamState | None = None
-        self.message: Message | None = None
-
-    @property
-    def state(self) -> StreamState:
-        if self._state is None:
-            raise RuntimeError("use the stream as an async context manager: async with ...")
-        return self._state
-
-    @property
-    def message_id(self) -> str:
-        return self.state.message_id
-
-    @property
-    def content(self) -> Content:
-        return self.state.content
 
     async def __aenter__(self) -> AsyncStream:
         reserved = await self._apipeline.persist(self._reserve)
         assert isinstance(reserved, Reserved)
-        self.message = reserved.message
-        self._state = start_state(reserved, self._flush_interval)
+        self._start(reserved)
         return self
 
     async def append(self, delta: str | dict[str, Any]) -> None:

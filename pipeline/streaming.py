@@ -105,12 +105,6 @@ class StreamState:
         ]
 
 
-def start_state(reserved: Reserved, flush_interval: float) -> StreamState:
-    """A retried reserve (same ``client_message_id``) resumes from what is stored."""
-    resume = reserved.message.content if reserved.deduplicated else None
-    return StreamState(reserved.message.id, flush_interval, resume)
-
-
 def reserve_op(
     conversation_id: str,
     role: str,
@@ -125,11 +119,10 @@ def reserve_op(
     )
 
 
-class Stream:
-    """The handle :meth:`Pipeline.stream` yields. ``message_id`` is known on entry."""
+class StreamHandle:
+    """What the blocking and the asyncio stream handles share: the reserve, and the state."""
 
-    def __init__(self, pipeline: Pipeline, reserve: Reserve, flush_interval: float) -> None:
-        self._pipeline = pipeline
+    def __init__(self, reserve: Reserve, flush_interval: float) -> None:
         self._reserve = reserve
         self._flush_interval = flush_interval
         self._state: StreamState | None = None
@@ -150,10 +143,22 @@ class Stream:
         """What was produced so far (a copy)."""
         return self.state.content
 
-    def __enter__(self) -> Stream:
-        reserved = self._pipeline.persist(self._reserve)
+    def _start(self, reserved: Reserved) -> None:
+        # A retried reserve (same client_message_id) resumes from what is stored.
         self.message = reserved.message
-        self._state = start_state(reserved, self._flush_interval)
+        resume = reserved.message.content if reserved.deduplicated else None
+        self._state = StreamState(reserved.message.id, self._flush_interval, resume)
+
+
+class Stream(StreamHandle):
+    """The handle :meth:`Pipeline.stream` yields. ``message_id`` is known on entry."""
+
+    def __init__(self, pipeline: Pipeline, reserve: Reserve, flush_interval: float) -> None:
+        super().__init__(reserve, flush_interval)
+        self._pipeline = pipeline
+
+    def __enter__(self) -> Stream:
+        self._start(self._pipeline.persist(self._reserve))
         return self
 
     def append(self, delta: str | dict[str, Any]) -> None:

@@ -55,14 +55,7 @@ class SQLiteTerminal:
         write = _write_for(op, expected)
         unit = context.unit
         if unit is None:
-            tx = self.store.begin()
-            try:
-                result = tx.run(write)
-            except BaseException:
-                tx.rollback()
-                raise
-            tx.commit()
-            return result
+            return self.store.write(write)
         return unit.join(self.store, self.store.begin).run(write)
 
     @hookimpl(trylast=True)
