@@ -7,6 +7,7 @@ terminal; a contract test suite runs over both so they cannot drift.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable
@@ -30,6 +31,18 @@ from pipeline.results import (
     Status,
     Updated,
 )
+
+
+def _detached(message: Message) -> Message:
+    """A copy the caller may mutate without touching the store, as with SQLite."""
+    return attrs.evolve(
+        message, content=copy.deepcopy(message.content), metadata=copy.deepcopy(message.metadata)
+    )
+
+
+def _detach(result: PersistResult) -> PersistResult:
+    message = getattr(result, "message", None)
+    return result if message is None else attrs.evolve(result, message=_detached(message))  # type: ignore[arg-type]
 
 
 class _Undo:
@@ -83,8 +96,9 @@ class InMemoryTerminal:
                 undo.rollback()
                 raise
             undo.commit()
-            return result
-        return self._apply(op, context.unit.join(self, lambda: _Undo(self._lock)), expected)
+            return _detach(result)
+        undo = context.unit.join(self, lambda: _Undo(self._lock))
+        return _detach(self._apply(op, undo, expected))
 
     def _apply(self, op: PersistOp, undo: _Undo, expected: int | None) -> PersistResult:
         if isinstance(op, Add):
@@ -205,7 +219,8 @@ class InMemoryTerminal:
     @hookimpl(trylast=True)
     def get_message(self, message_id: str, context: Context) -> Message | None:
         with self._lock:
-            return self.messages.get(message_id)
+            message = self.messages.get(message_id)
+        return None if message is None else _detached(message)
 
     @hookimpl(trylast=True)
     def list_messages(
@@ -214,7 +229,9 @@ class InMemoryTerminal:
         with self._lock:
             found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
         found.sort(key=lambda m: (m.created_at, m.id))
-        return found if limit is None else found[len(found) - limit :] if limit else []
+        if limit is not None:
+            found = found[len(found) - limit :] if limit else []
+        return [_detached(m) for m in found]
 
     @hookimpl(trylast=True)
     def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:

@@ -243,3 +243,13 @@ def test_each_pipeline_has_its_own_plugin_manager(db_path: str) -> None:
         assert first.plugin_manager is not second.plugin_manager
         second.persist(Add(conversation_id="c", role="user", content="hi"))
     assert recorder.seen == []
+
+
+def test_anchorline_trace_prints_hook_calls(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ANCHORLINE_TRACE", "1")
+    with Pipeline.open(db_path, load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+    err = capsys.readouterr().err
+    assert "persist [hook]" in err and "op:" in err

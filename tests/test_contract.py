@@ -222,3 +222,18 @@ def test_persist_accepts_op_dicts(pipeline: Pipeline) -> None:
         {"kind": "add", "conversation_id": "c", "role": "user", "content": "hi"}
     )
     assert isinstance(result, Added)
+
+
+def test_mutating_a_returned_message_does_not_change_the_store(pipeline: Pipeline) -> None:
+    content = [{"type": "text", "text": "original"}]
+    added = pipeline.persist(
+        Add(conversation_id="c", role="user", content=content, metadata={"k": [1]})
+    )
+    added.message.content[0]["text"] = "mutated"  # type: ignore[index]
+    content[0]["text"] = "mutated too"
+    read = pipeline.get(added.message.id)
+    assert read is not None
+    read.metadata["k"].append(2)
+    again = pipeline.get(added.message.id)
+    assert again is not None
+    assert again.content == [{"type": "text", "text": "original"}] and again.metadata == {"k": [1]}

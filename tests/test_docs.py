@@ -55,7 +55,9 @@ def test_reliability_md_names_tests_that_exist() -> None:
     for module, test in named:
         source = (ROOT / "tests" / module).read_text()
         if test:
-            assert f"def {test}(" in source, f"{module}::{test} is named in reliability.md but missing"
+            assert f"def {test}(" in source, (
+                f"{module}::{test} is named in reliability.md but missing"
+            )
 
 
 def test_the_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -299,3 +299,21 @@ def test_a_folder_held_too_long_by_another_process_is_named_in_the_error(tmp_pat
     with Pipeline.open(str(db), index="local", index_sync=True, load_entrypoints=False) as pipeline:
         pipeline.flush_index(timeout=30)  # the lock died with the holder
         assert [h.message.content for h in pipeline.search("written")] == ["written while held"]
+
+
+def test_an_unreachable_qdrant_server_keeps_every_write_pending(tmp_path: Path) -> None:
+    # A real qdrant-client pointed at a closed port: the scale-out mode while the server is down.
+    with Pipeline.open(
+        str(tmp_path / "url.db"),
+        index="http://127.0.0.1:9",
+        index_sync=True,
+        load_entrypoints=False,
+    ) as pipeline:
+        for i in range(3):
+            pipeline.persist(Add(conversation_id="c", role="user", content=f"kept {i}"))
+        status = pipeline.index_status()
+        assert status.pending == 3 and status.failing == 3
+        assert status.last_error is not None
+        assert len(pipeline.messages("c")) == 3
+        with pytest.raises(IndexUnavailable):
+            pipeline.flush_index()
