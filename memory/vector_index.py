@@ -170,7 +170,11 @@ class VectorIndex:
                     self._client = (
                         QdrantClient(":memory:")
                         if self.location == ":memory:"
-                        else QdrantClient(url=self.location, api_key=self._api_key)
+                        # No version probe at construction: it is a network call
+                        # that would stall or warn while the server is down.
+                        else QdrantClient(
+                            url=self.location, api_key=self._api_key, check_compatibility=False
+                        )
                     )
                 self._ensure_collection(self._client)
                 yield self._client
