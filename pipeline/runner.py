@@ -54,18 +54,26 @@ def _as_op(op: PersistOp | Mapping[str, Any]) -> PersistOp:
     raise InvalidOp(f"op: expected an op or a dict with a 'kind', got {type(op).__name__}")
 
 
+def describe(op: PersistOp) -> str:
+    """A short name for ``op`` in messages: its kind and its target, never its content."""
+    message_id = getattr(op, "message_id", None)
+    if message_id is not None:
+        return f"{op.kind} op for message {message_id!r}"
+    return f"{op.kind} op in conversation {getattr(op, 'conversation_id', '?')!r}"
+
+
 def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
     """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`."""
     expected = RESULT_FOR[type(op)]
     if not isinstance(result, expected):
         if result is None:
             raise PluginError(
-                f"{hook}: no plugin returned a result for {op.kind} op {op!r}"
+                f"{hook}: no plugin returned a result for the {describe(op)}"
                 " (is a terminal registered?)"
             )
         raise PluginError(
             f"{hook}: a plugin returned {type(result).__name__}"
-            f" (kind {getattr(result, 'kind', None)!r}) for {op.kind} op {op!r};"
+            f" (kind {getattr(result, 'kind', None)!r}) for the {describe(op)};"
             f" expected {expected.__name__}"
         )
     wanted = getattr(op, "message_id", None)
@@ -73,8 +81,7 @@ def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
         got = result.message_id if isinstance(result, Deleted) else result.message.id
         if got != wanted and not getattr(result, "deduplicated", False):
             raise PluginError(
-                f"{hook}: a plugin answered {op.kind} op for message {wanted!r}"
-                f" with message {got!r}"
+                f"{hook}: a plugin answered the {describe(op)} with message {got!r}"
             )
     return result
 
