@@ -208,9 +208,10 @@ class Indexer:
             for item in items:
                 message = messages.get(item.message_id)
                 if item.action == "upsert":
-                    text = self._text(message) if message and message.status == "complete" else ""
-                    if text:
-                        to_embed.append((message, text))  # type: ignore[arg-type]
+                    indexable = message is not None and message.status == "complete"
+                    text = self._text(message) if message is not None and indexable else ""
+                    if message is not None and text:
+                        to_embed.append((message, text))
                     else:
                         to_delete.append(item.message_id)
                 elif item.action == "payload" and message is not None:
