@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -113,14 +114,22 @@ class Transaction:
     asked whether the writes are already there; if so, the commit is done.
     """
 
-    __slots__ = ("_conn", "_failed", "_journal", "_landed", "_policy", "_results", "_started")
+    __slots__ = (
+        "_conn", "_failed", "_journal", "_landed", "_lock", "_policy", "_results", "_started"
+    )  # fmt: skip
 
     def __init__(
         self,
         conn: apsw.Connection,
         policy: RetryPolicy,
         landed: Callable[[apsw.Connection, list[Any]], bool] | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
+        # ``lock`` keeps other threads of the process off the connection until
+        # the transaction ends.
+        if lock is not None:
+            lock.acquire()
+        self._lock = lock
         self._conn = conn
         self._policy = policy
         self._landed = landed
@@ -131,7 +140,14 @@ class Transaction:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except RETRYABLE as e:
-            self._retry(e, commit=False)
+            try:
+                self._retry(e, commit=False)
+            except BaseException:
+                self._release()
+                raise
+        except BaseException:
+            self._release()
+            raise
 
     def run(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Apply ``fn(conn)`` inside the transaction and return what it returns."""
@@ -160,11 +176,24 @@ class Transaction:
         try:
             self._conn.execute("COMMIT")
         except RETRYABLE as e:
-            self._retry(e, commit=True)
+            try:
+                self._retry(e, commit=True)
+            except BaseException:
+                self.rollback()
+                raise
+        self._release()
 
     def rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _retry(self, error: BaseException, *, commit: bool) -> Any:
         def replay() -> Any:

@@ -15,38 +15,6 @@ from .retry import RetryPolicy, Transaction, run_in
 T = TypeVar("T")
 
 
-class LockedTransaction(Transaction):
-    """A :class:`Transaction` that holds the store's thread lock until it ends."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, conn: apsw.Connection, policy: RetryPolicy, lock: threading.RLock) -> None:
-        lock.acquire()
-        self._lock: threading.RLock | None = lock
-        try:
-            super().__init__(conn, policy, crud.landed)
-        except BaseException:
-            self._release()
-            raise
-
-    def commit(self) -> None:
-        try:
-            super().commit()
-        finally:
-            self._release()
-
-    def rollback(self) -> None:
-        try:
-            super().rollback()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-
 class SQLiteStore:
     """The database at ``path``, opened with the retry ``policy``.
 
@@ -65,7 +33,7 @@ class SQLiteStore:
 
     def begin(self) -> Transaction:
         """Start a write transaction; commit or roll it back to let others in."""
-        return LockedTransaction(self.conn, self.policy, self._lock)
+        return Transaction(self.conn, self.policy, crud.landed, self._lock)
 
     def write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run ``fn`` in a write transaction of its own and commit it."""

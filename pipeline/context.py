@@ -47,6 +47,9 @@ class UnitOfWork:
         return participant  # type: ignore[return-value]
 
     def commit(self) -> None:
+        if len(self._participants) == 1:  # the usual case: one store
+            self._participants.popitem()[1].commit()
+            return
         participants = list(self._participants.values())
         self._participants.clear()
         for i, participant in enumerate(participants):

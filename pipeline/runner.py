@@ -375,7 +375,10 @@ class Pipeline:
 
 def call_each(hook: pluggy.HookCaller, **kwargs: Any) -> None:
     """Call every implementation of ``hook`` in order, logging (not raising) their errors."""
-    for impl in reversed(hook.get_hookimpls()):
+    impls = hook.get_hookimpls()
+    if not impls:
+        return
+    for impl in reversed(impls):
         if impl.hookwrapper or impl.wrapper:
             log.error("%s: wrapper in plugin %r is not supported", hook.name, impl.plugin_name)
             continue
