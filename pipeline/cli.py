@@ -1,4 +1,4 @@
-"""The ``anchorline`` command."""
+"""anchorline: the command line of Anchorline, one write path for an agent loop's messages."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def _read_ops(stream: IO[str]) -> tuple[list[tuple[int, PersistOp]], list[tuple[
 
 
 def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Apply JSON lines of ops; report each bad line as ``line N: reason``."""
+    """Apply JSON lines of ops; report each bad line as 'line N: reason'."""
     if args.file == "-":
         ops, invalid = _read_ops(sys.stdin)
     else:

@@ -10,6 +10,11 @@ from pipeline.settings import Settings
 
 
 class DefaultEmbedder:
+    """Answers the ``embedder`` hook, last, with the offline hashing embedder."""
+
+    def __repr__(self) -> str:
+        return "DefaultEmbedder(HashingEmbedder)"
+
     @hookimpl(trylast=True)
     def embedder(self, context: Context) -> Embedder:
         return HashingEmbedder()

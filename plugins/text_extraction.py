@@ -21,6 +21,11 @@ def message_text(message: Message) -> str:
 
 
 class TextExtraction:
+    """The default ``index_text``: string content and ``text`` blocks."""
+
+    def __repr__(self) -> str:
+        return "TextExtraction()"
+
     @hookimpl(trylast=True)
     def index_text(self, message: Message, context: Context) -> str:
         return message_text(message)
