@@ -245,7 +245,8 @@ class Pipeline:
         """Stream one message: ``with pipeline.stream("c1") as s: s.append(token)``.
 
         Entering reserves the message, so ``s.message_id`` is known at once.
-        Partial content is written at most once per ``flush_interval`` seconds.
+        Partial content is written at most once per ``flush_interval`` seconds;
+        ``s.flush()`` writes it now (before a long pause, say).
         A normal exit writes the final content. On an exception (cancellation
         included) what was streamed is kept, finalised with
         ``metadata.interrupted = true`` and the error's type, or the empty

