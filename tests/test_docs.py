@@ -61,7 +61,9 @@ def test_reliability_md_names_tests_that_exist() -> None:
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/agent-loop.md"])
-def test_the_python_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_python_examples_run(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
     assert len(blocks) >= 3
     monkeypatch.chdir(tmp_path)
