@@ -11,6 +11,7 @@ is emptied and ``reindex`` rebuilt, timed as messages per second.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import sys
@@ -32,7 +33,14 @@ def texts(n: int) -> list[str]:
     return [" ".join(rng.choices(WORDS, k=30)) for _ in range(n)]
 
 
+def settle() -> None:
+    """Let the kernel write back the last case's files before the next one is timed."""
+    os.sync()
+    time.sleep(0.5)
+
+
 def latencies(path: Path, corpus: list[str], index: str | None) -> list[float]:
+    settle()
     samples = []
     with Pipeline.open(str(path), index=index, load_entrypoints=False) as pipeline:
         for text in corpus:
@@ -45,7 +53,9 @@ def latencies(path: Path, corpus: list[str], index: str | None) -> list[float]:
 
 
 def reindex_rate(path: Path) -> tuple[int, float]:
-    with Pipeline.open(str(path), index="local", index_sync=True, load_entrypoints=False) as pipeline:
+    with Pipeline.open(
+        str(path), index="local", index_sync=True, load_entrypoints=False
+    ) as pipeline:
         indexer = pipeline.plugin_manager.get_plugin("indexer")
         assert isinstance(indexer, Indexer) and indexer.index is not None
         indexer.index.recreate()
@@ -61,16 +71,28 @@ def quantile(samples: list[float], q: float) -> float:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     corpus = texts(n)
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     with tempfile.TemporaryDirectory() as tmp:
-        rounds = {"off": [], "on": []}  # type: dict[str, list[float]]
-        for r in range(3):  # interleave the cases so drift on the machine hits both
-            rounds["off"] += latencies(Path(tmp) / f"off{r}.db", corpus, None)
-            rounds["on"] += latencies(Path(tmp) / f"on{r}.db", corpus, "local")
-        off, on = rounds["off"], rounds["on"]
+        off: list[float] = []
+        on: list[float] = []
+        ratios = []
+        for r in range(rounds):  # paired rounds: drift on the machine hits both cases
+            this_off = latencies(Path(tmp) / f"off{r}.db", corpus, None)
+            this_on = latencies(Path(tmp) / f"on{r}.db", corpus, "local")
+            ratios.append(statistics.median(this_on) / statistics.median(this_off))
+            off += this_off
+            on += this_on
         p50_off, p50_on = statistics.median(off), statistics.median(on)
-        print(f"persist p50, index off: {p50_off * 1e6:8.1f} us   p99 {quantile(off, 0.99) * 1e6:8.1f} us")
-        print(f"persist p50, index on:  {p50_on * 1e6:8.1f} us   p99 {quantile(on, 0.99) * 1e6:8.1f} us")
-        print(f"ratio on/off (p50): {p50_on / p50_off:.2f}x")
+        print(
+            f"persist p50, index off: {p50_off * 1e6:8.1f} us   p99 {quantile(off, 0.99) * 1e6:8.1f} us"
+        )
+        print(
+            f"persist p50, index on:  {p50_on * 1e6:8.1f} us   p99 {quantile(on, 0.99) * 1e6:8.1f} us"
+        )
+        print(
+            f"ratio on/off (p50): {statistics.median(ratios):.2f}x, median of {rounds} paired rounds"
+            f" (each: {', '.join(f'{x:.2f}' for x in ratios)})"
+        )
         count, rate = reindex_rate(Path(tmp) / "on0.db")
         print(f"reindex: {count} messages at {rate:,.0f} messages/s (embedded Qdrant on disk)")
 

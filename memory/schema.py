@@ -13,7 +13,7 @@ _ROLES = "'user', 'assistant', 'system', 'tool'"
 
 _ENQUEUE = """
     INSERT INTO index_outbox (message_id, action, enqueued_at)
-    VALUES ({id}, '{action}', CAST(unixepoch('subsec') * 1000 AS INTEGER))
+    VALUES ({id}, '{action}', {at})
     ON CONFLICT (message_id) DO UPDATE SET
         action = {merge}, enqueued_at = excluded.enqueued_at, seq = seq + 1,
         attempts = 0, last_error = NULL, next_attempt_at = 0;"""
@@ -67,12 +67,12 @@ CREATE TABLE index_outbox (
 INDEX_TRIGGERS = f"""
 CREATE TRIGGER index_on_insert AFTER INSERT ON messages
 WHEN NEW.status = 'complete'
-BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'")}
+BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'", at="NEW.updated_at")}
 END;
 
 CREATE TRIGGER index_on_content AFTER UPDATE OF content, status ON messages
 WHEN NEW.status = 'complete' AND (OLD.content IS NOT NEW.content OR OLD.status IS NOT NEW.status)
-BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'")}
+BEGIN {_ENQUEUE.format(id="NEW.id", action="upsert", merge="'upsert'", at="NEW.updated_at")}
 END;
 
 CREATE TRIGGER index_on_metadata AFTER UPDATE OF metadata ON messages
@@ -83,13 +83,21 @@ BEGIN {
         id="NEW.id",
         action="payload",
         merge="CASE WHEN action = 'upsert' THEN 'upsert' ELSE 'payload' END",
+        at="NEW.updated_at",
     )
 }
 END;
 
 CREATE TRIGGER index_on_delete AFTER DELETE ON messages
 WHEN OLD.status = 'complete'
-BEGIN {_ENQUEUE.format(id="OLD.id", action="delete", merge="'delete'")}
+BEGIN {
+    _ENQUEUE.format(
+        id="OLD.id",
+        action="delete",
+        merge="'delete'",
+        at="CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    )
+}
 END;
 """
 
