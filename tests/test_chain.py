@@ -253,3 +253,33 @@ def test_anchorline_trace_prints_hook_calls(
         pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
     err = capsys.readouterr().err
     assert "persist [hook]" in err and "op:" in err
+
+
+def test_lifecycle_hooks_bracket_the_pipeline(db_path: str) -> None:
+    events: list[str] = []
+
+    class Lifecycle:
+        @hookimpl
+        def pipeline_opened(self, context: Context) -> None:
+            events.append(f"opened {context.pipeline.settings.path == db_path}")
+
+        @hookimpl
+        def pipeline_closing(self) -> None:
+            events.append("closing")
+
+    with Pipeline.open(db_path, plugins=[Lifecycle()], load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+    assert events == ["opened True", "closing"]
+
+
+def test_a_plugin_failing_to_open_fails_open_and_releases_the_store(db_path: str) -> None:
+    class Broken:
+        @hookimpl
+        def pipeline_opened(self) -> None:
+            raise RuntimeError("missing configuration")
+
+    with pytest.raises(RuntimeError, match="missing configuration"):
+        Pipeline.open(db_path, plugins=[Broken()], load_entrypoints=False)
+    # The file is not left locked or half-open: another pipeline writes at once.
+    with Pipeline.open(db_path, load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id="c", role="user", content="hi"))

@@ -72,3 +72,9 @@ def test_the_python_examples_run(
         exec(compile(block, page, "exec"), namespace)
     pipeline = namespace["pipeline"]
     pipeline.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    assert f"def {hook}(" in sources, f"no test implements the {hook} hook"
