@@ -46,7 +46,7 @@ def raw_apsw_same_sql(path: Path, n: int) -> float:
     from memory.connection import connect
     from memory.crud import _INSERT, _TOUCH_CONVERSATION
 
-    conn = connect(str(path), busy_timeout_ms=2000)
+    conn = connect(str(path))
     os.sync()
     start = time.perf_counter()
     for i in range(n):

@@ -328,15 +328,3 @@ def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> lis
         (updated_before, limit),
     )
     return [message_from_row(row) for row in rows]
-
-
-def list_conversations(conn: apsw.Connection, limit: int = 20) -> list[tuple[str, int, int]]:
-    """``(id, message count, updated_at)`` of the most recently updated conversations."""
-    return list(
-        conn.execute(
-            """SELECT c.id, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id),
-                      c.updated_at
-               FROM conversations c ORDER BY c.updated_at DESC LIMIT ?""",
-            (limit,),
-        )
-    )

@@ -26,7 +26,7 @@ class SQLiteStore:
         self.path = path
         self.policy = policy or RetryPolicy()
         self.vfs = vfs
-        self.conn = connect(path, busy_timeout_ms=self.policy.busy_timeout_ms, vfs=vfs)
+        self.conn = connect(path, self.policy, vfs=vfs)
         # Re-entrant, so a nested write on the same thread fails with SQLite's
         # "transaction within a transaction" instead of deadlocking.
         self._lock = threading.RLock()

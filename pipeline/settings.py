@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .limits import Limits
+from .limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from memory.retry import RetryPolicy
@@ -26,4 +26,4 @@ class Settings:
     index_api_key: str | None = None
     index_sync: bool = False
     vfs: str | None = None
-    limits: Limits = attrs.field(factory=lambda: Limits())
+    limits: Limits = DEFAULT_LIMITS

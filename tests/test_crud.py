@@ -68,7 +68,7 @@ def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(
     with Pipeline.open(str(via_pipeline), load_entrypoints=False) as pipeline:
         for op in SCRIPT[:steps]:
             pipeline_results.append(pipeline.persist(op))
-    conn = connect(str(direct), busy_timeout_ms=1000)
+    conn = connect(str(direct))
     direct_results = [DIRECT[type(op)](conn, op) for op in SCRIPT[:steps]]
     conn.close()
     assert snapshot(via_pipeline) == snapshot(direct)
@@ -76,7 +76,7 @@ def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(
 
 
 def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
-    conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
+    conn = connect(str(tmp_path / "d.db"))
     crud.add_message(conn, Add(conversation_id="c", role="user", content="x", message_id="m"))
     with pytest.raises(Exception, match="already exists"):
         crud.add_message(
@@ -89,7 +89,7 @@ def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
 
 
 def test_reserve_creates_the_conversation_and_writes_bump_it(tmp_path: Path) -> None:
-    conn = connect(str(tmp_path / "d.db"), busy_timeout_ms=1000)
+    conn = connect(str(tmp_path / "d.db"))
     crud.reserve_message(
         conn, Reserve(conversation_id="c", role="assistant", message_id="a"), now=1000
     )

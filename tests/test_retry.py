@@ -110,3 +110,11 @@ def test_the_connection_sets_a_busy_timeout(db_path: str) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_opening_a_new_file_waits_out_another_writer(db_path: str) -> None:
+    thread, _ = hold_write_lock(db_path, 0.3)  # e.g. another process creating the schema
+    with Pipeline.open(db_path, retry=FAST, load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+    thread.join()
+    assert count(db_path) == 1

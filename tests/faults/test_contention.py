@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import apsw
+import pytest
 
 from .conftest import knob
 
@@ -64,7 +65,7 @@ def test_processes_contending_for_one_file_lose_and_duplicate_nothing(
 ) -> None:
     procs, ops = knob("CONTENTION_PROCESSES", 4), knob("CONTENTION_OPS", 1000)
     db = tmp_path / "shared.db"
-    apsw.Connection(str(db)).close()
+    apsw.Connection(str(db)).close()  # an empty file: the writers race to create the schema
     env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
     writers = [
         subprocess.Popen(
@@ -85,7 +86,10 @@ def test_processes_contending_for_one_file_lose_and_duplicate_nothing(
         for n in range(procs)
     ]
     for writer in writers:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        assert writer.stdout is not None
+        if writer.stdout.readline().strip() != "ready":
+            writer.kill()
+            pytest.fail(f"a writer did not start: {writer.communicate()[1][-2000:]}")
     Path(str(db) + ".go").touch()
     for writer in writers:
         out, err = writer.communicate(timeout=300)
