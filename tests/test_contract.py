@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from itertools import pairwise
 
 import pytest
@@ -237,3 +238,29 @@ def test_mutating_a_returned_message_does_not_change_the_store(pipeline: Pipelin
     again = pipeline.get(added.message.id)
     assert again is not None
     assert again.content == [{"type": "text", "text": "original"}] and again.metadata == {"k": [1]}
+
+
+def test_one_pipeline_is_safe_to_share_between_threads(pipeline: Pipeline) -> None:
+    errors: list[BaseException] = []
+
+    def agent(n: int) -> None:
+        try:
+            for i in range(100):
+                mid = pipeline.persist(
+                    Reserve(conversation_id=f"t{n}", role="assistant")
+                ).message.id
+                pipeline.persist(UpdateContent(message_id=mid, content=f"{n}-{i}"))
+                assert pipeline.get(mid) is not None
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for n in range(4):
+        messages = pipeline.messages(f"t{n}")
+        assert [m.content for m in messages] == [f"{n}-{i}" for i in range(100)]
+        assert all(m.status == "complete" for m in messages)
