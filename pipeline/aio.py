@@ -151,10 +151,7 @@ class AsyncStream(StreamHandle):
         tb: TracebackType | None,
     ) -> None:
         ops = self.state.finish() if exc is None else self.state.abort(exc)
-        loop = asyncio.get_running_loop()
-        write = loop.run_in_executor(
-            self._apipeline._executor, partial(self._apipeline.pipeline.persist_many, ops)
-        )
+        write = asyncio.ensure_future(self._apipeline.persist_many(ops))
         try:
             # Shielded: a second cancellation while finalising must not drop the write.
             await asyncio.shield(write)

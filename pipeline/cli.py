@@ -184,7 +184,7 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     _indexed(pipeline)
-    indexer = pipeline._indexer()
+    indexer = pipeline.indexer()
     with Progress(console=out, transient=False) as progress:
         task = progress.add_task("reindexing", total=None)
 
@@ -199,7 +199,7 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Check the index against the messages; exit 1 if they disagree."""
     _indexed(pipeline)
-    report = pipeline._indexer().doctor()
+    report = pipeline.indexer().doctor()
     table = Table(title="index consistency", show_header=False)
     table.add_row("indexable messages", str(report.indexable))
     table.add_row("points in the index", str(report.points))

@@ -80,9 +80,7 @@ def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
     if wanted is not None:
         got = result.message_id if isinstance(result, Deleted) else result.message.id
         if got != wanted and not getattr(result, "deduplicated", False):
-            raise PluginError(
-                f"{hook}: a plugin answered the {describe(op)} with message {got!r}"
-            )
+            raise PluginError(f"{hook}: a plugin answered the {describe(op)} with message {got!r}")
     return result
 
 
@@ -310,7 +308,8 @@ class Pipeline:
 
     # --- the vector index ---------------------------------------------------
 
-    def _indexer(self) -> Indexer:
+    def indexer(self) -> Indexer:
+        """The indexer plugin (for reindex, doctor); IndexUnavailable if there is no index."""
         self._check_open()
         indexer: Indexer | None = self.plugin_manager.get_plugin("indexer")
         if indexer is None:
@@ -331,7 +330,7 @@ class Pipeline:
             raise InvalidOp("conversation_id: must be a non-empty string or None")
         if type(limit) is not int or limit < 1:
             raise InvalidOp(f"limit: must be a positive integer, got {limit!r}")
-        return self._indexer().search(query, conversation_id, limit)
+        return self.indexer().search(query, conversation_id, limit)
 
     def flush_index(self, timeout: float | None = None) -> IndexStatus:
         """Wait until every pending index item is done.
@@ -339,11 +338,11 @@ class Pipeline:
         Raises :class:`IndexUnavailable` if items keep failing (at once when
         ``timeout`` is ``None``, else once ``timeout`` seconds have passed).
         """
-        return self._indexer().flush(timeout)
+        return self.indexer().flush(timeout)
 
     def index_status(self) -> IndexStatus:
         """How many items wait in the index outbox, the oldest, and the last error."""
-        return self._indexer().status()
+        return self.indexer().status()
 
     # --- lifecycle ----------------------------------------------------------
 
