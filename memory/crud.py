@@ -42,10 +42,6 @@ COLUMNS = (
 _INSERT = (
     f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
-_TOUCH_CONVERSATION = """
-    INSERT INTO conversations (id, created_at, updated_at, last_message_at) VALUES (?1, ?2, ?2, ?2)
-    ON CONFLICT (id) DO UPDATE SET updated_at = ?2, last_message_at = ?2"""
-_BUMP_CONVERSATION = "UPDATE conversations SET updated_at = ?2 WHERE id = ?1"
 
 
 def atomic(
@@ -148,7 +144,6 @@ def _insert(
                 check_replay(stored, op)
                 return stored, True
         raise Conflict(f"message_id: a message with id {mid!r} already exists")
-    conn.execute(_TOUCH_CONVERSATION, (op.conversation_id, now))
     return Message(
         id=mid,
         conversation_id=op.conversation_id,
@@ -222,7 +217,6 @@ def update_message_content(
             f"final: message {op.message_id!r} is already complete; a partial update"
             " (final=false) cannot reopen it"
         )
-    conn.execute(_BUMP_CONVERSATION, (row[1], now))
     return ContentUpdated(message=message_from_row(row))
 
 
@@ -242,29 +236,20 @@ def update_message_metadata(
         "UPDATE messages SET metadata = ?, updated_at = ? WHERE id = ?",
         (encode_json(merged), now, op.message_id),
     )
-    conn.execute(_BUMP_CONVERSATION, (stored.conversation_id, now))
     return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
 
 
 @atomic
 def delete_message(
-    conn: apsw.Connection,
-    op: Delete,
-    *,
-    now: int | None = None,
-    expect_updated_at: int | None = None,
+    conn: apsw.Connection, op: Delete, *, expect_updated_at: int | None = None
 ) -> Deleted:
     """Delete the message; an unknown id gives ``existed=False``."""
     if expect_updated_at is not None:
         stored = get_message(conn, op.message_id)
         if stored is not None:
             check_expected(stored, expect_updated_at)
-    row = conn.execute(
-        "DELETE FROM messages WHERE id = ? RETURNING conversation_id", (op.message_id,)
-    ).fetchone()
-    if row is not None:
-        conn.execute(_BUMP_CONVERSATION, (row[0], now or wall_ms()))
-    return Deleted(message_id=op.message_id, existed=row is not None)
+    conn.execute("DELETE FROM messages WHERE id = ?", (op.message_id,))
+    return Deleted(message_id=op.message_id, existed=conn.changes() > 0)
 
 
 def landed(conn: apsw.Connection, results: list[Any]) -> bool:

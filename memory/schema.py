@@ -6,7 +6,7 @@ import apsw
 
 from pipeline.errors import IncompatibleStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x414E4348  # "ANCH": marks the file as Anchorline's in its header
 
 _ROLES = "'user', 'assistant', 'system', 'tool'"
@@ -18,23 +18,25 @@ _ENQUEUE = """
         action = {merge}, enqueued_at = excluded.enqueued_at, seq = seq + 1,
         attempts = 0, last_error = NULL, next_attempt_at = 0;"""
 
+# Every b-tree a write touches costs a WAL page per commit, so messages keep
+# only the indexes the reads need: by id, by conversation in order, by client
+# id, and the reserved placeholders the sweep looks for.
+_MESSAGE_INDEXES = """
+CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
+"""
+
 SCHEMA = f"""
 CREATE TABLE anchorline_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
-CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    last_message_at INTEGER
-);
-
 CREATE TABLE messages (
     id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL
-        REFERENCES conversations (id) DEFERRABLE INITIALLY DEFERRED,
+    conversation_id TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ({_ROLES})),
     content TEXT NOT NULL,
     metadata TEXT NOT NULL,
@@ -43,11 +45,7 @@ CREATE TABLE messages (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at);
-CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
-    WHERE client_message_id IS NOT NULL;
-CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
-
+{_MESSAGE_INDEXES}
 CREATE TABLE index_outbox (
     message_id TEXT PRIMARY KEY,
     action TEXT NOT NULL CHECK (action IN ('upsert', 'payload', 'delete')),
@@ -102,6 +100,33 @@ END;
 """
 
 
+# Version 1 kept a conversations table, upserted on every write and read by
+# nothing: one more statement and b-tree per op. Version 2 drops it, and with
+# it the foreign key, which means rebuilding the messages table.
+_FROM_V1 = f"""
+CREATE TABLE messages_v2 (
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ({_ROLES})),
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('reserved', 'complete')),
+    client_message_id TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+INSERT INTO messages_v2 (rowid, id, conversation_id, role, content, metadata, status,
+                         client_message_id, created_at, updated_at)
+    SELECT rowid, id, conversation_id, role, content, metadata, status,
+           client_message_id, created_at, updated_at FROM messages;
+DROP TABLE messages;
+DROP TABLE conversations;
+ALTER TABLE messages_v2 RENAME TO messages;
+{_MESSAGE_INDEXES}
+UPDATE anchorline_meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
 def _tables(conn: apsw.Connection, where: str) -> set[str]:
     try:
         return {
@@ -111,9 +136,13 @@ def _tables(conn: apsw.Connection, where: str) -> set[str]:
         raise IncompatibleStore(f"{where} is not a SQLite database") from None
 
 
-def _check_version(conn: apsw.Connection, where: str) -> None:
+def _version(conn: apsw.Connection) -> int:
     row = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'schema_version'").fetchone()
-    version = int(row[0]) if row else 0
+    return int(row[0]) if row else 0
+
+
+def _check_version(conn: apsw.Connection, where: str) -> None:
+    version = _version(conn)
     if version > SCHEMA_VERSION:
         raise IncompatibleStore(
             f"{where} has schema version {version}; this Anchorline reads up to {SCHEMA_VERSION}:"
@@ -132,6 +161,8 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
     tables = _tables(conn, where)
     if "anchorline_meta" in tables:
         _check_version(conn, where)
+        if _version(conn) < SCHEMA_VERSION:
+            _upgrade(conn)
         return
     if tables:
         names = ", ".join(sorted(tables)[:5])
@@ -155,6 +186,24 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
             conn.execute("ROLLBACK")
         raise
     _check_version(conn, where)
+
+
+def _upgrade(conn: apsw.Connection) -> None:
+    """Bring a version 1 file to the current schema in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _version(conn) == 1:  # unless another process upgraded it while we waited
+            conn.execute(_FROM_V1)
+            indexed = conn.execute(
+                "SELECT 1 FROM anchorline_meta WHERE key = 'index_enabled'"
+            ).fetchone()
+            if indexed:  # dropping the old table dropped its triggers
+                conn.execute(INDEX_TRIGGERS)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def enable_index(conn: apsw.Connection) -> None:

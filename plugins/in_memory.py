@@ -74,7 +74,6 @@ class InMemoryTerminal:
 
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
-        self.conversations: dict[str, dict[str, int]] = {}
         self._client_ids: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
 
@@ -130,7 +129,6 @@ class InMemoryTerminal:
             if existing is not None:
                 check_expected(existing, expected)
                 self._remove(existing, undo)
-                self._touch(existing.conversation_id, wall_ms(), undo, message=False)
             return Deleted(message_id=op.message_id, existed=existing is not None)
         raise TypeError(f"not an op: {op!r}")
 
@@ -159,14 +157,12 @@ class InMemoryTerminal:
             updated_at=now,
         )
         self._put(message, undo)
-        self._touch(op.conversation_id, now, undo, message=True)
         return message, True
 
     def _replace(self, current: Message, undo: _Undo, **changes: Any) -> Message:
         now = max(wall_ms(), current.updated_at + 1)
         message = attrs.evolve(current, updated_at=now, **changes)
         self._put(message, undo)
-        self._touch(current.conversation_id, now, undo, message=False)
         return message
 
     def _put(self, message: Message, undo: _Undo) -> None:
@@ -190,22 +186,6 @@ class InMemoryTerminal:
         del self.messages[message.id]
         if message.client_message_id is not None:
             del self._client_ids[(message.conversation_id, message.client_message_id)]
-
-    def _touch(self, conversation_id: str, now: int, undo: _Undo, *, message: bool) -> None:
-        previous = self.conversations.get(conversation_id)
-        row = dict(previous or {"created_at": now, "last_message_at": now})
-        row["updated_at"] = now
-        if message:
-            row["last_message_at"] = now
-        self.conversations[conversation_id] = row
-
-        def restore() -> None:
-            if previous is None:
-                del self.conversations[conversation_id]
-            else:
-                self.conversations[conversation_id] = previous
-
-        undo.steps.append(restore)
 
     def _stored(self, message_id: str, expected: int | None = None) -> Message:
         message = self.messages.get(message_id)

@@ -23,7 +23,6 @@ Write = Callable[[apsw.Connection], PersistResult]
 _UPDATES: dict[type, Callable[..., PersistResult]] = {
     UpdateContent: crud.update_message_content,
     Update: crud.update_message_metadata,
-    Delete: crud.delete_message,
 }
 
 
@@ -35,6 +34,8 @@ def _write_for(op: PersistOp, expected: int | None) -> Write:
     if isinstance(op, Reserve):
         mid = op.message_id or new_message_id()
         return partial(crud.reserve_message, op=op, message_id=mid, now=clock.now())
+    if isinstance(op, Delete):
+        return partial(crud.delete_message, op=op, expect_updated_at=expected)
     return partial(_UPDATES[type(op)], op=op, now=wall_ms(), expect_updated_at=expected)
 
 

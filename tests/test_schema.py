@@ -8,7 +8,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from pipeline import Add, IncompatibleStore, Pipeline, StorageUnavailable
+from pipeline import Add, IncompatibleStore, Pipeline, StorageUnavailable, UpdateContent
 
 
 def digest(path: Path) -> str:
@@ -63,3 +63,60 @@ def test_an_empty_file_is_initialised_and_reopens_with_its_data(tmp_path: Path) 
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="cannot open database"):
         Pipeline.open(str(tmp_path / "no" / "such" / "dir.db"), load_entrypoints=False)
+
+
+# The version 1 layout, as Anchorline 0.1.0 wrote it.
+V1_SCHEMA = """
+CREATE TABLE anchorline_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    last_message_at INTEGER
+);
+CREATE TABLE messages (
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) DEFERRABLE INITIALLY DEFERRED,
+    role TEXT NOT NULL, content TEXT NOT NULL, metadata TEXT NOT NULL, status TEXT NOT NULL,
+    client_message_id TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE TABLE index_outbox (
+    message_id TEXT PRIMARY KEY, action TEXT NOT NULL, enqueued_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0, lease_until INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO anchorline_meta VALUES ('schema_version', '1'), ('application', 'anchorline'),
+    ('index_enabled', '1');
+INSERT INTO conversations VALUES ('c', 1000, 2000, 2000);
+INSERT INTO messages VALUES
+    ('m1', 'c', 'user', '"hello"', '{}', 'complete', 'turn-1', 1000, 1000),
+    ('m2', 'c', 'assistant', '[]', '{}', 'reserved', NULL, 2000, 2000);
+"""
+
+
+def test_a_version_1_file_is_upgraded_in_place_with_its_messages(tmp_path: Path) -> None:
+    from memory.schema import INDEX_TRIGGERS
+
+    path = tmp_path / "v1.db"
+    conn = apsw.Connection(str(path))
+    conn.execute(V1_SCHEMA)
+    conn.execute(INDEX_TRIGGERS)
+    conn.close()
+    with Pipeline.open(str(path), load_entrypoints=False) as pipeline:
+        assert [(m.id, m.content, m.status) for m in pipeline.messages("c")] == [
+            ("m1", "hello", "complete"),
+            ("m2", [], "reserved"),
+        ]
+        replay = pipeline.persist(
+            Add(conversation_id="c", role="user", content="hello", client_message_id="turn-1")
+        )
+        assert replay.deduplicated and replay.message.id == "m1"
+        pipeline.persist(UpdateContent(message_id="m2", content="answer"))
+    conn = apsw.Connection(str(path))
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "conversations" not in tables
+    version = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'schema_version'")
+    assert version.fetchone() == ("2",)
+    # The index triggers came back with the rebuilt table: the final write was queued.
+    assert conn.execute("SELECT message_id FROM index_outbox").fetchall() == [("m2",)]
+    conn.close()

@@ -161,7 +161,8 @@ plausible_ops = st.one_of(
 
 def count(conn: apsw.Connection) -> tuple[int, int]:
     messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-    conversations = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
+    conversations = conn.execute("SELECT count(DISTINCT conversation_id) FROM messages")
+    conversations = conversations.fetchone()[0]
     return int(messages), int(conversations)
 
 

@@ -98,5 +98,5 @@ def test_a_persistent_fault_raises_storage_unavailable_and_leaves_no_trace(
     stored = check_integrity(path)
     assert set(stored) == {kept, after}
     conn = apsw.Connection(str(path))
-    assert conn.execute("SELECT id FROM conversations").fetchall() == [("c",)]
+    assert conn.execute("SELECT DISTINCT conversation_id FROM messages").fetchall() == [("c",)]
     conn.close()
