@@ -8,8 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import attrs
 from rich.console import Console
 from rich.table import Table
 
@@ -257,6 +259,29 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Time the pipeline against raw apsw (and the peers, if installed) in one run."""
+    from .bench import QUICK, Config, run_bench
+    from .bench.report import print_report, write_json
+
+    config = QUICK if args.quick else Config()
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise CLIError(f"--rounds: must be at least 1, got {args.rounds}", status=2)
+        config = attrs.evolve(config, rounds=args.rounds)
+    if args.no_peers:
+        config = attrs.evolve(config, peers=False)
+    if args.json is not None and not args.json.parent.is_dir():
+        raise CLIError(f"--json: folder {str(args.json.parent)!r} does not exist", status=2)
+    with out.status("starting") as status:
+        report = run_bench(config, progress=lambda text: status.update(text))
+    print_report(report, out)
+    if args.json is not None:
+        write_json(report, args.json)
+        out.print(f"wrote {args.json}")
+    return 0
+
+
 Command = Callable[[Pipeline, argparse.Namespace], int]
 
 
@@ -303,15 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="only placeholders not written for S seconds (default 60)",
     )
     add("doctor", cmd_doctor)
+    bench = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
+    bench.set_defaults(standalone=cmd_bench)
+    bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    bench.add_argument("--rounds", type=int, help="rounds to alternate (default 7; quick 2)")
+    bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if standalone := getattr(args, "standalone", None):
+            status: int = standalone(args)
+            return status
         index = None if args.index == "none" else args.index
         with Pipeline.open(args.db, index=index) as pipeline:
-            status: int = args.func(pipeline, args)
+            status = args.func(pipeline, args)
         return status
     except CLIError as e:
         print(f"anchorline: error: {e}", file=sys.stderr)

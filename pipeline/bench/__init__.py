@@ -1,0 +1,104 @@
+"""``anchorline bench``: the pipeline against raw apsw and the peers, in one run.
+
+Every case runs once per round and the rounds alternate, so machine noise
+hits all cases alike; each comparison is a ratio taken within a round. See
+docs/performance.md for the method and the latest figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from .peers import peer_cases
+from .report import Report
+from .rounds import Case, Comparison, compare, run_rounds
+from .search import search_cases
+from .workloads import read_cases, write_cases
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """How much work each case does per round."""
+
+    rounds: int = 7
+    ops: int = 2000
+    pairs: int = 1000
+    batches: int = 3
+    batch_size: int = 1000
+    turns: int = 300
+    reads: int = 2000
+    read_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    queries: int = 10
+    search_sizes: tuple[int, ...] = (1_000, 10_000, 50_000)
+    peer_items: int = 300
+    peer_batches: int = 10
+    peer_batch_size: int = 100
+    peers: bool = True
+    quick: bool = False
+
+
+#: A smoke run of a few seconds: it proves every case works, its figures mean little.
+QUICK = Config(
+    rounds=2, ops=50, pairs=25, batches=1, batch_size=100, turns=10, reads=50,
+    read_sizes=(1_000, 5_000), queries=3, search_sizes=(100, 500), peer_items=20,
+    peer_batches=2, peer_batch_size=10, quick=True,
+)  # fmt: skip
+
+
+def run_bench(
+    config: Config = Config(),
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run every case in ``config``, in one process, in alternating rounds."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anchorline-")))
+        cases: list[Case] = []
+        comparisons: list[Comparison] = []
+        facts: dict[str, str] = {}
+        skipped: list[str] = []
+        more_cases, more_comparisons = write_cases(
+            workdir, ops=config.ops, pairs=config.pairs, batches=config.batches,
+            batch_size=config.batch_size, turns=config.turns,
+        )  # fmt: skip
+        cases += more_cases
+        comparisons += more_comparisons
+        for build, sizes, count in (
+            (read_cases, config.read_sizes, config.reads),
+            (search_cases, config.search_sizes, config.queries),
+        ):
+            more_cases, more_comparisons, closers = build(workdir, sizes, count, progress)
+            for close in closers:
+                stack.callback(close)
+            cases += more_cases
+            comparisons += more_comparisons
+        if config.peers:
+            more_cases, more_comparisons = peer_cases(
+                workdir, items=config.peer_items, batches=config.peer_batches,
+                batch_size=config.peer_batch_size, facts=facts, skipped=skipped,
+            )  # fmt: skip
+            cases += more_cases
+            comparisons += more_comparisons
+        else:
+            skipped.append("peers: left out with --no-peers")
+        timed = run_rounds(cases, config.rounds, progress)
+    return Report(
+        rounds=config.rounds,
+        quick=config.quick,
+        timed=timed,
+        compared=compare(timed, comparisons),
+        skipped=skipped,
+        facts=facts,
+        seconds=time.perf_counter() - started,
+    )
+
+
+__all__ = ["QUICK", "Config", "Report", "run_bench"]

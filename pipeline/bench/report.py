@@ -1,0 +1,116 @@
+"""The bench's results: a rich table for people, JSON for the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import attrs
+from rich.console import Console
+from rich.table import Table
+
+from .rounds import Compared, Timed
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    rounds: int
+    quick: bool
+    timed: dict[str, Timed]
+    compared: list[Compared]
+    skipped: list[str]
+    facts: dict[str, str]
+    seconds: float
+
+
+def machine() -> dict[str, Any]:
+    import apsw
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "sqlite": apsw.sqlite_lib_version(),
+        "apsw": apsw.apsw_version(),
+    }
+
+
+def _time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:,.2f} ms"
+    return f"{seconds * 1e6:,.1f} µs"
+
+
+def _rate(seconds: float) -> str:
+    rate = 1 / seconds
+    return f"{rate / 1000:,.1f} k/s" if rate >= 10_000 else f"{rate:,.0f}/s"
+
+
+def print_report(report: Report, console: Console) -> None:
+    cases = Table(title=f"Anchorline bench: {report.rounds} alternating rounds")
+    for column in ("case", "unit", "median", "min-max", "rate"):
+        cases.add_column(column, justify="left" if column in ("case", "unit") else "right")
+    for name, timed in report.timed.items():
+        s = timed.spread
+        cases.add_row(name, timed.case.unit, _time(s.median),
+                      f"{_time(s.low)} - {_time(s.high)}", _rate(s.median))  # fmt: skip
+    console.print(cases)
+    ratios = Table(title="ratios, taken within each round (median, min-max)")
+    for column in ("comparison", "kind", "ratio", "min-max", "target", "met"):
+        ratios.add_column(column, justify="left" if column in ("comparison", "kind") else "right")
+    for c in report.compared:
+        s = c.spread
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[c.met]
+        ratios.add_row(c.comparison.label, c.comparison.kind, f"{s.median:.2f}x",
+                       f"{s.low:.2f}-{s.high:.2f}", c.comparison.target, met)  # fmt: skip
+    console.print(ratios)
+    for peer, fact in report.facts.items():
+        console.print(f"{peer} ran with {fact}")
+    for line in report.skipped:
+        console.print(f"[yellow]skipped[/] {line}")
+    console.print(
+        "throughput: the reference's time per unit over ours (above 1 is faster than it);"
+        " speedup: a peer's over ours; flat: a bigger database's time over the smallest's."
+    )
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    return {
+        "machine": machine(),
+        "rounds": report.rounds,
+        "quick": report.quick,
+        "seconds": round(report.seconds, 1),
+        "cases": {
+            name: {
+                "unit": t.case.unit,
+                "count_per_round": t.case.count,
+                "note": t.case.note,
+                "seconds_per_unit": attrs.asdict(t.spread),
+                "samples": t.per_unit,
+            }
+            for name, t in report.timed.items()
+        },
+        "comparisons": [
+            {
+                "label": c.comparison.label,
+                "ours": c.comparison.ours,
+                "reference": c.comparison.reference,
+                "kind": c.comparison.kind,
+                "ratio": attrs.asdict(c.spread),
+                "ratios": c.ratios,
+                "target": c.comparison.target,
+                "met": c.met,
+            }
+            for c in report.compared
+        ],
+        "peer_settings": report.facts,
+        "skipped": report.skipped,
+    }
+
+
+def write_json(report: Report, path: Path) -> None:
+    path.write_text(json.dumps(as_json(report), indent=2) + "\n")

@@ -1,0 +1,334 @@
+"""The write and read cases: Anchorline, and raw apsw doing the same SQL work.
+
+The raw cases use the same file layout (:data:`memory.schema.SCHEMA`, its
+tables and indexes), the same pragmas (WAL, ``synchronous=NORMAL``) and the
+same row: a ~500-byte content, a fresh UUIDv7 id and a millisecond timestamp
+per row. They skip everything the pipeline adds: building and validating the
+op, JSON-encoding it, the hook chain, the retry journal and the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+
+from memory.schema import SCHEMA, ensure_schema
+from pipeline.ids import new_message_id, wall_ms
+from pipeline.ops import Add, Reserve, UpdateContent
+from pipeline.runner import Pipeline
+
+from .rounds import Case, Comparison, Run
+
+CONVERSATION = "bench"
+CONTENT = (
+    "The flight to Lisbon leaves at 09:40 from gate B12; boarding closes twenty minutes"
+    " before. I have added the booking reference to your notes, checked that the hotel"
+    " transfer is confirmed for the evening, and set a reminder two hours ahead. If the"
+    " departure moves, the airline will message the number on file and I will update the"
+    " itinerary, the calendar entry and the transfer time. Your seat is 14C, an aisle seat"
+    " near the front, and one checked bag of 23 kg is included in the fare you booked."
+)
+CONTENT_JSON = json.dumps(CONTENT)
+#: 50 deltas that add up to :data:`CONTENT`, as a model would stream it.
+_CUTS = [len(CONTENT) * k // 50 for k in range(51)]
+DELTAS = [CONTENT[a:b] for a, b in zip(_CUTS, _CUTS[1:], strict=False)]
+
+COLUMNS = (
+    "id, conversation_id, role, content, metadata, status, client_message_id,"
+    " created_at, updated_at"
+)
+RAW_INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+RAW_UPDATE = "UPDATE messages SET content = ?, status = ?, updated_at = ? WHERE id = ?"
+RAW_LAST_50 = f"""SELECT {COLUMNS} FROM (
+    SELECT rowid AS r, * FROM messages WHERE conversation_id = ?
+    ORDER BY created_at DESC, rowid DESC LIMIT ?) ORDER BY created_at, r"""
+
+
+def fresh(path: Path) -> Path:
+    """``path`` with no database (nor its WAL) left from an earlier round."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def raw_connection(path: Path, *, create: bool = True) -> apsw.Connection:
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    if create:
+        conn.execute(SCHEMA)
+    return conn
+
+
+def open_pipeline(path: Path) -> Pipeline:
+    # The default plugins only: installed third-party plugins would time themselves.
+    return Pipeline.open(str(path), load_entrypoints=False)
+
+
+def timed_pipeline(path: Path, body: Callable[[Pipeline, int], None]) -> Callable[[], Run]:
+    def prepare() -> Run:
+        pipeline = open_pipeline(fresh(path))
+
+        def run(count: int) -> float:
+            started = time.perf_counter()
+            body(pipeline, count)
+            took = time.perf_counter() - started
+            pipeline.close()
+            return took
+
+        return run
+
+    return prepare
+
+
+def _timed_raw(path: Path, body: Callable[[apsw.Connection, int], None]) -> Callable[[], Run]:
+    def prepare() -> Run:
+        conn = raw_connection(fresh(path))
+
+        def run(count: int) -> float:
+            started = time.perf_counter()
+            body(conn, count)
+            took = time.perf_counter() - started
+            conn.close()
+            return took
+
+        return run
+
+    return prepare
+
+
+# --- 1. one Add per transaction ----------------------------------------------
+
+
+def persist_adds(pipeline: Pipeline, count: int) -> None:
+    persist = pipeline.persist
+    for _ in range(count):
+        persist(Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT))
+
+
+def _raw_insert(conn: apsw.Connection, count: int) -> None:
+    execute = conn.execute
+    for _ in range(count):
+        now = wall_ms()
+        execute("BEGIN IMMEDIATE")
+        execute(
+            RAW_INSERT,
+            (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete", None,
+             now, now),
+        )  # fmt: skip
+        execute("COMMIT")
+
+
+# --- 2. reserve, then the final content ---------------------------------------
+
+
+def _reserve_final(pipeline: Pipeline, count: int) -> None:
+    persist = pipeline.persist
+    for _ in range(count):
+        reserved = persist(Reserve(conversation_id=CONVERSATION, role="assistant"))
+        persist(UpdateContent(message_id=reserved.message.id, content=CONTENT))
+
+
+def _raw_insert_update(conn: apsw.Connection, count: int) -> None:
+    execute = conn.execute
+    for _ in range(count):
+        message_id, now = new_message_id(), wall_ms()
+        execute("BEGIN IMMEDIATE")
+        execute(
+            RAW_INSERT,
+            (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now),
+        )
+        execute("COMMIT")
+        execute("BEGIN IMMEDIATE")
+        execute(RAW_UPDATE, (CONTENT_JSON, "complete", wall_ms(), message_id))
+        execute("COMMIT")
+
+
+# --- 3. a batch in one transaction ---------------------------------------------
+
+
+def persist_batches(size: int) -> Callable[[Pipeline, int], None]:
+    def body(pipeline: Pipeline, count: int) -> None:
+        for _ in range(count):
+            pipeline.persist_many(
+                [
+                    Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT)
+                    for _ in range(size)
+                ]
+            )
+
+    return body
+
+
+def _raw_executemany(size: int) -> Callable[[apsw.Connection, int], None]:
+    def body(conn: apsw.Connection, count: int) -> None:
+        for _ in range(count):
+            now = wall_ms()
+            rows = [
+                (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete",
+                 None, now, now)
+                for _ in range(size)
+            ]  # fmt: skip
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(RAW_INSERT, rows)
+            conn.execute("COMMIT")
+
+    return body
+
+
+# --- 4. a streamed turn ------------------------------------------------------------
+
+
+def _stream_turn(pipeline: Pipeline, count: int) -> None:
+    for _ in range(count):
+        with pipeline.stream(CONVERSATION, flush_interval=3600) as s:
+            for i, delta in enumerate(DELTAS):
+                s.append(delta)
+                if i == len(DELTAS) // 2:
+                    s.flush()
+
+
+def _raw_turn(conn: apsw.Connection, count: int) -> None:
+    execute = conn.execute
+    for _ in range(count):
+        message_id, now = new_message_id(), wall_ms()
+        execute("BEGIN IMMEDIATE")
+        execute(
+            RAW_INSERT,
+            (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now),
+        )
+        execute("COMMIT")
+        text = ""
+        for i, delta in enumerate(DELTAS):
+            text += delta
+            if i == len(DELTAS) // 2:
+                partial = json.dumps([{"type": "text", "text": text}])
+                execute("BEGIN IMMEDIATE")
+                execute(RAW_UPDATE, (partial, "reserved", wall_ms(), message_id))
+                execute("COMMIT")
+        final = json.dumps([{"type": "text", "text": text}])
+        execute("BEGIN IMMEDIATE")
+        execute(RAW_UPDATE, (final, "complete", wall_ms(), message_id))
+        execute("COMMIT")
+
+
+def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size: int,
+                turns: int) -> tuple[list[Case], list[Comparison]]:  # fmt: skip
+    """Cases 1 to 4, each with its raw twin, and the targets they are held to."""
+    batch = f"persist_many({batch_size:,})"
+    raw_batch = f"raw executemany({batch_size:,})"
+    cases = [
+        Case(name="persist(Add)", unit="op", count=ops,
+             prepare=timed_pipeline(workdir / "add.db", persist_adds)),
+        Case(name="raw insert", unit="op", count=ops,
+             prepare=_timed_raw(workdir / "raw-add.db", _raw_insert)),
+        Case(name="reserve + final", unit="pair", count=pairs,
+             prepare=timed_pipeline(workdir / "pair.db", _reserve_final)),
+        Case(name="raw insert + update", unit="pair", count=pairs,
+             prepare=_timed_raw(workdir / "raw-pair.db", _raw_insert_update)),
+        Case(name=batch, unit="batch", count=batches,
+             prepare=timed_pipeline(workdir / "many.db", persist_batches(batch_size))),
+        Case(name=raw_batch, unit="batch", count=batches,
+             prepare=_timed_raw(workdir / "raw-many.db", _raw_executemany(batch_size))),
+        Case(name="stream turn", unit="turn", count=turns,
+             prepare=timed_pipeline(workdir / "turn.db", _stream_turn),
+             note="reserve, 50 deltas, 1 partial flush, final"),
+        Case(name="raw turn", unit="turn", count=turns,
+             prepare=_timed_raw(workdir / "raw-turn.db", _raw_turn)),
+    ]  # fmt: skip
+    comparisons = [
+        Comparison(label="persist(Add) vs raw insert", ours="persist(Add)",
+                   reference="raw insert", kind="throughput", low=0.85),
+        Comparison(label="reserve + final vs raw pair", ours="reserve + final",
+                   reference="raw insert + update", kind="throughput", low=0.80),
+        Comparison(label=f"{batch} vs {raw_batch}", ours=batch, reference=raw_batch,
+                   kind="throughput", low=0.70),
+        Comparison(label="stream turn vs raw turn", ours="stream turn", reference="raw turn",
+                   kind="throughput"),
+    ]  # fmt: skip
+    return cases, comparisons
+
+
+# --- 5. reading the last 50 -------------------------------------------------------
+
+PER_CONVERSATION = 200
+
+_FILL = f"""
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+INSERT INTO messages ({COLUMNS})
+SELECT printf('%08x-0000-7000-8000-%012x', i / 65536, i), 'c' || (i / {PER_CONVERSATION}),
+       CASE i % 2 WHEN 0 THEN 'user' ELSE 'assistant' END, ?2, '{{}}', 'complete', NULL,
+       1700000000000 + i, 1700000000000 + i
+FROM n"""
+
+
+def filled(path: Path, size: int) -> Path:
+    """A database holding ``size`` messages, :data:`PER_CONVERSATION` per conversation."""
+    conn = apsw.Connection(str(fresh(path)))
+    conn.execute("PRAGMA journal_mode = OFF")  # a bulk load: nothing to recover
+    conn.execute("PRAGMA synchronous = OFF")
+    ensure_schema(conn, str(path))
+    conn.execute("BEGIN")
+    conn.execute(_FILL, (size, CONTENT_JSON))
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+def size_label(size: int) -> str:
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:g}M"
+    return f"{size / 1000:g}k" if size >= 1000 else str(size)
+
+
+def read_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
+               progress: Callable[[str], None] | None = None,
+               ) -> tuple[list[Case], list[Comparison], list[Callable[[], None]]]:  # fmt: skip
+    """Case 5: the last 50 messages of a conversation, at each database size."""
+    cases, comparisons, closers = [], [], []
+    for size in sizes:
+        if progress:
+            progress(f"filling a database with {size:,} messages")
+        path = filled(workdir / f"read-{size}.db", size)
+        conversation = f"c{size // PER_CONVERSATION // 2}"  # one in the middle of the file
+        pipeline = open_pipeline(path)
+        raw = raw_connection(path, create=False)
+        closers += [pipeline.close, raw.close]
+        label = size_label(size)
+
+        def ours(count: int, pipeline: Pipeline = pipeline, conversation: str = conversation
+                 ) -> float:  # fmt: skip
+            started = time.perf_counter()
+            for _ in range(count):
+                pipeline.messages(conversation, limit=50)
+            return time.perf_counter() - started
+
+        def theirs(count: int, raw: apsw.Connection = raw, conversation: str = conversation
+                   ) -> float:  # fmt: skip
+            started = time.perf_counter()
+            for _ in range(count):
+                raw.execute(RAW_LAST_50, (conversation, 50)).fetchall()
+            return time.perf_counter() - started
+
+        cases += [
+            Case(name=f"last 50 @ {label}", unit="read", count=reads,
+                 prepare=lambda run=ours: run),
+            Case(name=f"raw last 50 @ {label}", unit="read", count=reads,
+                 prepare=lambda run=theirs: run),
+        ]  # fmt: skip
+        comparisons.append(
+            Comparison(label=f"last 50 @ {label} vs raw", ours=f"last 50 @ {label}",
+                       reference=f"raw last 50 @ {label}", kind="throughput")
+        )  # fmt: skip
+    smallest = size_label(sizes[0])
+    for size in sizes[1:]:
+        label = size_label(size)
+        comparisons.append(
+            Comparison(label=f"last 50 @ {label} / @ {smallest}", ours=f"last 50 @ {label}",
+                       reference=f"last 50 @ {smallest}", kind="flat", low=0.8, high=1.2)
+        )  # fmt: skip
+    return cases, comparisons, closers
