@@ -259,6 +259,7 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the pipeline against raw apsw (and the peers, if installed) in one run."""
     from .bench import QUICK, Config, run_bench

@@ -57,14 +57,14 @@ def _openai_cases(workdir: Path, items: int, batches: int, batch_size: int,
         return make
 
     return [
-        Case(name=f"{OPENAI}.add_items x1", unit="op", count=items, prepare=prepare(1),
+        Case(name="OpenAI add_items x1", unit="op", count=items, prepare=prepare(1),
              note="one item per call"),
-        Case(name=f"{OPENAI}.add_items x{batch_size}", unit="batch", count=batches,
+        Case(name=f"OpenAI add_items x{batch_size}", unit="batch", count=batches,
              prepare=prepare(batch_size), note=f"{batch_size} items per call"),
     ]  # fmt: skip
 
 
-_SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+_SYNC: dict[object, str] = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 def _langchain_cases(workdir: Path, items: int, facts: dict[str, str]) -> list[Case]:
@@ -85,13 +85,14 @@ def _langchain_cases(workdir: Path, items: int, facts: dict[str, str]) -> list[C
             with history.engine.connect() as conn:
                 journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
                 synchronous = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-            facts[LANGCHAIN] = f"journal_mode={journal}, synchronous={_SYNC[int(synchronous)]}"
+            synchronous = _SYNC.get(synchronous, synchronous)
+            facts[LANGCHAIN] = f"journal_mode={journal}, synchronous={synchronous}"
             history.engine.dispose()
             return took
 
         return run
 
-    return [Case(name=f"{LANGCHAIN}.add_message", unit="op", count=items, prepare=make)]
+    return [Case(name="LangChain add_message", unit="op", count=items, prepare=make)]
 
 
 def peer_cases(workdir: Path, *, items: int, batches: int, batch_size: int,
@@ -111,17 +112,17 @@ def peer_cases(workdir: Path, *, items: int, batches: int, batch_size: int,
                  prepare=timed_pipeline(workdir / "peer-many.db", persist_batches(batch_size)))
         )  # fmt: skip
         comparisons += [
-            Comparison(label=f"persist(Add) vs {OPENAI} x1", ours=ours_single,
-                       reference=f"{OPENAI}.add_items x1", kind="speedup", low=2.0),
-            Comparison(label=f"{ours_batch} vs {OPENAI} x{batch_size}", ours=ours_batch,
-                       reference=f"{OPENAI}.add_items x{batch_size}", kind="speedup", low=2.0),
+            Comparison(label="persist(Add) vs OpenAI x1", ours=ours_single,
+                       reference="OpenAI add_items x1", kind="speedup", low=2.0),
+            Comparison(label=f"{ours_batch} vs OpenAI x{batch_size}", ours=ours_batch,
+                       reference=f"OpenAI add_items x{batch_size}", kind="speedup", low=2.0),
         ]  # fmt: skip
     if missing := _missing("langchain_community", "langchain_core", "sqlalchemy", "greenlet"):
         skipped.append(f"{LANGCHAIN}: {', '.join(missing)} not installed ({INSTALL})")
     else:
         cases += _langchain_cases(workdir, items, facts)
         comparisons.append(
-            Comparison(label=f"persist(Add) vs {LANGCHAIN}", ours=ours_single,
-                       reference=f"{LANGCHAIN}.add_message", kind="speedup", low=2.0)
+            Comparison(label="persist(Add) vs LangChain", ours=ours_single,
+                       reference="LangChain add_message", kind="speedup", low=2.0)
         )  # fmt: skip
     return cases, comparisons

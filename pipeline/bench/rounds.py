@@ -21,6 +21,11 @@ Run = Callable[[int], float]
 Prepare = Callable[[], Run]
 
 
+def ready(run: Run) -> Prepare:
+    """A ``prepare`` for a case whose state is built once and kept for every round."""
+    return lambda: run
+
+
 @attrs.frozen(kw_only=True)
 class Case:
     """One workload. ``prepare()`` builds its fresh state (untimed) for a round."""

@@ -18,14 +18,15 @@ from pathlib import Path
 from pipeline.ops import Add
 from pipeline.runner import Pipeline
 
-from .rounds import Case, Comparison
+from .rounds import Case, Comparison, ready
 from .workloads import fresh, size_label
 
-WORDS = (
-    "flight hotel booking gate boarding seat bag transfer reminder calendar invoice refund"
-    " meeting agenda notes deadline report budget travel visa passport train taxi dinner"
-    " restaurant weather forecast delay cancel confirm schedule itinerary airport lounge"
-).split()
+_LINES = (
+    "flight hotel booking gate boarding seat bag transfer reminder calendar invoice refund",
+    "meeting agenda notes deadline report budget travel visa passport train taxi dinner",
+    "restaurant weather forecast delay cancel confirm schedule itinerary airport lounge",
+)
+WORDS = " ".join(_LINES).split(" ")
 QUERIES = ("when does my flight leave", "hotel transfer time", "refund for the cancelled train")
 
 
@@ -62,7 +63,7 @@ def search_cases(workdir: Path, sizes: tuple[int, ...], queries: int,
 
         cases.append(
             Case(name=f"search @ {size_label(size)}", unit="query", count=queries,
-                 prepare=lambda run=run: run, note="top 10, embedded Qdrant")
+                 prepare=ready(run), note="top 10, embedded Qdrant")
         )  # fmt: skip
     smallest = size_label(sizes[0])
     comparisons = [

@@ -9,6 +9,7 @@ op, JSON-encoding it, the hook chain, the retry journal and the result.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pipeline.ids import new_message_id, wall_ms
 from pipeline.ops import Add, Reserve, UpdateContent
 from pipeline.runner import Pipeline
 
-from .rounds import Case, Comparison, Run
+from .rounds import Case, Comparison, Run, ready
 
 CONVERSATION = "bench"
 CONTENT = (
@@ -35,7 +36,7 @@ CONTENT = (
 CONTENT_JSON = json.dumps(CONTENT)
 #: 50 deltas that add up to :data:`CONTENT`, as a model would stream it.
 _CUTS = [len(CONTENT) * k // 50 for k in range(51)]
-DELTAS = [CONTENT[a:b] for a, b in zip(_CUTS, _CUTS[1:], strict=False)]
+DELTAS = [CONTENT[a:b] for a, b in itertools.pairwise(_CUTS)]
 
 COLUMNS = (
     "id, conversation_id, role, content, metadata, status, client_message_id,"
@@ -206,11 +207,11 @@ def _raw_turn(conn: apsw.Connection, count: int) -> None:
         for i, delta in enumerate(DELTAS):
             text += delta
             if i == len(DELTAS) // 2:
-                partial = json.dumps([{"type": "text", "text": text}])
+                partial = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
                 execute("BEGIN IMMEDIATE")
                 execute(RAW_UPDATE, (partial, "reserved", wall_ms(), message_id))
                 execute("COMMIT")
-        final = json.dumps([{"type": "text", "text": text}])
+        final = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
         execute("BEGIN IMMEDIATE")
         execute(RAW_UPDATE, (final, "complete", wall_ms(), message_id))
         execute("COMMIT")
@@ -316,9 +317,9 @@ def read_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
 
         cases += [
             Case(name=f"last 50 @ {label}", unit="read", count=reads,
-                 prepare=lambda run=ours: run),
+                 prepare=ready(ours)),
             Case(name=f"raw last 50 @ {label}", unit="read", count=reads,
-                 prepare=lambda run=theirs: run),
+                 prepare=ready(theirs)),
         ]  # fmt: skip
         comparisons.append(
             Comparison(label=f"last 50 @ {label} vs raw", ours=f"last 50 @ {label}",

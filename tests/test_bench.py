@@ -1,0 +1,97 @@
+"""`anchorline bench` runs every case and reports ratios; --quick only proves it works."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.bench import QUICK, run_bench
+from pipeline.bench.peers import peer_cases
+from pipeline.cli import main
+
+
+def test_quick_bench_reports_every_case_and_comparison_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--no-peers", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cases = report["cases"]
+    for name in ("persist(Add)", "raw insert", "reserve + final", "raw insert + update",
+                 "persist_many(100)", "raw executemany(100)", "stream turn", "raw turn",
+                 "last 50 @ 1k", "last 50 @ 5k", "search @ 100", "search @ 500"):  # fmt: skip
+        assert len(cases[name]["samples"]) == QUICK.rounds, name
+        assert all(s > 0 for s in cases[name]["samples"]), name
+    labels = {c["label"]: c for c in report["comparisons"]}
+    add = labels["persist(Add) vs raw insert"]
+    assert add["target"] == ">= 0.85x"
+    assert add["ratio"]["median"] > 0 and add["met"] in (True, False)
+    assert labels["last 50 @ 5k / @ 1k"]["kind"] == "flat"
+    assert report["skipped"] == ["peers: left out with --no-peers"]
+    assert report["machine"]["sqlite"]
+    printed = capsys.readouterr().out
+    assert "persist(Add)" in printed and ">= 0.85x" in printed
+
+
+def test_the_streamed_turn_writes_what_the_raw_turn_writes(tmp_path: Path) -> None:
+    """Both sides of a comparison do the same work: same final rows, same partial count."""
+    import apsw
+
+    from pipeline.bench.workloads import write_cases
+
+    cases, _ = write_cases(tmp_path, ops=1, pairs=1, batches=1, batch_size=3, turns=2)
+    for case in cases:
+        case.prepare()(case.count)
+    rows = {}
+    for name in ("turn", "raw-turn", "pair", "raw-pair", "many", "raw-many"):
+        conn = apsw.Connection(str(tmp_path / f"{name}.db"))
+        rows[name] = conn.execute(
+            "SELECT role, content, status FROM messages ORDER BY rowid"
+        ).fetchall()
+        conn.close()
+    assert rows["turn"] == rows["raw-turn"] and len(rows["turn"]) == 2
+    assert rows["pair"] == rows["raw-pair"] and rows["pair"][0][2] == "complete"
+    assert rows["many"] == rows["raw-many"] and len(rows["many"]) == 3
+
+
+def test_a_missing_peer_is_skipped_with_the_command_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "agents" else real(name, *a)
+    )
+    skipped: list[str] = []
+    cases, comparisons = peer_cases(
+        tmp_path, items=1, batches=1, batch_size=2, facts={}, skipped=skipped
+    )
+    assert any(s.startswith("OpenAI Agents") and "pip install 'anchorline[bench]'" in s
+               for s in skipped)  # fmt: skip
+    assert not any("OpenAI" in c.name for c in cases)
+    assert not any("OpenAI" in c.label for c in comparisons)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [(["--rounds", "0"], "--rounds: must be at least 1"),
+     (["--json", "/no/such/folder/b.json"], "--json: folder")],
+)  # fmt: skip
+def test_bad_bench_options_get_one_line_and_status_2(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--quick", *argv]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_bench_cleans_up_its_files(tmp_path: Path) -> None:
+    from pipeline.bench import Config
+
+    config = Config(rounds=1, ops=5, pairs=2, batches=1, batch_size=5, turns=1, reads=2,
+                    read_sizes=(300,), queries=1, search_sizes=(50,), peers=False)  # fmt: skip
+    report = run_bench(config, workdir=tmp_path)
+    assert report.timed["persist(Add)"].per_unit[0] > 0
+    assert {c.comparison.label for c in report.compared} >= {"persist(Add) vs raw insert"}
