@@ -65,13 +65,17 @@ def atomic(
     return wrapper
 
 
+def _metadata(text: str) -> dict[str, Any]:
+    return {} if text == "{}" else json.loads(text)  # most messages carry none
+
+
 def message_from_row(row: tuple[Any, ...]) -> Message:
     return Message(
         id=row[0],
         conversation_id=row[1],
         role=row[2],
         content=json.loads(row[3]),
-        metadata=json.loads(row[4]),
+        metadata=_metadata(row[4]),
         status=row[5],
         client_message_id=row[6],
         created_at=row[7],
@@ -204,11 +208,12 @@ def update_message_content(
 ) -> ContentUpdated:
     """Replace the content; ``final`` marks the message complete, a partial keeps it reserved."""
     now = now or wall_ms()
-    status = "complete" if op.final else "reserved"
+    status: Status = "complete" if op.final else "reserved"
     row = conn.execute(
         f"""UPDATE messages SET content = ?1, status = ?2, updated_at = max(?3, updated_at + 1)
             WHERE id = ?4 AND (?5 OR status = 'reserved') AND (?6 IS NULL OR updated_at = ?6)
-            RETURNING {COLUMNS}""",
+            RETURNING conversation_id, role, metadata, client_message_id, created_at,
+                      updated_at""",
         (op.content_json, status, now, op.message_id, op.final, expect_updated_at),
     ).fetchone()
     if row is None:
@@ -217,7 +222,20 @@ def update_message_content(
             f"final: message {op.message_id!r} is already complete; a partial update"
             " (final=false) cannot reopen it"
         )
-    return ContentUpdated(message=message_from_row(row))
+    # The content is the op's, as written: no need to read it back and decode it.
+    return ContentUpdated(
+        message=Message(
+            id=op.message_id,
+            conversation_id=row[0],
+            role=row[1],
+            content=op.content,
+            metadata=_metadata(row[2]),
+            status=status,
+            client_message_id=row[3],
+            created_at=row[4],
+            updated_at=row[5],
+        )
+    )
 
 
 @atomic

@@ -65,6 +65,8 @@ def describe(op: PersistOp) -> str:
 def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
     """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`."""
     expected = RESULT_FOR[type(op)]
+    if type(result) is expected and getattr(op, "message_id", None) is None:
+        return result  # the usual case: a fresh add or reserve
     if not isinstance(result, expected):
         if result is None:
             raise PluginError(
@@ -180,7 +182,8 @@ class Pipeline:
         read: if the stored message has changed since, the op raises
         ``Conflict`` and nothing is written.
         """
-        self._check_open()
+        if self._closed:
+            raise PipelineClosed("the pipeline is closed")
         op = _as_op(op)
         self._limits.check(op)
         unit = UnitOfWork()
@@ -191,7 +194,8 @@ class Pipeline:
         except BaseException:
             unit.rollback()
             raise
-        self._notify(op, result, context)
+        if self._after_persist.get_hookimpls():
+            self._notify(op, result, context)
         return result
 
     def persist_many(

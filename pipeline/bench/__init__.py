@@ -34,7 +34,7 @@ class Config:
     turns: int = 300
     reads: int = 2000
     read_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    queries: int = 10
+    queries: int = 5
     search_sizes: tuple[int, ...] = (1_000, 10_000, 50_000)
     peer_items: int = 300
     peer_batches: int = 10

@@ -74,7 +74,8 @@ def print_report(report: Report, console: Console) -> None:
         console.print(f"[yellow]skipped[/] {line}")
     console.print(
         "throughput: the reference's time per unit over ours (above 1 is faster than it);"
-        " speedup: a peer's over ours; flat: a bigger database's time over the smallest's."
+        " speedup: a peer's over ours; flat: a bigger database's time over the smallest's;"
+        " ceiling: the best throughput ratio any implementation of the contract could reach."
     )
 
 

@@ -44,18 +44,24 @@ class Comparison:
     ``throughput`` and ``speedup`` are the reference's time per unit over
     ours (higher is better; a speedup of 2 means twice as fast). ``flat`` is
     our time per unit over the reference's (the same case on a bigger
-    database), which should stay near 1.
+    database), which should stay near 1. ``ceiling`` is the best throughput
+    ratio any implementation could reach when ``ours`` is a cost it must pay
+    on top of the reference: reference / (reference + ours).
     """
 
     label: str
     ours: str
     reference: str
-    kind: Literal["throughput", "speedup", "flat"]
+    kind: Literal["throughput", "speedup", "flat", "ceiling"]
     low: float | None = None
     high: float | None = None
 
     def ratio(self, ours: float, reference: float) -> float:
-        return ours / reference if self.kind == "flat" else reference / ours
+        if self.kind == "flat":
+            return ours / reference
+        if self.kind == "ceiling":
+            return reference / (reference + ours)
+        return reference / ours
 
     def met(self, ratio: float) -> bool | None:
         if self.low is None and self.high is None:

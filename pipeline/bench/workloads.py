@@ -18,8 +18,11 @@ from pathlib import Path
 import apsw
 
 from memory.schema import SCHEMA, ensure_schema
+from pipeline.hookspecs import hookimpl
 from pipeline.ids import new_message_id, wall_ms
 from pipeline.ops import Add, Reserve, UpdateContent
+from pipeline.plugin_manager import create_plugin_manager
+from pipeline.results import Added, Message
 from pipeline.runner import Pipeline
 
 from .rounds import Case, Comparison, Run, ready
@@ -96,6 +99,46 @@ def _timed_raw(path: Path, body: Callable[[apsw.Connection, int], None]) -> Call
             took = time.perf_counter() - started
             conn.close()
             return took
+
+        return run
+
+    return prepare
+
+
+# --- the contract's own floor ------------------------------------------------------
+
+
+class _Answer:
+    """Answers ``persist`` with the result a terminal returns, without storing anything."""
+
+    @hookimpl
+    def persist(self, op: Add, context: object) -> Added:
+        now = wall_ms()
+        message = Message(
+            id=new_message_id(), conversation_id=op.conversation_id, role=op.role,
+            content=op.content, metadata=op.metadata, status="complete", created_at=now,
+            updated_at=now,
+        )  # fmt: skip
+        return Added(message=message)
+
+
+def contract_floor(per_unit: int) -> Callable[[], Run]:
+    """What any implementation of the contract pays per op before touching storage:
+    building the validated op, one call of the ``persist`` hook, and its result."""
+
+    def prepare() -> Run:
+        pm = create_plugin_manager()
+        pm.register(_Answer())
+        persist = pm.hook.persist
+
+        def run(count: int) -> float:
+            started = time.perf_counter()
+            for _ in range(count * per_unit):
+                persist(
+                    op=Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT),
+                    context=None,
+                )
+            return time.perf_counter() - started
 
         return run
 
@@ -235,6 +278,10 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
              prepare=timed_pipeline(workdir / "many.db", persist_batches(batch_size))),
         Case(name=raw_batch, unit="batch", count=batches,
              prepare=_timed_raw(workdir / "raw-many.db", _raw_executemany(batch_size))),
+        Case(name="contract floor", unit="op", count=ops, prepare=contract_floor(1),
+             note="Add() + one persist hook call + its Message/Added; no storage"),
+        Case(name=f"contract floor x{batch_size:,}", unit="batch", count=batches,
+             prepare=contract_floor(batch_size)),
         Case(name="stream turn", unit="turn", count=turns,
              prepare=timed_pipeline(workdir / "turn.db", _stream_turn),
              note="reserve, 50 deltas, 1 partial flush, final"),
@@ -248,6 +295,10 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
                    reference="raw insert + update", kind="throughput", low=0.80),
         Comparison(label=f"{batch} vs {raw_batch}", ours=batch, reference=raw_batch,
                    kind="throughput", low=0.70),
+        Comparison(label="ceiling for persist(Add)", ours="contract floor",
+                   reference="raw insert", kind="ceiling"),
+        Comparison(label=f"ceiling for {batch}", ours=f"contract floor x{batch_size:,}",
+                   reference=raw_batch, kind="ceiling"),
         Comparison(label="stream turn vs raw turn", ours="stream turn", reference="raw turn",
                    kind="throughput"),
     ]  # fmt: skip
