@@ -229,8 +229,9 @@ class Pipeline:
             if isinstance(e, AnchorlineError) and len(results) < len(checked):
                 e.op_index = len(results)
             raise
-        for op, result in zip(checked, results, strict=True):
-            self._notify(op, result, context)
+        if self._after_persist.get_hookimpls():
+            for op, result in zip(checked, results, strict=True):
+                self._notify(op, result, context)
         return results
 
     # --- the agent loop's helpers --------------------------------------------

@@ -27,12 +27,12 @@ class Config:
     """How much work each case does per round."""
 
     rounds: int = 7
-    ops: int = 2000
+    ops: int = 3000
     pairs: int = 1000
     batches: int = 3
     batch_size: int = 1000
     turns: int = 300
-    reads: int = 2000
+    reads: int = 1000
     read_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     queries: int = 5
     search_sizes: tuple[int, ...] = (1_000, 10_000, 50_000)

@@ -1,7 +1,7 @@
 """Timing cases in alternating rounds, and comparing them within each round.
 
-Every round runs every case once, in the same order, so a slow spell on a
-noisy machine hits all of them alike. A comparison takes its ratio inside each
+Every round runs every case once, so a slow spell on a noisy machine hits
+all of them alike. A comparison takes its ratio inside each
 round and reports the median ratio with its min and max over the rounds.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -122,10 +123,15 @@ def settle() -> None:
 def run_rounds(
     cases: list[Case], rounds: int, progress: Callable[[str], None] | None = None
 ) -> dict[str, Timed]:
-    """Run every case once per round, alternating, and return its samples."""
+    """Run every case once per round, alternating, and return its samples.
+
+    The order is shuffled in every round (with a fixed seed): a case runs
+    measurably slower right after some others, so no case keeps one place.
+    """
     samples: dict[str, list[float]] = {case.name: [] for case in cases}
+    rng = random.Random(20261122)
     for r in range(rounds):
-        for case in cases:
+        for case in rng.sample(cases, len(cases)):
             if progress:
                 progress(f"round {r + 1}/{rounds}: {case.name}")
             run = case.prepare()
