@@ -210,7 +210,7 @@ def update_message_content(
     now = now or wall_ms()
     status: Status = "complete" if op.final else "reserved"
     row = conn.execute(
-        f"""UPDATE messages SET content = ?1, status = ?2, updated_at = max(?3, updated_at + 1)
+        """UPDATE messages SET content = ?1, status = ?2, updated_at = max(?3, updated_at + 1)
             WHERE id = ?4 AND (?5 OR status = 'reserved') AND (?6 IS NULL OR updated_at = ?6)
             RETURNING conversation_id, role, metadata, client_message_id, created_at,
                       updated_at""",
