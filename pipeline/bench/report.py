@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,33 @@ class Report:
     seconds: float
 
 
+_PACKAGES = ("anchorline", "pluggy", "attrs", "cattrs", "qdrant-client", "openai-agents",
+             "langchain-community", "sqlalchemy")  # fmt: skip
+
+
+def _cpu() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     import apsw
 
+    versions = {}
+    for name in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu(),
         "cpus": os.cpu_count(),
         "sqlite": apsw.sqlite_lib_version(),
         "apsw": apsw.apsw_version(),
+        "packages": versions,
     }
 
 
@@ -51,6 +70,11 @@ def _rate(seconds: float) -> str:
 
 
 def print_report(report: Report, console: Console) -> None:
+    m = machine()
+    console.print(
+        f"{m['cpus']} x {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']};"
+        f" {report.seconds:.0f} s"
+    )
     cases = Table(title=f"Anchorline bench: {report.rounds} alternating rounds")
     for column in ("case", "unit", "median", "min-max", "rate"):
         cases.add_column(column, justify="left" if column in ("case", "unit") else "right")
