@@ -26,6 +26,7 @@ DB_ENV = "ANCHORLINE_DB"
 DEFAULT_DB = "anchorline.db"
 INDEX_ENV = "ANCHORLINE_INDEX"
 DEFAULT_INDEX = "local"
+DEBUG_ENV = "ANCHORLINE_DEBUG"
 
 out = Console(highlight=False)
 
@@ -357,6 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anchorline: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"anchorline: error: unexpected {type(e).__name__}: {e}"
+            f" (a bug: set {DEBUG_ENV}=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -198,3 +198,23 @@ def test_sweep_recovers_a_placeholder_left_by_a_killed_writer(tmp_path: Path) ->
     assert f"finalised {message_id}" in result.stdout
     assert "swept 1: 0 deleted, 1 finalised" in result.stdout
     assert "streamed before the crash" in run(tmp_path, "show", "c").stdout
+
+
+def test_an_unexpected_error_is_one_line_too_unless_debugging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline import Pipeline
+    from pipeline.cli import main
+
+    def broken(self: Pipeline, conversation_id: str, limit: int | None = None) -> list[object]:
+        raise RuntimeError("disk gremlin")  # an injected fault, not a real code path
+
+    monkeypatch.setattr(Pipeline, "messages", broken)
+    db = str(tmp_path / "a.db")
+    assert main(["--db", db, "--index", "none", "show", "c1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected RuntimeError: disk gremlin" in err
+    assert "ANCHORLINE_DEBUG=1" in err
+    monkeypatch.setenv("ANCHORLINE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="disk gremlin"):
+        main(["--db", db, "--index", "none", "show", "c1"])
