@@ -89,7 +89,8 @@ def run_bench(
             comparisons += more_comparisons
         else:
             skipped.append("peers: left out with --no-peers")
-        timed = run_rounds(cases, config.rounds, progress)
+        # A quick run skips the sync between cases: it proves the cases work, no more.
+        timed = run_rounds(cases, config.rounds, progress, sync=not config.quick)
     return Report(
         rounds=config.rounds,
         quick=config.quick,
