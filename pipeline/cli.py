@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(standalone=cmd_bench)
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
-    bench.add_argument("--rounds", type=int, help="rounds to alternate (default 7; quick 2)")
+    bench.add_argument("--rounds", type=int, help="rounds to alternate (default 11; quick 2)")
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
     return parser
 

@@ -26,7 +26,7 @@ from .workloads import read_cases, write_cases
 class Config:
     """How much work each case does per round."""
 
-    rounds: int = 7
+    rounds: int = 11
     ops: int = 3000
     pairs: int = 1000
     batches: int = 3
