@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import apsw
 import attrs
 from rich.console import Console
 from rich.table import Table
@@ -275,8 +277,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, peers=False)
     if args.json is not None and not args.json.parent.is_dir():
         raise CLIError(f"--json: folder {str(args.json.parent)!r} does not exist", status=2)
-    with out.status("starting") as status:
-        report = run_bench(config, progress=lambda text: status.update(text))
+    if args.dir is not None and not args.dir.is_dir():
+        raise CLIError(f"--dir: folder {str(args.dir)!r} does not exist", status=2)
+    with (
+        tempfile.TemporaryDirectory(prefix="anchorline-bench-", dir=args.dir) as workdir,
+        out.status("starting") as status,
+    ):
+        try:
+            report = run_bench(
+                config, workdir=Path(workdir), progress=lambda text: status.update(text)
+            )
+        except apsw.FullError:
+            raise CLIError(
+                f"the disk is full under {tempfile.gettempdir() if args.dir is None else args.dir}:"
+                " a full bench needs about 1 GB of scratch space; choose a folder with --dir"
+            ) from None
     print_report(report, out)
     if args.json is not None:
         write_json(report, args.json)
@@ -336,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     bench.add_argument("--rounds", type=int, help="rounds to alternate (default 11; quick 2)")
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
+    bench.add_argument(
+        "--dir", type=Path, metavar="PATH", help="scratch folder (default: the system's temp)"
+    )
     return parser
 
 

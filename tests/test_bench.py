@@ -77,7 +77,8 @@ def test_a_missing_peer_is_skipped_with_the_command_that_installs_it(
 @pytest.mark.parametrize(
     ("argv", "problem"),
     [(["--rounds", "0"], "--rounds: must be at least 1"),
-     (["--json", "/no/such/folder/b.json"], "--json: folder")],
+     (["--json", "/no/such/folder/b.json"], "--json: folder"),
+     (["--dir", "/no/such/folder"], "--dir: folder")],
 )  # fmt: skip
 def test_bad_bench_options_get_one_line_and_status_2(
     argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
@@ -95,3 +96,27 @@ def test_run_bench_cleans_up_its_files(tmp_path: Path) -> None:
     report = run_bench(config, workdir=tmp_path)
     assert report.timed["persist(Add)"].per_unit[0] > 0
     assert {c.comparison.label for c in report.compared} >= {"persist(Add) vs raw insert"}
+
+
+def test_the_bench_works_in_the_folder_given_and_leaves_it_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--quick", "--no-peers", "--rounds", "1", "--dir", str(tmp_path)]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert "persist(Add)" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_line_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import apsw
+
+    import pipeline.bench
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise apsw.FullError("database or disk is full")  # an injected fault
+
+    monkeypatch.setattr(pipeline.bench, "run_bench", full)
+    assert main(["bench", "--quick", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk is full" in err and "--dir" in err
