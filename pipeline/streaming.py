@@ -35,43 +35,57 @@ class StreamState:
         self.message_id = message_id
         self.flush_interval = flush_interval
         self._content: Content = _copy(resume_from) if resume_from else []
+        # Text deltas wait here until the content is needed: joining them once is
+        # cheaper than rebuilding the trailing text block for every token.
+        self._text: list[str] = []
         self._dirty = False
         self._last_flush = time.monotonic()
 
+    def _join_text(self) -> Content:
+        if self._text:
+            text = "".join(self._text)
+            self._text.clear()
+            if isinstance(self._content, str):
+                self._content += text
+            elif self._content and self._content[-1].get("type") == "text":
+                last = self._content[-1]
+                self._content[-1] = {**last, "text": str(last.get("text", "")) + text}
+            else:
+                self._content.append({"type": "text", "text": text})
+        return self._content
+
     @property
     def content(self) -> Content:
-        return _copy(self._content)
+        return _copy(self._join_text())
 
     @property
     def streamed(self) -> bool:
         """Whether anything was produced (an empty string or no blocks is nothing)."""
-        return bool(self._content)
+        return bool(self._join_text())
 
     def append(self, delta: str | dict[str, Any]) -> UpdateContent | None:
         """Add a text delta or a content block; returns a partial flush when one is due."""
         if isinstance(delta, str):
-            if isinstance(self._content, str):
-                self._content += delta
-            elif self._content and self._content[-1].get("type") == "text":
-                last = self._content[-1]
-                self._content[-1] = {**last, "text": str(last.get("text", "")) + delta}
-            else:
-                self._content.append({"type": "text", "text": delta})
+            self._text.append(delta)
         elif isinstance(delta, dict) and isinstance(delta.get("type"), str):
-            if isinstance(self._content, str):
-                self._content = [{"type": "text", "text": self._content}] if self._content else []
-            self._content.append(dict(delta))
+            content = self._join_text()
+            if isinstance(content, str):
+                self._content = content = [{"type": "text", "text": content}] if content else []
+            content.append(dict(delta))
         else:
             raise InvalidOp(
                 "delta: must be a text string or a content block (a dict with a string 'type'),"
                 f" got {type(delta).__name__}"
             )
         self._dirty = True
-        return self._due()
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            return self.flush()
+        return None
 
     def set_content(self, content: Content) -> UpdateContent | None:
         """Replace everything produced so far; returns a partial flush when one is due."""
         UpdateContent(message_id=self.message_id, content=content)  # validates
+        self._text.clear()
         self._content = _copy(content)
         self._dirty = True
         return self._due()
@@ -163,7 +177,9 @@ class Stream(StreamHandle):
 
     def append(self, delta: str | dict[str, Any]) -> None:
         """Add a text delta or a content block; flushes at most once per ``flush_interval``."""
-        self._write(self.state.append(delta))
+        op = self.state.append(delta)
+        if op is not None:
+            self._pipeline.persist(op)
 
     def set_content(self, content: Content) -> None:
         """Replace the content produced so far."""

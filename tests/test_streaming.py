@@ -6,8 +6,11 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline import Context, InvalidOp, PersistOp, PersistResult, Pipeline, hookimpl
+from pipeline.streaming import StreamState
 
 
 class Writes:
@@ -137,3 +140,41 @@ def test_using_the_handle_outside_with_is_an_error(pipeline: Pipeline) -> None:
     handle: Any = pipeline.stream("c")
     with pytest.raises(RuntimeError, match="context manager"):
         handle.append("x")
+
+
+def _one_delta_at_a_time(start: Any, events: list[Any]) -> Any:
+    """The content a stream must produce: each delta applied as it arrives."""
+    content = start if isinstance(start, str) else [dict(b) for b in start]
+    for event in events:
+        if isinstance(event, str):
+            if isinstance(content, str):
+                content += event
+            elif content and content[-1].get("type") == "text":
+                content[-1] = {**content[-1], "text": content[-1]["text"] + event}
+            else:
+                content.append({"type": "text", "text": event})
+        else:
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}] if content else []
+            content.append(dict(event))
+    return content
+
+
+_blocks = st.fixed_dictionaries({"type": st.sampled_from(["image", "tool_use"]), "id": st.text()})
+
+
+@given(
+    start=st.one_of(st.text(max_size=5), st.just([])),
+    events=st.lists(st.one_of(st.text(max_size=4), _blocks), max_size=12),
+    peek_every=st.integers(min_value=1, max_value=5),
+)
+def test_text_deltas_join_into_the_same_content_as_one_at_a_time(
+    start: Any, events: list[Any], peek_every: int
+) -> None:
+    state = StreamState("m", flush_interval=3600, resume_from=start or None)
+    for i, event in enumerate(events, 1):
+        state.append(event)
+        if i % peek_every == 0:  # reading the content midway must not change it
+            assert state.content == _one_delta_at_a_time(start or [], events[:i])
+    assert state.content == _one_delta_at_a_time(start or [], events)
+    assert state.finish()[0].content == state.content
