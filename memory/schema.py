@@ -28,13 +28,9 @@ CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_m
 CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
 """
 
-SCHEMA = f"""
-CREATE TABLE anchorline_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
 
-CREATE TABLE messages (
+def _messages_table(name: str) -> str:
+    return f"""CREATE TABLE {name} (
     id TEXT NOT NULL UNIQUE,
     conversation_id TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ({_ROLES})),
@@ -44,7 +40,16 @@ CREATE TABLE messages (
     client_message_id TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-);
+);"""
+
+
+SCHEMA = f"""
+CREATE TABLE anchorline_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+{_messages_table("messages")}
 {_MESSAGE_INDEXES}
 CREATE TABLE index_outbox (
     message_id TEXT PRIMARY KEY,
@@ -104,17 +109,7 @@ END;
 # nothing: one more statement and b-tree per op. Version 2 drops it, and with
 # it the foreign key, which means rebuilding the messages table.
 _FROM_V1 = f"""
-CREATE TABLE messages_v2 (
-    id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ({_ROLES})),
-    content TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('reserved', 'complete')),
-    client_message_id TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
+{_messages_table("messages_v2")}
 INSERT INTO messages_v2 (rowid, id, conversation_id, role, content, metadata, status,
                          client_message_id, created_at, updated_at)
     SELECT rowid, id, conversation_id, role, content, metadata, status,

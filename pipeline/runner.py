@@ -182,8 +182,7 @@ class Pipeline:
         read: if the stored message has changed since, the op raises
         ``Conflict`` and nothing is written.
         """
-        if self._closed:
-            raise PipelineClosed("the pipeline is closed")
+        self._check_open()
         op = _as_op(op)
         self._limits.check(op)
         unit = UnitOfWork()
@@ -194,8 +193,7 @@ class Pipeline:
         except BaseException:
             unit.rollback()
             raise
-        if self._after_persist.get_hookimpls():
-            self._notify(op, result, context)
+        self._notify(op, result, context)
         return result
 
     def persist_many(
