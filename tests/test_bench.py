@@ -120,3 +120,53 @@ def test_a_full_disk_is_one_line_that_says_what_to_do(
     assert main(["bench", "--quick", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "disk is full" in err and "--dir" in err
+
+
+def test_the_raw_read_returns_the_messages_the_pipeline_returns(tmp_path: Path) -> None:
+    from pipeline.bench.workloads import read_cases
+
+    cases, comparisons, closers = read_cases(tmp_path, (1_000, 3_000), reads=2)
+    try:
+        assert [c.name for c in cases][:2] == ["last 50 @ 1k", "raw last 50 @ 1k"]
+        assert {c.label for c in comparisons} >= {"last 50 @ 3k / @ 1k"}
+        import apsw
+
+        from pipeline import Pipeline
+
+        with Pipeline.open(str(tmp_path / "read-3000.db"), load_entrypoints=False) as pipeline:
+            ours = [m.id for m in pipeline.messages("c7", limit=50)]
+        conn = apsw.Connection(str(tmp_path / "read-3000.db"))
+        from pipeline.bench.workloads import RAW_LAST_50
+
+        raw = [row[0] for row in conn.execute(RAW_LAST_50, ("c7", 50))]
+        conn.close()
+        assert len(ours) == 50 and ours == raw
+    finally:
+        for close in closers:
+            close()
+
+
+def test_the_peers_store_the_same_content(tmp_path: Path) -> None:
+    pytest.importorskip("agents")
+    pytest.importorskip("langchain_community")
+    import asyncio
+
+    from agents import SQLiteSession
+    from langchain_community.chat_message_histories import SQLChatMessageHistory
+
+    from pipeline.bench.workloads import CONTENT
+
+    facts: dict[str, str] = {}
+    cases, _ = peer_cases(tmp_path, items=2, batches=1, batch_size=3, facts=facts, skipped=[])
+    for case in cases:
+        if "OpenAI" in case.name or "LangChain" in case.name:
+            case.prepare()(case.count)
+    session = SQLiteSession("bench", str(tmp_path / "openai-3.db"))
+    items = asyncio.run(session.get_items())
+    session.close()
+    assert len(items) == 3 and all(i["content"] == CONTENT for i in items)
+    history = SQLChatMessageHistory(
+        session_id="bench", connection=f"sqlite:///{tmp_path / 'langchain.db'}"
+    )
+    assert [m.content for m in history.messages] == [CONTENT, CONTENT]
+    assert "synchronous=FULL" in facts["OpenAI Agents SQLiteSession"]
