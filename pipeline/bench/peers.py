@@ -10,11 +10,10 @@ import asyncio
 import importlib.util
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .rounds import Case, Comparison, Run
+from .rounds import Case, Comparison, Prepare, Run
 from .workloads import CONTENT, fresh, persist_batches, timed_pipeline
 
 INSTALL = "pip install 'anchorline[bench]'"
@@ -32,7 +31,7 @@ def _openai_cases(workdir: Path, items: int, batches: int, batch_size: int,
 
     item: Any = {"role": "assistant", "content": CONTENT}
 
-    def prepare(per_call: int) -> Callable[[], Run]:
+    def prepare(per_call: int) -> Prepare:
         def make() -> Run:
             path = fresh(workdir / f"openai-{per_call}.db")
             session = SQLiteSession("bench", str(path))

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import apsw
 
@@ -25,7 +26,7 @@ from pipeline.plugin_manager import create_plugin_manager
 from pipeline.results import Added, Message
 from pipeline.runner import Pipeline
 
-from .rounds import Case, Comparison, Run, ready
+from .rounds import Case, Comparison, Prepare, Run, ready
 
 CONVERSATION = "bench"
 CONTENT = (
@@ -73,15 +74,20 @@ def open_pipeline(path: Path) -> Pipeline:
     return Pipeline.open(str(path), load_entrypoints=False)
 
 
-def timed_pipeline(path: Path, body: Callable[[Pipeline, int], None]) -> Callable[[], Run]:
+Store = TypeVar("Store", Pipeline, apsw.Connection)
+
+
+def _timed(open_store: Callable[[], Store], body: Callable[[Store, int], None]) -> Prepare:
+    """A case that opens its store (untimed), runs ``body`` (timed), then closes it."""
+
     def prepare() -> Run:
-        pipeline = open_pipeline(fresh(path))
+        store = open_store()
 
         def run(count: int) -> float:
             started = time.perf_counter()
-            body(pipeline, count)
+            body(store, count)
             took = time.perf_counter() - started
-            pipeline.close()
+            store.close()
             return took
 
         return run
@@ -89,20 +95,12 @@ def timed_pipeline(path: Path, body: Callable[[Pipeline, int], None]) -> Callabl
     return prepare
 
 
-def _timed_raw(path: Path, body: Callable[[apsw.Connection, int], None]) -> Callable[[], Run]:
-    def prepare() -> Run:
-        conn = raw_connection(fresh(path))
+def timed_pipeline(path: Path, body: Callable[[Pipeline, int], None]) -> Prepare:
+    return _timed(lambda: open_pipeline(fresh(path)), body)
 
-        def run(count: int) -> float:
-            started = time.perf_counter()
-            body(conn, count)
-            took = time.perf_counter() - started
-            conn.close()
-            return took
 
-        return run
-
-    return prepare
+def _timed_raw(path: Path, body: Callable[[apsw.Connection, int], None]) -> Prepare:
+    return _timed(lambda: raw_connection(fresh(path)), body)
 
 
 # --- the contract's own floor ------------------------------------------------------
@@ -122,7 +120,7 @@ class _Answer:
         return Added(message=message)
 
 
-def contract_floor(per_unit: int) -> Callable[[], Run]:
+def contract_floor(per_unit: int) -> Prepare:
     """What any implementation of the contract pays per op before touching storage:
     building the validated op, one call of the ``persist`` hook, and its result."""
 
