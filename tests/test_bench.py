@@ -170,3 +170,26 @@ def test_the_peers_store_the_same_content(tmp_path: Path) -> None:
     )
     assert [m.content for m in history.messages] == [CONTENT, CONTENT]
     assert "synchronous=FULL" in facts["OpenAI Agents SQLiteSession"]
+
+
+def test_a_peer_that_fails_is_skipped_with_its_error_and_the_rest_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = pytest.importorskip("agents")
+
+    async def broken(self: object, items: object) -> None:
+        raise TypeError("add_items() got an unexpected keyword")  # an injected fault
+
+    monkeypatch.setattr(agents.SQLiteSession, "add_items", broken)
+    skipped: list[str] = []
+    cases, comparisons = peer_cases(
+        tmp_path, items=1, batches=1, batch_size=2, facts={}, skipped=skipped
+    )
+    assert skipped == [
+        "OpenAI Agents SQLiteSession: failed on a first try"
+        " (TypeError: add_items() got an unexpected keyword)"
+    ]
+    assert not any("OpenAI" in c.name for c in cases)
+    assert not any("OpenAI" in c.label for c in comparisons)
+    if importlib.util.find_spec("langchain_community") is not None:
+        assert [c.name for c in cases] == ["LangChain add_message"]

@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +95,32 @@ def _langchain_cases(workdir: Path, items: int, facts: dict[str, str]) -> list[C
     return [Case(name="LangChain add_message", unit="op", count=items, prepare=make)]
 
 
+def _working(built: Callable[[], list[Case]], name: str, skipped: list[str]) -> list[Case]:
+    """The peer's cases, each tried once: a peer version that fails is skipped, not fatal."""
+    try:
+        cases = built()
+        for case in cases:
+            case.prepare()(1)
+    except Exception as e:
+        skipped.append(f"{name}: failed on a first try ({type(e).__name__}: {e})")
+        return []
+    return cases
+
+
 def peer_cases(workdir: Path, *, items: int, batches: int, batch_size: int,
                facts: dict[str, str], skipped: list[str],
                ) -> tuple[list[Case], list[Comparison]]:  # fmt: skip
-    """The peers that are installed, our matching cases, and the 2x targets."""
+    """The peers that are installed and work, our matching cases, and the 2x targets."""
     cases: list[Case] = []
     comparisons: list[Comparison] = []
     ours_single = "persist(Add)"  # case 1, timed in the same rounds
     ours_batch = f"persist_many({batch_size})"
     if missing := _missing("agents"):
         skipped.append(f"{OPENAI}: {', '.join(missing)} not installed ({INSTALL})")
-    else:
-        cases += _openai_cases(workdir, items, batches, batch_size, facts)
+    elif openai := _working(
+        lambda: _openai_cases(workdir, items, batches, batch_size, facts), OPENAI, skipped
+    ):
+        cases += openai
         cases.append(
             Case(name=ours_batch, unit="batch", count=batches,
                  prepare=timed_pipeline(workdir / "peer-many.db", persist_batches(batch_size)))
@@ -118,8 +133,8 @@ def peer_cases(workdir: Path, *, items: int, batches: int, batch_size: int,
         ]  # fmt: skip
     if missing := _missing("langchain_community", "langchain_core", "sqlalchemy", "greenlet"):
         skipped.append(f"{LANGCHAIN}: {', '.join(missing)} not installed ({INSTALL})")
-    else:
-        cases += _langchain_cases(workdir, items, facts)
+    elif langchain := _working(lambda: _langchain_cases(workdir, items, facts), LANGCHAIN, skipped):
+        cases += langchain
         comparisons.append(
             Comparison(label="persist(Add) vs LangChain", ours=ours_single,
                        reference="LangChain add_message", kind="speedup", low=2.0)
