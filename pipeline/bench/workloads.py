@@ -175,19 +175,25 @@ def _reserve_final(pipeline: Pipeline, count: int) -> None:
         persist(UpdateContent(message_id=reserved.message.id, content=CONTENT))
 
 
+def _raw_reserve(conn: apsw.Connection) -> str:
+    message_id, now = new_message_id(), wall_ms()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        RAW_INSERT, (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now)
+    )
+    conn.execute("COMMIT")
+    return message_id
+
+
+def _raw_update(conn: apsw.Connection, message_id: str, content_json: str, status: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(RAW_UPDATE, (content_json, status, wall_ms(), message_id))
+    conn.execute("COMMIT")
+
+
 def _raw_insert_update(conn: apsw.Connection, count: int) -> None:
-    execute = conn.execute
     for _ in range(count):
-        message_id, now = new_message_id(), wall_ms()
-        execute("BEGIN IMMEDIATE")
-        execute(
-            RAW_INSERT,
-            (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now),
-        )
-        execute("COMMIT")
-        execute("BEGIN IMMEDIATE")
-        execute(RAW_UPDATE, (CONTENT_JSON, "complete", wall_ms(), message_id))
-        execute("COMMIT")
+        _raw_update(conn, _raw_reserve(conn), CONTENT_JSON, "complete")
 
 
 # --- 3. a batch in one transaction ---------------------------------------------
@@ -235,27 +241,16 @@ def _stream_turn(pipeline: Pipeline, count: int) -> None:
 
 
 def _raw_turn(conn: apsw.Connection, count: int) -> None:
-    execute = conn.execute
     for _ in range(count):
-        message_id, now = new_message_id(), wall_ms()
-        execute("BEGIN IMMEDIATE")
-        execute(
-            RAW_INSERT,
-            (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now),
-        )
-        execute("COMMIT")
+        message_id = _raw_reserve(conn)
         text = ""
         for i, delta in enumerate(DELTAS):
             text += delta
             if i == len(DELTAS) // 2:
                 partial = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
-                execute("BEGIN IMMEDIATE")
-                execute(RAW_UPDATE, (partial, "reserved", wall_ms(), message_id))
-                execute("COMMIT")
+                _raw_update(conn, message_id, partial, "reserved")
         final = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
-        execute("BEGIN IMMEDIATE")
-        execute(RAW_UPDATE, (final, "complete", wall_ms(), message_id))
-        execute("COMMIT")
+        _raw_update(conn, message_id, final, "complete")
 
 
 def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size: int,
