@@ -88,12 +88,16 @@ def test_bad_bench_options_get_one_line_and_status_2(
     assert problem in err and len(err.strip().splitlines()) == 1
 
 
-def test_run_bench_cleans_up_its_files(tmp_path: Path) -> None:
+def test_run_bench_cleans_up_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
     from pipeline.bench import Config
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch folder goes
     config = Config(rounds=1, ops=5, pairs=2, batches=1, batch_size=5, turns=1, reads=2,
                     read_sizes=(300,), queries=1, search_sizes=(50,), peers=False)  # fmt: skip
-    report = run_bench(config, workdir=tmp_path)
+    report = run_bench(config)
+    assert list(tmp_path.iterdir()) == []
     assert report.timed["persist(Add)"].per_unit[0] > 0
     assert {c.comparison.label for c in report.compared} >= {"persist(Add) vs raw insert"}
 

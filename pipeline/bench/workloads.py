@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import apsw
 
+from memory.crud import COLUMNS
 from memory.schema import SCHEMA, ensure_schema
 from pipeline.hookspecs import hookimpl
 from pipeline.ids import new_message_id, wall_ms
@@ -42,10 +43,6 @@ CONTENT_JSON = json.dumps(CONTENT)
 _CUTS = [len(CONTENT) * k // 50 for k in range(51)]
 DELTAS = [CONTENT[a:b] for a, b in itertools.pairwise(_CUTS)]
 
-COLUMNS = (
-    "id, conversation_id, role, content, metadata, status, client_message_id,"
-    " created_at, updated_at"
-)
 RAW_INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 RAW_UPDATE = "UPDATE messages SET content = ?, status = ?, updated_at = ? WHERE id = ?"
 RAW_LAST_50 = f"""SELECT {COLUMNS} FROM (
