@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import Add, Pipeline
-from plugins.indexer import Indexer
+from anchorline import Add, Pipeline
+from anchorline.plugins.indexer import Indexer
 
 WORDS = (
     "agent tool call stream token message answer user model search memory index vector store"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 import apsw
-
-from pipeline.errors import StorageUnavailable
+from anchorline.errors import StorageUnavailable
 
 from .retry import RetryPolicy
 from .schema import ensure_schema

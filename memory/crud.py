@@ -18,11 +18,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 import attrs
-
-from pipeline.errors import Conflict, MessageNotFound
-from pipeline.ids import clock, new_message_id, wall_ms
-from pipeline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
-from pipeline.results import (
+from anchorline.errors import Conflict, MessageNotFound
+from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
+from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,

@@ -16,8 +16,7 @@ from typing import cast
 
 import apsw
 import attrs
-
-from pipeline.results import IndexStatus
+from anchorline.results import IndexStatus
 
 from .retry import RetryPolicy, write
 

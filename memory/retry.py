@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 
 import apsw
 import attrs
-
-from pipeline.errors import StorageUnavailable
+from anchorline.errors import StorageUnavailable
 
 T = TypeVar("T")
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import apsw
-
-from pipeline.errors import IncompatibleStore
+from anchorline.errors import IncompatibleStore
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x414E4348  # "ANCH": marks the file as Anchorline's in its header

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-
-from pipeline.errors import IndexBusy
+from anchorline.errors import IndexBusy
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient

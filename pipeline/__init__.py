@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from memory.retry import RetryPolicy
+from anchorline.memory.retry import RetryPolicy
 
 from .aio import AsyncPipeline, AsyncStream
 from .context import Context, UnitOfWork

@@ -74,7 +74,7 @@ class UnitOfWork:
 class Context:
     """What a hook implementation gets besides its own arguments.
 
-    ``pipeline`` is the running :class:`~pipeline.Pipeline`; ``unit`` is the
+    ``pipeline`` is the running :class:`~anchorline.Pipeline`; ``unit`` is the
     call's :class:`UnitOfWork`, or ``None`` outside a write. ``expected``
     maps message ids to the ``updated_at`` the caller last saw
     (``expect_updated_at``): a terminal pops a message's entry when it first

@@ -30,7 +30,7 @@ def persist(op: PersistOp, context: Context) -> PersistResult | None:
 
     :param op: the op to apply (``Add``, ``Reserve``, ``UpdateContent``, ``Update``
         or ``Delete``).
-    :param context: the call's :class:`~pipeline.context.Context`; a store that
+    :param context: the call's :class:`~anchorline.context.Context`; a store that
         wants to commit with the rest of the call joins ``context.unit``.
 
     Return the result whose ``kind`` matches the op to answer it: the chain
@@ -65,7 +65,7 @@ def get_message(message_id: str, context: Context) -> Message | None:
     :param message_id: the id to look up.
     :param context: the call's context.
 
-    Return the :class:`~pipeline.results.Message` to answer the read; ``None``
+    Return the :class:`~anchorline.results.Message` to answer the read; ``None``
     passes it on, and ``None`` from every implementation means "not found".
     Stops at the first non-None result.
     """
@@ -122,7 +122,7 @@ def embedder(context: Context) -> Embedder | None:
 
     :param context: the pipeline's context.
 
-    Return an :class:`~pipeline.embedding.Embedder` (``name``, ``dimension``
+    Return an :class:`~anchorline.embedding.Embedder` (``name``, ``dimension``
     and ``embed(texts)``). The default (``trylast``) is an offline
     feature-hashing embedder. Stops at the first non-None result.
     """

@@ -22,10 +22,10 @@ TRACE_ENV = "ANCHORLINE_TRACE"
 #: the plugin, or ``None`` when the settings leave it out (the SQLite terminal
 #: when a test double is given, the indexer when no index is asked for).
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("terminal", "plugins.sqlite_terminal:create"),
-    ("text", "plugins.text_extraction:create"),
-    ("embedder", "plugins.default_embedder:create"),
-    ("indexer", "plugins.indexer:create"),
+    ("terminal", "anchorline.plugins.sqlite_terminal:create"),
+    ("text", "anchorline.plugins.text_extraction:create"),
+    ("embedder", "anchorline.plugins.default_embedder:create"),
+    ("indexer", "anchorline.plugins.indexer:create"),
 )
 
 

@@ -28,7 +28,7 @@ class Message:
 
 @attrs.frozen(kw_only=True)
 class Added:
-    """Result of :class:`~pipeline.ops.Add`. ``deduplicated`` means nothing new was written."""
+    """Result of :class:`~anchorline.ops.Add`. ``deduplicated`` means nothing new was written."""
 
     kind: ClassVar[Literal["add"]] = "add"
     message: Message
@@ -37,7 +37,7 @@ class Added:
 
 @attrs.frozen(kw_only=True)
 class Reserved:
-    """Result of :class:`~pipeline.ops.Reserve`. ``deduplicated`` means nothing new was written."""
+    """Result of :class:`~anchorline.ops.Reserve`; ``deduplicated``: nothing new was written."""
 
     kind: ClassVar[Literal["reserve"]] = "reserve"
     message: Message
@@ -46,7 +46,7 @@ class Reserved:
 
 @attrs.frozen(kw_only=True)
 class ContentUpdated:
-    """Result of :class:`~pipeline.ops.UpdateContent`."""
+    """Result of :class:`~anchorline.ops.UpdateContent`."""
 
     kind: ClassVar[Literal["update_content"]] = "update_content"
     message: Message
@@ -54,7 +54,7 @@ class ContentUpdated:
 
 @attrs.frozen(kw_only=True)
 class Updated:
-    """Result of :class:`~pipeline.ops.Update`, with the merged metadata."""
+    """Result of :class:`~anchorline.ops.Update`, with the merged metadata."""
 
     kind: ClassVar[Literal["update"]] = "update"
     message: Message
@@ -62,7 +62,7 @@ class Updated:
 
 @attrs.frozen(kw_only=True)
 class Deleted:
-    """Result of :class:`~pipeline.ops.Delete`; ``existed`` is false for an unknown id."""
+    """Result of :class:`~anchorline.ops.Delete`; ``existed`` is false for an unknown id."""
 
     kind: ClassVar[Literal["delete"]] = "delete"
     message_id: str

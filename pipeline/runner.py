@@ -32,8 +32,8 @@ from .streaming import Stream, reserve_op
 from .sweeping import SweepReport, sweep
 
 if TYPE_CHECKING:
-    from memory.retry import RetryPolicy
-    from plugins.indexer import Indexer
+    from anchorline.memory.retry import RetryPolicy
+    from anchorline.plugins.indexer import Indexer
 
     from .embedding import Embedder
 
@@ -119,7 +119,7 @@ class Pipeline:
 
         ``terminal`` replaces the SQLite terminal (no file is touched);
         ``plugins`` are extra plugin objects or modules; ``retry`` is the
-        :class:`~memory.retry.RetryPolicy` for SQLite writes.
+        :class:`~anchorline.memory.retry.RetryPolicy` for SQLite writes.
 
         ``index`` turns on the vector index: ``"local"`` (embedded Qdrant in a
         folder next to the database), ``":memory:"``, a folder path, or a

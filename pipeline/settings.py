@@ -9,7 +9,7 @@ import attrs
 from .limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
-    from memory.retry import RetryPolicy
+    from anchorline.memory.retry import RetryPolicy
 
     from .embedding import Embedder
 

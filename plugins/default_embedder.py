@@ -1,12 +1,12 @@
-"""The default ``embedder``: offline feature hashing (``memory.embedders.HashingEmbedder``)."""
+"""The default ``embedder``: offline feature hashing (``HashingEmbedder``)."""
 
 from __future__ import annotations
 
-from memory.embedders import HashingEmbedder
-from pipeline.context import Context
-from pipeline.embedding import Embedder
-from pipeline.hookspecs import hookimpl
-from pipeline.settings import Settings
+from anchorline.context import Context
+from anchorline.embedding import Embedder
+from anchorline.hookspecs import hookimpl
+from anchorline.memory.embedders import HashingEmbedder
+from anchorline.settings import Settings
 
 
 class DefaultEmbedder:

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-
-from memory.crud import check_expected, check_replay
-from pipeline.context import Context
-from pipeline.errors import Conflict, MessageNotFound
-from pipeline.hookspecs import hookimpl
-from pipeline.ids import clock, new_message_id, wall_ms
-from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
-from pipeline.results import (
+from anchorline.context import Context
+from anchorline.errors import Conflict, MessageNotFound
+from anchorline.hookspecs import hookimpl
+from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory.crud import check_expected, check_replay
+from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,

@@ -18,18 +18,17 @@ from typing import Any, cast
 
 import apsw
 import attrs
-
-from memory import crud, outbox, schema
-from memory.retry import RetryPolicy, write
-from memory.store import SQLiteStore
-from memory.vector_index import Point, VectorIndex, index_location
-from pipeline.context import Context
-from pipeline.embedding import Embedder
-from pipeline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
-from pipeline.hookspecs import hookimpl
-from pipeline.ops import PersistOp, UpdateContent
-from pipeline.results import Hit, IndexStatus, Message, PersistResult
-from pipeline.settings import Settings
+from anchorline.context import Context
+from anchorline.embedding import Embedder
+from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
+from anchorline.hookspecs import hookimpl
+from anchorline.memory import crud, outbox, schema
+from anchorline.memory.retry import RetryPolicy, write
+from anchorline.memory.store import SQLiteStore
+from anchorline.memory.vector_index import Point, VectorIndex, index_location
+from anchorline.ops import PersistOp, UpdateContent
+from anchorline.results import Hit, IndexStatus, Message, PersistResult
+from anchorline.settings import Settings
 
 from .sqlite_terminal import SQLiteTerminal
 from .text_extraction import message_text

@@ -1,6 +1,6 @@
 """Fixtures for test suites that use Anchorline (registered as a ``pytest11`` entry point).
 
-``anchorline_pipeline`` runs on :class:`~plugins.in_memory.InMemoryTerminal`
+``anchorline_pipeline`` runs on :class:`~anchorline.plugins.in_memory.InMemoryTerminal`
 and touches no file; ``anchorline_sqlite_pipeline`` runs on a real SQLite file
 under ``tmp_path``. Entry-point plugins are not loaded, so a suite is not
 affected by whatever else is installed.
@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pipeline.runner import Pipeline
-from plugins.in_memory import InMemoryTerminal
+from anchorline.plugins.in_memory import InMemoryTerminal
+from anchorline.runner import Pipeline
 
 
 @pytest.fixture

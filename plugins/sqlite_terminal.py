@@ -7,15 +7,14 @@ from functools import partial
 from typing import Any
 
 import apsw
-
-from memory import crud
-from memory.store import SQLiteStore
-from pipeline.context import Context
-from pipeline.hookspecs import hookimpl
-from pipeline.ids import clock, new_message_id, wall_ms
-from pipeline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
-from pipeline.results import Message, PersistResult
-from pipeline.settings import Settings
+from anchorline.context import Context
+from anchorline.hookspecs import hookimpl
+from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory import crud
+from anchorline.memory.store import SQLiteStore
+from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from anchorline.results import Message, PersistResult
+from anchorline.settings import Settings
 
 Write = Callable[[apsw.Connection], PersistResult]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.context import Context
-from pipeline.hookspecs import hookimpl
-from pipeline.results import Message
-from pipeline.settings import Settings
+from anchorline.context import Context
+from anchorline.hookspecs import hookimpl
+from anchorline.results import Message
+from anchorline.settings import Settings
 
 
 def message_text(message: Message) -> str:

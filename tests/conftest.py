@@ -4,9 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pipeline import Pipeline
-from plugins.in_memory import InMemoryTerminal
+from anchorline import Pipeline
+from anchorline.plugins.in_memory import InMemoryTerminal
 
 TERMINALS = ("sqlite", "in_memory")
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-
-from pipeline import Add, AsyncPipeline, Context, PersistOp, PersistResult, Reserve, hookimpl
+from anchorline import Add, AsyncPipeline, Context, PersistOp, PersistResult, Reserve, hookimpl
 
 
 def run(coro: object) -> object:

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from pipeline.bench import QUICK, run_bench
-from pipeline.bench.peers import peer_cases
-from pipeline.cli import main
+from anchorline.bench import QUICK, run_bench
+from anchorline.bench.peers import peer_cases
+from anchorline.cli import main
 
 
 def test_quick_bench_reports_every_case_and_comparison_as_json(
@@ -39,8 +38,7 @@ def test_quick_bench_reports_every_case_and_comparison_as_json(
 def test_the_streamed_turn_writes_what_the_raw_turn_writes(tmp_path: Path) -> None:
     """Both sides of a comparison do the same work: same final rows, same partial count."""
     import apsw
-
-    from pipeline.bench.workloads import write_cases
+    from anchorline.bench.workloads import write_cases
 
     cases, _ = write_cases(tmp_path, ops=1, pairs=1, batches=1, batch_size=3, turns=2)
     for case in cases:
@@ -91,7 +89,7 @@ def test_bad_bench_options_get_one_line_and_status_2(
 def test_run_bench_cleans_up_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from pipeline.bench import Config
+    from anchorline.bench import Config
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch folder goes
     config = Config(rounds=1, ops=5, pairs=2, batches=1, batch_size=5, turns=1, reads=2,
@@ -113,34 +111,32 @@ def test_the_bench_works_in_the_folder_given_and_leaves_it_empty(
 def test_a_full_disk_is_one_line_that_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import anchorline.bench
     import apsw
-
-    import pipeline.bench
 
     def full(*args: object, **kwargs: object) -> None:
         raise apsw.FullError("database or disk is full")  # an injected fault
 
-    monkeypatch.setattr(pipeline.bench, "run_bench", full)
+    monkeypatch.setattr(anchorline.bench, "run_bench", full)
     assert main(["bench", "--quick", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "disk is full" in err and "--dir" in err
 
 
 def test_the_raw_read_returns_the_messages_the_pipeline_returns(tmp_path: Path) -> None:
-    from pipeline.bench.workloads import read_cases
+    from anchorline.bench.workloads import read_cases
 
     cases, comparisons, closers = read_cases(tmp_path, (1_000, 3_000), reads=2)
     try:
         assert [c.name for c in cases][:2] == ["last 50 @ 1k", "raw last 50 @ 1k"]
         assert {c.label for c in comparisons} >= {"last 50 @ 3k / @ 1k"}
         import apsw
-
-        from pipeline import Pipeline
+        from anchorline import Pipeline
 
         with Pipeline.open(str(tmp_path / "read-3000.db"), load_entrypoints=False) as pipeline:
             ours = [m.id for m in pipeline.messages("c7", limit=50)]
         conn = apsw.Connection(str(tmp_path / "read-3000.db"))
-        from pipeline.bench.workloads import RAW_LAST_50
+        from anchorline.bench.workloads import RAW_LAST_50
 
         raw = [row[0] for row in conn.execute(RAW_LAST_50, ("c7", 50))]
         conn.close()
@@ -156,9 +152,8 @@ def test_the_peers_store_the_same_content(tmp_path: Path) -> None:
     import asyncio
 
     from agents import SQLiteSession
+    from anchorline.bench.workloads import CONTENT
     from langchain_community.chat_message_histories import SQLChatMessageHistory
-
-    from pipeline.bench.workloads import CONTENT
 
     facts: dict[str, str] = {}
     cases, _ = peer_cases(tmp_path, items=2, batches=1, batch_size=3, facts=facts, skipped=[])

@@ -9,8 +9,7 @@ from typing import Any
 
 import apsw
 import pytest
-
-from pipeline import (
+from anchorline import (
     Add,
     Added,
     Context,
@@ -24,7 +23,7 @@ from pipeline import (
     UpdateContent,
     hookimpl,
 )
-from plugins.in_memory import InMemoryTerminal
+from anchorline.plugins.in_memory import InMemoryTerminal
 
 
 def rows(path: str) -> int:

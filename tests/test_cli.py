@@ -15,7 +15,7 @@ def run(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.Completed
     env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
     env.pop("ANCHORLINE_DB", None)
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "anchorline.cli", *args],
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -126,7 +126,7 @@ def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
     env_db = tmp_path / "from-env.db"
     env = {**os.environ, "ANCHORLINE_DB": str(env_db), "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo"],
+        [sys.executable, "-m", "anchorline.cli", "demo"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -181,7 +181,7 @@ def test_index_commands_without_an_index_explain_themselves(tmp_path: Path) -> N
 def test_sweep_recovers_a_placeholder_left_by_a_killed_writer(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
-        "from pipeline import Pipeline\n"
+        "from anchorline import Pipeline\n"
         "p = Pipeline.open('anchorline.db', load_entrypoints=False)\n"
         "s = p.stream('c', flush_interval=0).__enter__()\n"
         "s.append('streamed before the crash')\n"
@@ -203,8 +203,8 @@ def test_sweep_recovers_a_placeholder_left_by_a_killed_writer(tmp_path: Path) ->
 def test_an_unexpected_error_is_one_line_too_unless_debugging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline import Pipeline
-    from pipeline.cli import main
+    from anchorline import Pipeline
+    from anchorline.cli import main
 
     def broken(self: Pipeline, conversation_id: str, limit: int | None = None) -> list[object]:
         raise RuntimeError("disk gremlin")  # an injected fault, not a real code path

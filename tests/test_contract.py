@@ -6,8 +6,7 @@ import threading
 from itertools import pairwise
 
 import pytest
-
-from pipeline import (
+from anchorline import (
     Add,
     Added,
     Conflict,

@@ -7,10 +7,9 @@ from typing import Any
 
 import apsw
 import pytest
-
-from memory import crud
-from memory.connection import connect
-from pipeline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
+from anchorline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
+from anchorline.memory import crud
+from anchorline.memory.connection import connect
 
 SCRIPT: list[Any] = [
     Add(

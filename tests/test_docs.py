@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from pipeline import hookspecs
+from anchorline import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(

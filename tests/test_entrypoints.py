@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pipeline import Add, Pipeline
+from anchorline import Add, Pipeline
 
 
 @pytest.fixture
@@ -18,7 +17,7 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     (tmp_path / "tagging_plugin.py").write_text(
         textwrap.dedent(
             """
-            from pipeline import hookimpl
+            from anchorline import hookimpl
 
             seen = []
 

@@ -8,9 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-
-from memory.embedders import HashingEmbedder
-from pipeline import (
+from anchorline import (
     Add,
     ConfigurationError,
     Delete,
@@ -22,8 +20,9 @@ from pipeline import (
     UpdateContent,
     hookimpl,
 )
-from plugins.in_memory import InMemoryTerminal
-from plugins.indexer import Indexer
+from anchorline.memory.embedders import HashingEmbedder
+from anchorline.plugins.in_memory import InMemoryTerminal
+from anchorline.plugins.indexer import Indexer
 
 
 class CountingEmbedder(HashingEmbedder):

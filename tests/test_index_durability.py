@@ -13,10 +13,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-
-from memory.vector_index import VectorIndex
-from pipeline import Add, Delete, IndexBusy, IndexUnavailable, Pipeline, Reserve, UpdateContent
-from plugins.indexer import Indexer
+from anchorline import Add, Delete, IndexBusy, IndexUnavailable, Pipeline, Reserve, UpdateContent
+from anchorline.memory.vector_index import VectorIndex
+from anchorline.plugins.indexer import Indexer
 
 
 def indexer(pipeline: Pipeline) -> Indexer:
@@ -36,8 +35,8 @@ def indexable_ids(path: Path) -> set[str]:
 CRASHING_WRITER = textwrap.dedent(
     """
     import sys, time
-    from memory.embedders import HashingEmbedder
-    from pipeline import Add, Pipeline, Reserve, UpdateContent
+    from anchorline.memory.embedders import HashingEmbedder
+    from anchorline import Add, Pipeline, Reserve, UpdateContent
 
     class Stuck(HashingEmbedder):
         # Same name, so the same collection: but it never returns, so nothing is drained.
@@ -226,7 +225,7 @@ def test_an_interrupted_reindex_resumes(tmp_path: Path) -> None:
 TWO_PROCESS_WRITER = textwrap.dedent(
     """
     import sys
-    from pipeline import Add, Pipeline
+    from anchorline import Add, Pipeline
     name, db = sys.argv[1], sys.argv[2]
     with Pipeline.open(db, index="local", load_entrypoints=False) as pipeline:
         for i in range(40):
@@ -267,7 +266,7 @@ def test_two_processes_share_one_database_with_the_index_on(tmp_path: Path) -> N
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from pipeline import Pipeline
+    from anchorline import Pipeline
     pipeline = Pipeline.open(sys.argv[1], index="local", index_sync=True, load_entrypoints=False)
     with pipeline.plugin_manager.get_plugin("indexer").index.session():
         print("holding", flush=True)

@@ -4,10 +4,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from pipeline import (
+from anchorline import (
     Add,
     AnchorlineError,
     Delete,
@@ -18,6 +15,8 @@ from pipeline import (
     dump_op,
     parse_op,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 json_scalars = (

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from pipeline import Add, Pipeline, Reserve
-from plugins.in_memory import InMemoryTerminal
+from anchorline import Add, Pipeline, Reserve
+from anchorline.plugins.in_memory import InMemoryTerminal
 
 pytest_plugins = ["pytester"]
 
@@ -28,7 +27,7 @@ def test_anchorline_sqlite_pipeline_writes_a_file_under_tmp_path(
 def test_a_user_suite_gets_the_fixtures_without_configuration(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pipeline import Add
+        from anchorline import Add
 
         def test_uses_the_double(anchorline_pipeline):
             anchorline_pipeline.persist(Add(conversation_id="c", role="user", content="hi"))

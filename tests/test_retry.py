@@ -7,8 +7,7 @@ import time
 
 import apsw
 import pytest
-
-from pipeline import Add, Pipeline, RetryPolicy, StorageUnavailable
+from anchorline import Add, Pipeline, RetryPolicy, StorageUnavailable
 
 FAST = RetryPolicy(
     busy_timeout=0.05, initial_backoff=0.01, max_backoff=0.05, deadline=1.0, max_attempts=100

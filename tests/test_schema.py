@@ -7,8 +7,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-
-from pipeline import Add, IncompatibleStore, Pipeline, StorageUnavailable, UpdateContent
+from anchorline import Add, IncompatibleStore, Pipeline, StorageUnavailable, UpdateContent
 
 
 def digest(path: Path) -> str:
@@ -95,7 +94,7 @@ INSERT INTO messages VALUES
 
 
 def test_a_version_1_file_is_upgraded_in_place_with_its_messages(tmp_path: Path) -> None:
-    from memory.schema import INDEX_TRIGGERS
+    from anchorline.memory.schema import INDEX_TRIGGERS
 
     path = tmp_path / "v1.db"
     conn = apsw.Connection(str(path))

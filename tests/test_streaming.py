@@ -6,11 +6,10 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from anchorline import Context, InvalidOp, PersistOp, PersistResult, Pipeline, hookimpl
+from anchorline.streaming import StreamState
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipeline import Context, InvalidOp, PersistOp, PersistResult, Pipeline, hookimpl
-from pipeline.streaming import StreamState
 
 
 class Writes:
@@ -63,7 +62,7 @@ def test_partials_are_debounced_not_one_write_per_token(
     pipeline: Pipeline, writes: Writes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr("pipeline.streaming.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("anchorline.streaming.time.monotonic", lambda: now[0])
     with pipeline.stream("c", flush_interval=1.0) as s:
         for second in range(3):
             for _ in range(50):  # 50 tokens within one second

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from pipeline import (
+from anchorline import (
     Conflict,
     InvalidOp,
     Limits,

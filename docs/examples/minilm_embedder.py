@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from pipeline import Add, Pipeline, hookimpl
+from anchorline import Add, Pipeline, hookimpl
 
 
 class MiniLMEmbedder:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory.vector_index import Point
-from pipeline import Add, Context, Delete, PersistOp, PersistResult, Pipeline, hookimpl
-from plugins.in_memory import InMemoryTerminal
-from plugins.indexer import Indexer, payload
-from plugins.text_extraction import message_text
+from anchorline.memory.vector_index import Point
+from anchorline import Add, Context, Delete, PersistOp, PersistResult, Pipeline, hookimpl
+from anchorline.plugins.in_memory import InMemoryTerminal
+from anchorline.plugins.indexer import Indexer, payload
+from anchorline.plugins.text_extraction import message_text
 
 
 class EphemeralConversations:

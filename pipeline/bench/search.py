@@ -16,8 +16,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.ops import Add
-from pipeline.runner import Pipeline
+from anchorline.ops import Add
+from anchorline.runner import Pipeline
 
 from .rounds import Case, Comparison, ready
 from .workloads import fresh, size_label

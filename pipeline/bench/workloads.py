@@ -1,6 +1,6 @@
 """The write and read cases: Anchorline, and raw apsw doing the same SQL work.
 
-The raw cases use the same file layout (:data:`memory.schema.SCHEMA`, its
+The raw cases use the same file layout (:data:`anchorline.memory.schema.SCHEMA`, its
 tables and indexes), the same pragmas (WAL, ``synchronous=NORMAL``) and the
 same row: a ~500-byte content, a fresh UUIDv7 id and a millisecond timestamp
 per row. They skip everything the pipeline adds: building and validating the
@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import apsw
-
-from memory.crud import COLUMNS
-from memory.schema import SCHEMA, ensure_schema
-from pipeline.hookspecs import hookimpl
-from pipeline.ids import new_message_id, wall_ms
-from pipeline.ops import Add, Reserve, UpdateContent
-from pipeline.plugin_manager import create_plugin_manager
-from pipeline.results import Added, Message
-from pipeline.runner import Pipeline
+from anchorline.hookspecs import hookimpl
+from anchorline.ids import new_message_id, wall_ms
+from anchorline.memory.crud import COLUMNS
+from anchorline.memory.schema import SCHEMA, ensure_schema
+from anchorline.ops import Add, Reserve, UpdateContent
+from anchorline.plugin_manager import create_plugin_manager
+from anchorline.results import Added, Message
+from anchorline.runner import Pipeline
 
 from .rounds import Case, Comparison, Prepare, Run, ready
 

@@ -17,7 +17,7 @@ from .conftest import knob
 WRITER = textwrap.dedent(
     """
     import json, os, sys, time
-    from pipeline import Add, Pipeline, Reserve, RetryPolicy, UpdateContent
+    from anchorline import Add, Pipeline, Reserve, RetryPolicy, UpdateContent
 
     name, db, acks_path, ops = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     # A short busy timeout, so contention reaches the retry policy instead of

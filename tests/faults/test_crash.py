@@ -13,16 +13,15 @@ import time
 from pathlib import Path
 
 import apsw
-
-from pipeline import Pipeline
-from plugins.indexer import Indexer
+from anchorline import Pipeline
+from anchorline.plugins.indexer import Indexer
 
 from .conftest import knob
 
 AGENT = textwrap.dedent(
     """
     import json, sys, time
-    from pipeline import Add, Pipeline
+    from anchorline import Add, Pipeline
 
     db, acks_path, run = sys.argv[1], sys.argv[2], sys.argv[3]
     with Pipeline.open(db, index="local", load_entrypoints=False) as pipeline, \\

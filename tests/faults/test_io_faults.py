@@ -8,8 +8,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-
-from pipeline import Add, Pipeline, Reserve, RetryPolicy, StorageUnavailable, UpdateContent
+from anchorline import Add, Pipeline, Reserve, RetryPolicy, StorageUnavailable, UpdateContent
 
 from .conftest import knob
 from .fault_vfs import FaultVFS

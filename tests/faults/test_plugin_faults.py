@@ -6,8 +6,7 @@ import logging
 from collections.abc import Generator
 
 import pytest
-
-from pipeline import (
+from anchorline import (
     Add,
     ContentUpdated,
     Context,
