@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import attrs
 import pytest
-from anchorline import hookspecs
+from anchorline import hookspecs, parse_op
+from anchorline.op_schema import shipped_op_schema
+from anchorline.ops import OP_TYPES
+from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(
     name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "anchorline_spec")
 )
+
+
+def fenced(page: str, language: str) -> list[str]:
+    """The code blocks of ``page`` in ``language``, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", (ROOT / page).read_text(), re.S)
 
 
 def test_there_are_hooks_to_check() -> None:
@@ -77,3 +90,70 @@ def test_the_python_examples_run(
 def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
     sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     assert f"def {hook}(" in sources, f"no test implements the {hook} hook"
+
+
+# --- docs/ops-format.md: every kind, every field, examples that parse -------------
+
+OPS_FORMAT = "docs/ops-format.md"
+
+
+def kind_section(kind: str) -> str:
+    text = (ROOT / OPS_FORMAT).read_text()
+    section = re.search(rf"### `{kind}`\n(.*?)(?=\n#|\Z)", text, re.S)
+    assert section, f"{OPS_FORMAT} has no section for {kind}"
+    return section.group(1)
+
+
+@pytest.mark.parametrize("op_type", OP_TYPES, ids=lambda t: t.kind)
+def test_ops_format_md_has_a_row_for_every_field_of_every_kind(op_type: type) -> None:
+    section = kind_section(op_type.kind)
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*)$", section, re.M))
+    fields = [f for f in attrs.fields(op_type) if f.init]
+    assert set(rows) == {"kind", *(f.name for f in fields)}, f"the {op_type.kind} table"
+    schema = shipped_op_schema()["$defs"][op_type.kind]
+    for field in fields:
+        cells = [c.strip() for c in rows[field.name].split("|")]
+        required = field.name in schema["required"]
+        assert cells[1] == ("yes" if required else "no"), f"{op_type.kind}.{field.name}"
+        default = "" if required else f"`{json.dumps(schema['properties'][field.name]['default'])}`"
+        assert cells[2] == default, f"{op_type.kind}.{field.name} default"
+
+
+@pytest.mark.parametrize("op_type", OP_TYPES, ids=lambda t: t.kind)
+def test_ops_format_md_example_lines_are_valid_ops_of_their_kind(op_type: type) -> None:
+    [example] = re.findall(r"```jsonl\n(.*?)```", kind_section(op_type.kind), re.S)
+    validator = Draft202012Validator(shipped_op_schema())
+    for line in example.splitlines():
+        data = json.loads(line)
+        validator.validate(data)
+        assert type(parse_op(data)) is op_type
+
+
+def test_ops_format_md_ingest_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    text = (ROOT / OPS_FORMAT).read_text()
+    example = text[text.index("## `anchorline ingest`") :]
+    lines = re.search(r"```jsonl\n(.*?)```", example, re.S)
+    command = re.search(r"```sh\nanchorline (.*?)\n```", example, re.S)
+    printed = re.search(r"prints, and exits (\d):\n\n```text\n(.*?)```", example, re.S)
+    assert lines and command and printed
+    (tmp_path / "ops.jsonl").write_text(lines.group(1))
+    result = subprocess.run(
+        [sys.executable, "-m", "anchorline.cli", *command.group(1).split()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ANCHORLINE_")},
+            "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1",
+        },
+    )
+    assert result.stderr + result.stdout == printed.group(2)
+    assert result.returncode == int(printed.group(1))
+
+
+def test_ops_format_md_python_examples_run() -> None:
+    blocks = fenced(OPS_FORMAT, "python")
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, OPS_FORMAT, "exec"), {})
