@@ -8,10 +8,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
-from anchorline import hookspecs, parse_op
+from anchorline import Add, Pipeline, hookspecs, parse_op
 from anchorline.op_schema import shipped_op_schema
 from anchorline.ops import OP_TYPES
 from jsonschema import Draft202012Validator
@@ -90,6 +91,50 @@ def test_the_python_examples_run(
 def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
     sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     assert f"def {hook}(" in sources, f"no test implements the {hook} hook"
+
+
+# --- docs/hooks.md: every example runs ------------------------------------------
+
+EXCERPT = re.compile(r"# (docs/examples/\w+\.py) \(excerpt\)\n")
+
+
+def test_the_hooks_md_examples_run_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    ran = 0
+    for block in fenced("docs/hooks.md", "python"):
+        if not EXCERPT.match(block):
+            exec(compile(block, "docs/hooks.md", "exec"), namespace)
+            ran += 1
+    assert ran >= 8
+    assert "add took" in capsys.readouterr().out
+    # The pipeline_closing example ends with its plugin: use it as its section says.
+    with Pipeline.open(":memory:", plugins=[namespace["Flusher"]()]) as pipeline:
+        pipeline.persist(Add(conversation_id="c1", role="user", content="Hi"))
+        assert not (tmp_path / "writes.log").exists()
+    assert (tmp_path / "writes.log").read_text() == "add\n"
+
+
+def test_the_hooks_md_excerpts_are_verbatim_from_their_example_file() -> None:
+    excerpts = 0
+    for block in fenced("docs/hooks.md", "python"):
+        if match := EXCERPT.match(block):
+            source = (ROOT / match.group(1)).read_text()
+            for chunk in re.split(r"\n +\.\.\.\n", block[match.end() :]):
+                assert chunk.strip("\n") in source, f"not in {match.group(1)}:\n{chunk}"
+            excerpts += 1
+    assert excerpts >= 4
+
+
+def test_hooks_md_says_a_redirecting_plugin_must_answer_the_read_hooks() -> None:
+    text = (ROOT / "docs" / "hooks.md").read_text()
+    warning = re.search(r"> \*\*A plugin that answers writes must also answer.*?\n\n", text, re.S)
+    assert warning, "hooks.md has no callout for redirecting plugins"
+    for hook in ("get_message", "list_messages", "list_reserved"):
+        assert hook in warning.group(0)
+    assert "examples/archive_plugin.py" in text
 
 
 # --- docs/ops-format.md: every kind, every field, examples that parse -------------
