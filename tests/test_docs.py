@@ -202,3 +202,23 @@ def test_ops_format_md_python_examples_run() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         exec(compile(block, OPS_FORMAT, "exec"), {})
+
+
+# --- docs/indexing.md: what the default embedder finds ---------------------------
+
+
+def test_indexing_md_gives_the_scores_the_default_embedder_gives() -> None:
+    text = (ROOT / "docs" / "indexing.md").read_text()
+    section = re.search(r"## What search finds\n(.*?)(?=\n## )", text, re.S)
+    assert section, "indexing.md does not say what search finds"
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \| (-?\d\.\d\d) \|$", section.group(1), re.M)
+    assert len(rows) >= 5
+    messages = sorted({message for _, message, _ in rows})
+    with Pipeline.open(":memory:", index=":memory:", index_sync=True) as pipeline:
+        assert pipeline.indexer().embedder.name.startswith("hashing")  # type: ignore[union-attr]
+        for message in messages:
+            pipeline.persist(Add(conversation_id="c1", role="user", content=message))
+        for query, message, score in rows:
+            hits = pipeline.search(query, limit=len(messages))
+            scores = {hit.message.content: hit.score for hit in hits}
+            assert round(scores[message], 2) == float(score), (query, message)
