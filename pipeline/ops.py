@@ -137,7 +137,18 @@ def _cache(op: object, name: str, text: str) -> None:
 
 @attrs.frozen(kw_only=True)
 class Add:
-    """Write a complete message."""
+    """Write a complete message.
+
+    :param conversation_id: the conversation the message belongs to.
+    :param role: who wrote it: ``user``, ``assistant``, ``system`` or ``tool``.
+    :param content: the text, or a list of content blocks (dicts with a string ``type``).
+    :param metadata: any JSON object, stored with the message and returned as written.
+    :param message_id: the id to store the message under; ``None`` lets the store mint
+        a UUIDv7. Reusing the id of a stored message is a ``Conflict``.
+    :param client_message_id: the caller's own key for the message, unique within
+        the conversation: an op repeated with it returns the stored message
+        (``deduplicated``) instead of writing a second one.
+    """
 
     kind: ClassVar[Literal["add"]] = "add"
     conversation_id: str = attrs.field(validator=_valid_id)
@@ -156,7 +167,17 @@ class Add:
 
 @attrs.frozen(kw_only=True)
 class Reserve:
-    """Write an empty placeholder (content ``[]``, status ``reserved``) to get an id early."""
+    """Write an empty placeholder (content ``[]``, status ``reserved``) to get an id early.
+
+    :param conversation_id: the conversation the message belongs to.
+    :param role: who will write it: ``user``, ``assistant``, ``system`` or ``tool``.
+    :param metadata: any JSON object, stored with the message and returned as written.
+    :param message_id: the id to store the message under; ``None`` lets the store mint
+        a UUIDv7. Reusing the id of a stored message is a ``Conflict``.
+    :param client_message_id: the caller's own key for the message, unique within
+        the conversation: an op repeated with it returns the stored message
+        (``deduplicated``) instead of writing a second one.
+    """
 
     kind: ClassVar[Literal["reserve"]] = "reserve"
     conversation_id: str = attrs.field(validator=_valid_id)
@@ -172,7 +193,15 @@ class Reserve:
 
 @attrs.frozen(kw_only=True)
 class UpdateContent:
-    """Replace a message's content; ``final=False`` is a partial flush of a stream."""
+    """Replace a message's content; ``final=False`` is a partial flush of a stream.
+
+    :param message_id: the stored message to change.
+    :param content: the whole new content (not a delta): the text, or a list of
+        content blocks (dicts with a string ``type``).
+    :param final: ``True`` completes the message (and makes it indexable);
+        ``False`` writes a partial flush and keeps it ``reserved``, which is
+        refused once the message is complete.
+    """
 
     kind: ClassVar[Literal["update_content"]] = "update_content"
     message_id: str = attrs.field(validator=_valid_id)
@@ -186,7 +215,12 @@ class UpdateContent:
 
 @attrs.frozen(kw_only=True)
 class Update:
-    """Shallow-merge ``metadata`` into the stored metadata."""
+    """Shallow-merge ``metadata`` into the stored metadata.
+
+    :param message_id: the stored message to change.
+    :param metadata: the keys to set; each replaces the stored value of that key
+        whole, and keys not given are kept. Nothing is ever removed.
+    """
 
     kind: ClassVar[Literal["update"]] = "update"
     message_id: str = attrs.field(validator=_valid_id)
@@ -199,7 +233,10 @@ class Update:
 
 @attrs.frozen(kw_only=True)
 class Delete:
-    """Delete a message. Deleting an unknown id is not an error."""
+    """Delete a message. Deleting an unknown id is not an error.
+
+    :param message_id: the message to delete.
+    """
 
     kind: ClassVar[Literal["delete"]] = "delete"
     message_id: str = attrs.field(validator=_valid_id)

@@ -13,10 +13,19 @@ Run: python3 docs/examples/redirect_with_index.py
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
 
+from anchorline import (
+    Add,
+    Context,
+    Delete,
+    Message,
+    PersistOp,
+    PersistResult,
+    Pipeline,
+    hookimpl,
+)
 from anchorline.memory.vector_index import Point
-from anchorline import Add, Context, Delete, PersistOp, PersistResult, Pipeline, hookimpl
 from anchorline.plugins.in_memory import InMemoryTerminal
 from anchorline.plugins.indexer import Indexer, payload
 from anchorline.plugins.text_extraction import message_text
@@ -36,9 +45,27 @@ class EphemeralConversations:
     def persist(self, op: PersistOp, context: Context) -> PersistResult | None:
         return self.store.persist(op, context) if self._mine(op) else None
 
+    # A plugin that answers writes answers the reads of what it wrote, too.
+
     @hookimpl
-    def get_message(self, message_id: str, context: Context) -> Any:
+    def get_message(self, message_id: str, context: Context) -> Message | None:
         return self.store.get_message(message_id, context)
+
+    @hookimpl
+    def list_messages(
+        self, conversation_id: str, limit: int | None, context: Context
+    ) -> list[Message] | None:
+        if not conversation_id.startswith("ephemeral:"):
+            return None
+        return self.store.list_messages(conversation_id, limit, context)
+
+    @hookimpl(wrapper=True)
+    def list_reserved(
+        self, updated_before: int, limit: int, context: Context
+    ) -> Generator[None, list[Message] | None, list[Message]]:
+        found = yield  # SQLite's placeholders, to which this store's are added
+        mine = self.store.list_reserved(updated_before, limit, context)
+        return sorted([*(found or []), *mine], key=lambda m: m.updated_at)[:limit]
 
     @hookimpl
     def after_persist(self, op: PersistOp, result: PersistResult, context: Context) -> None:
@@ -65,6 +92,7 @@ def main() -> None:
         p.persist(Add(conversation_id="kept", role="user", content="final report on autumn sales"))
         for hit in p.search("autumn leaves haiku", limit=2):
             print(f"{hit.score:.3f}  {hit.message.conversation_id}: {hit.message.content}")
+        print("ephemeral:1 holds", [m.content for m in p.messages("ephemeral:1")])
 
 
 if __name__ == "__main__":
