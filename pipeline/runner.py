@@ -252,6 +252,15 @@ class Pipeline:
         included) what was streamed is kept, finalised with
         ``metadata.interrupted = true`` and the error's type, or the empty
         placeholder is deleted; then the exception propagates.
+
+        Content is stored as it was written, in every write of the stream
+        (partial, final or interrupted): text deltas (``s.append("Hel")``) are
+        stored as one plain string, exactly what ``UpdateContent(content="Hello")``
+        stores. Once a block is appended (``s.append({"type": "tool_use", ...})``)
+        the content is a list of blocks: the text before it becomes a ``text``
+        block, and text after it extends a trailing ``text`` block.
+        ``s.set_content(...)`` sets either shape. A resumed stream
+        (``client_message_id``) continues in the shape that is stored.
         """
         self._check_open()
         return Stream(
