@@ -14,7 +14,7 @@ from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
 from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
-from .plugin_manager import create_plugin_manager, register_plugins
+from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
 from .results import (
     RESULT_FOR,
     Added,
@@ -62,19 +62,20 @@ def describe(op: PersistOp) -> str:
     return f"{op.kind} op in conversation {getattr(op, 'conversation_id', '?')!r}"
 
 
-def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
-    """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`."""
+def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> PersistResult:
+    """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`
+    naming the hook and the plugin that answered."""
     expected = RESULT_FOR[type(op)]
     if type(result) is expected and getattr(op, "message_id", None) is None:
         return result  # the usual case: a fresh add or reserve
     if not isinstance(result, expected):
         if result is None:
             raise PluginError(
-                f"{hook}: no plugin returned a result for the {describe(op)}"
+                f"{hook.name}: no plugin returned a result for the {describe(op)}"
                 " (is a terminal registered?)"
             )
         raise PluginError(
-            f"{hook}: a plugin returned {type(result).__name__}"
+            f"{hook.name}: {culprits(hook)} returned {type(result).__name__}"
             f" (kind {getattr(result, 'kind', None)!r}) for the {describe(op)};"
             f" expected {expected.__name__}"
         )
@@ -82,7 +83,9 @@ def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
     if wanted is not None:
         got = result.message_id if isinstance(result, Deleted) else result.message.id
         if got != wanted and not getattr(result, "deduplicated", False):
-            raise PluginError(f"{hook}: a plugin answered the {describe(op)} with message {got!r}")
+            raise PluginError(
+                f"{hook.name}: {culprits(hook)} answered the {describe(op)} with message {got!r}"
+            )
     return result
 
 
@@ -188,7 +191,7 @@ class Pipeline:
         unit = UnitOfWork()
         context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
         try:
-            result = check_result("persist", op, self._persist(op=op, context=context))
+            result = check_result(self._persist, op, self._persist(op=op, context=context))
             unit.commit()
         except BaseException:
             unit.rollback()
@@ -218,9 +221,10 @@ class Pipeline:
         unit = UnitOfWork()
         context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
         results: list[PersistResult] = []
+        persist = self._persist
         try:
             for op in checked:
-                results.append(check_result("persist", op, self._persist(op=op, context=context)))
+                results.append(check_result(persist, op, persist(op=op, context=context)))
             unit.commit()
         except BaseException as e:
             unit.rollback()
@@ -293,10 +297,12 @@ class Pipeline:
         self._check_open()
         if not isinstance(message_id, str) or not message_id:
             raise InvalidOp("message_id: must be a non-empty string")
-        message = self.plugin_manager.hook.get_message(message_id=message_id, context=Context(self))
+        hook = self.plugin_manager.hook.get_message
+        message = hook(message_id=message_id, context=Context(self))
         if message is not None and not isinstance(message, Message):
             raise PluginError(
-                f"get_message: a plugin returned {type(message).__name__}, expected Message or None"
+                f"get_message: {culprits(hook)} returned {type(message).__name__},"
+                " expected Message or None"
             )
         return message
 
@@ -307,16 +313,9 @@ class Pipeline:
             raise InvalidOp("conversation_id: must be a non-empty string")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
-        found = self.plugin_manager.hook.list_messages(
-            conversation_id=conversation_id, limit=limit, context=Context(self)
-        )
-        if found is None:
-            raise PluginError("list_messages: no plugin answered (is a terminal registered?)")
-        if not isinstance(found, list) or not all(isinstance(m, Message) for m in found):
-            raise PluginError(
-                f"list_messages: a plugin returned {type(found).__name__}, expected list[Message]"
-            )
-        return found
+        hook = self.plugin_manager.hook.list_messages
+        found = hook(conversation_id=conversation_id, limit=limit, context=Context(self))
+        return check_messages(hook, found)
 
     # --- the vector index ---------------------------------------------------
 
