@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -87,6 +88,50 @@ def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> Pers
                 f"{hook.name}: {culprits(hook)} answered the {describe(op)} with message {got!r}"
             )
     return result
+
+
+def check_expected(expected: object) -> dict[str, int] | None:
+    """``expect_updated_at`` as the dict the terminals pop from, or :class:`InvalidOp`."""
+    if not isinstance(expected, Mapping):
+        raise InvalidOp(
+            "expect_updated_at: must map message ids to the updated_at you read,"
+            f" got {type(expected).__name__}"
+        )
+    for key, value in expected.items():
+        if type(key) is not str or not key:
+            raise InvalidOp(f"expect_updated_at: keys are message ids (strings), got {key!r}")
+        if type(value) is not int or value < 0:
+            raise InvalidOp(
+                f"expect_updated_at[{key!r}]: must be the message's updated_at"
+                f" (an integer of epoch milliseconds), got {value!r}"
+            )
+    return dict(expected) if expected else None
+
+
+def check_ops(ops: object) -> Iterable[PersistOp | Mapping[str, Any]]:
+    """``ops`` if it can be a batch of ops, or :class:`InvalidOp`: not one op, a string or None."""
+    if (
+        ops is None
+        or isinstance(ops, str | bytes | Mapping)
+        or type(ops) in RESULT_FOR
+        or not isinstance(ops, Iterable)
+    ):
+        raise InvalidOp(
+            f"ops: must be a list of ops, got {type(ops).__name__} (use persist for one op)"
+        )
+    return ops
+
+
+def check_older_than(older_than: object) -> float:
+    """``older_than`` if it is a finite number of seconds >= 0, or :class:`InvalidOp`."""
+    if (
+        isinstance(older_than, bool)
+        or not isinstance(older_than, int | float)
+        or not math.isfinite(older_than)
+        or older_than < 0
+    ):
+        raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
+    return older_than
 
 
 class Pipeline:
@@ -189,7 +234,8 @@ class Pipeline:
         op = _as_op(op)
         self._limits.check(op)
         unit = UnitOfWork()
-        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
+        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
+        context = Context(self, unit, expected)
         try:
             result = check_result(self._persist, op, self._persist(op=op, context=context))
             unit.commit()
@@ -210,8 +256,9 @@ class Pipeline:
         If one fails, the error's ``op_index`` says which.
         """
         self._check_open()
+        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         checked = []
-        for i, op in enumerate(ops):
+        for i, op in enumerate(check_ops(ops)):
             try:
                 checked.append(_as_op(op))
                 self._limits.check(checked[-1])
@@ -219,7 +266,7 @@ class Pipeline:
                 e.op_index = i
                 raise
         unit = UnitOfWork()
-        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
+        context = Context(self, unit, expected)
         results: list[PersistResult] = []
         persist = self._persist
         try:
@@ -281,9 +328,7 @@ class Pipeline:
         skipped, never overwritten.
         """
         self._check_open()
-        if not isinstance(older_than, int | float) or older_than < 0:
-            raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
-        return sweep(self, older_than)
+        return sweep(self, check_older_than(older_than))
 
     def _notify(self, op: PersistOp, result: PersistResult, context: Context) -> None:
         # The write is already durable: an observer's error is logged and
