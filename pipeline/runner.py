@@ -92,7 +92,7 @@ def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> Pers
 
 def check_expected(expected: object) -> dict[str, int] | None:
     """``expect_updated_at`` as the dict the terminals pop from, or :class:`InvalidOp`."""
-    if not isinstance(expected, Mapping):
+    if type(expected) is not dict and not isinstance(expected, Mapping):
         raise InvalidOp(
             "expect_updated_at: must map message ids to the updated_at you read,"
             f" got {type(expected).__name__}"
