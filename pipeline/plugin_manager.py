@@ -103,7 +103,9 @@ def _misfit(pm: pluggy.PluginManager, error: pluggy.PluginValidationError) -> st
                 f"plugin {label(plugin)!r}: hook {caller.name!r} has no argument"
                 f" {', '.join(map(repr, extra))}; it passes {', '.join(spec)}"
             )
-    return f"plugin {label(plugin)!r}: " + " ".join(str(error).split())
+    # Otherwise pluggy's own words, on one line and without its made-up plugin name.
+    problem = " ".join(str(error).split()).replace(f"Plugin {str(id(plugin))!r} for hook", "hook")
+    return f"plugin {label(plugin)!r}: {problem}"
 
 
 def check_plugins(pm: pluggy.PluginManager) -> None:

@@ -170,6 +170,18 @@ def test_a_hook_argument_the_spec_lacks_is_a_plugin_error_too() -> None:
         Pipeline.open(":memory:", plugins=[WrongArgument()], load_entrypoints=False)
 
 
+def test_a_wrapper_that_is_not_a_generator_is_a_plugin_error_in_one_line() -> None:
+    class NotAGenerator:
+        @hookimpl(wrapper=True)
+        def persist(self, op: PersistOp, context: Context) -> None: ...
+
+    with pytest.raises(PluginError) as info:
+        Pipeline.open(":memory:", plugins=[NotAGenerator()], load_entrypoints=False)
+    message = str(info.value)
+    assert message.startswith("plugin 'NotAGenerator': hook 'persist'")
+    assert "not a generator function" in message and "\n" not in message
+
+
 def test_a_hook_of_another_plugin_opens_only_when_marked_optional(db_path: str) -> None:
     class Spec:
         @pluggy.HookspecMarker("anchorline")
