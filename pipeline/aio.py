@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .ops import Content, PersistOp, Reserve, UpdateContent
 from .results import Hit, IndexStatus, Message, PersistResult, Reserved
-from .runner import Expected, Pipeline
+from .runner import Expected, Pipeline, check_ops
 from .streaming import StreamHandle, reserve_op
 from .sweeping import SweepReport
 
@@ -58,8 +58,9 @@ class AsyncPipeline:
     async def persist_many(
         self, ops: Iterable[PersistOp | Mapping[str, Any]], *, expect_updated_at: Expected = None
     ) -> list[PersistResult]:
+        # Read on the caller's thread: a generator may not be safe to consume on the writer's.
         return await self._run(
-            self.pipeline.persist_many, list(ops), expect_updated_at=expect_updated_at
+            self.pipeline.persist_many, list(check_ops(ops)), expect_updated_at=expect_updated_at
         )
 
     async def get(self, message_id: str) -> Message | None:

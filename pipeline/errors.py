@@ -48,7 +48,9 @@ class IncompatibleStore(AnchorlineError):
 
 
 class PluginError(AnchorlineError, TypeError):
-    """A plugin returned something that is not a valid result for the hook and op."""
+    """A plugin does not fit: it implements a hook that does not exist (raised by
+    ``Pipeline.open``), or it answered a hook with something that is not a valid
+    result for the hook and op. The message names the plugin and the hook."""
 
 
 class IndexUnavailable(AnchorlineError, OSError):

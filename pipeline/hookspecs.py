@@ -2,6 +2,10 @@
 
 A plugin is any object or module with functions decorated by :data:`hookimpl`
 and named after a hook below. See ``docs/hooks.md`` for an example of each.
+``Pipeline.open`` raises ``PluginError`` for an implementation named after no
+hook, unless it is marked ``@hookimpl(optionalhook=True)`` (a hook that another
+plugin declares); an answer of the wrong type to a ``firstresult`` hook raises
+``PluginError`` naming the plugin.
 """
 
 from __future__ import annotations

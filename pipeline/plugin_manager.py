@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
+from .results import Message
 from .settings import Settings
 
 ENTRY_POINT_GROUP = "anchorline"
@@ -52,18 +57,132 @@ def register_plugins(
     plugins: Iterable[Any] = (),
     load_entrypoints: bool = True,
 ) -> None:
-    """Register the defaults, then the given terminal, the entry points, then ``plugins``.
+    """Register the defaults, then the given terminal, the entry points, then ``plugins``;
+    then check that every hook implementation names a known hook.
 
     pluggy calls the most recently registered implementation first, so plugins
     given here run before the defaults; the terminal runs last in any case.
+    A plugin whose hook implementation does not fit (an unknown hook name, or
+    an argument the hook does not have) raises :class:`PluginError`.
     """
-    for name, target in DEFAULT_PLUGINS:
-        plugin = _factory(target)(settings)
-        if plugin is not None:
-            pm.register(plugin, name=name)
-    if settings.terminal is not None:
-        pm.register(settings.terminal, name="terminal")
-    if load_entrypoints and os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    for plugin in plugins:
-        pm.register(plugin)
+    try:
+        for name, target in DEFAULT_PLUGINS:
+            plugin = _factory(target)(settings)
+            if plugin is not None:
+                pm.register(plugin, name=name)
+        if settings.terminal is not None:
+            pm.register(settings.terminal, name="terminal")
+        if load_entrypoints and os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for plugin in plugins:
+            pm.register(plugin)
+    except pluggy.PluginValidationError as e:
+        raise PluginError(_misfit(pm, e)) from e
+    check_plugins(pm)
+
+
+def _misfit(pm: pluggy.PluginManager, error: pluggy.PluginValidationError) -> str:
+    """pluggy's several-line refusal of a plugin, as one line: the hook and the argument."""
+    plugin = error.plugin
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        caller = getattr(pm.hook, opts.get("specname") or attr, None)
+        if caller is None or caller.spec is None:
+            continue
+        spec = caller.spec.argnames
+        wanted = [
+            p.name
+            for p in inspect.signature(getattr(plugin, attr)).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        extra = [name for name in wanted if name not in spec]
+        if extra:
+            return (
+                f"plugin {label(plugin)!r}: hook {caller.name!r} has no argument"
+                f" {', '.join(map(repr, extra))}; it passes {', '.join(spec)}"
+            )
+    # Otherwise pluggy's own words, on one line and without its made-up plugin name.
+    problem = " ".join(str(error).split()).replace(f"Plugin {str(id(plugin))!r} for hook", "hook")
+    return f"plugin {label(plugin)!r}: {problem}"
+
+
+def check_plugins(pm: pluggy.PluginManager) -> None:
+    """Raise :class:`PluginError` if a registered plugin implements a hook that has no spec.
+
+    A misspelt hook would otherwise never be called. An implementation meant
+    for a hook that another plugin may add is declared
+    ``@hookimpl(optionalhook=True)`` and passes.
+    """
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        raise PluginError(_unknown_hooks(pm, e.plugin)) from e
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> str:
+    known = sorted(
+        name
+        for name, caller in vars(pm.hook).items()
+        if not name.startswith("_") and caller.has_spec()
+    )
+    unknown = sorted(
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or ()
+        if not caller.has_spec()
+        and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls())
+    )
+    problems = []
+    for hook in unknown:
+        close = difflib.get_close_matches(hook, known, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(known)}"
+        problems.append(f"unknown hook {hook!r} ({hint})")
+    return (
+        f"plugin {label(plugin, pm.get_name(plugin))!r} implements {' and '.join(problems)};"
+        " rename it, or mark it @hookimpl(optionalhook=True) if another plugin adds that hook"
+    )
+
+
+def label(plugin: object, name: str | None = None) -> str:
+    """How messages name ``plugin``: its registered name, or its class when pluggy made one up."""
+    if name and name != str(id(plugin)):
+        return name
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    return type(plugin).__name__
+
+
+def is_builtin(plugin: object) -> bool:
+    """Whether ``plugin`` is one of Anchorline's own, whose answers are trusted."""
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    return module == "anchorline" or module.startswith("anchorline.")
+
+
+def culprits(hook: pluggy.HookCaller) -> str:
+    """Who to name when ``hook`` answered with something wrong: "plugin 'x'", or the candidates.
+
+    pluggy does not say which implementation a ``firstresult`` answer came from,
+    and recording it would cost every call. Only a wrong answer needs a name, so
+    it is worked out then: Anchorline's own implementations are tested and
+    trusted, which leaves the others (a wrapper may have replaced the answer).
+    """
+    impls = list(reversed(hook.get_hookimpls()))  # in call order
+    suspects = [i for i in impls if not is_builtin(i.plugin)] or impls
+    names = list(dict.fromkeys(label(i.plugin, i.plugin_name) for i in suspects))
+    if len(names) == 1:
+        return f"plugin {names[0]!r}"
+    return f"one of the plugins {', '.join(repr(n) for n in names)}"
+
+
+def check_messages(hook: pluggy.HookCaller, found: object) -> list[Message]:
+    """``found`` if it is a list of messages; otherwise :class:`PluginError` naming the plugin."""
+    if found is None:
+        raise PluginError(f"{hook.name}: no plugin answered (is a terminal registered?)")
+    if not isinstance(found, list) or not all(isinstance(m, Message) for m in found):
+        got = type(found).__name__
+        if isinstance(found, list):
+            odd = next(m for m in found if not isinstance(m, Message))
+            got = f"a list holding a {type(odd).__name__}"
+        raise PluginError(f"{hook.name}: {culprits(hook)} returned {got}, expected list[Message]")
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -14,7 +15,7 @@ from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
 from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
-from .plugin_manager import create_plugin_manager, register_plugins
+from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
 from .results import (
     RESULT_FOR,
     Added,
@@ -62,19 +63,20 @@ def describe(op: PersistOp) -> str:
     return f"{op.kind} op in conversation {getattr(op, 'conversation_id', '?')!r}"
 
 
-def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
-    """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`."""
+def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> PersistResult:
+    """``result`` if it is the right result for ``op``; otherwise :class:`PluginError`
+    naming the hook and the plugin that answered."""
     expected = RESULT_FOR[type(op)]
     if type(result) is expected and getattr(op, "message_id", None) is None:
         return result  # the usual case: a fresh add or reserve
     if not isinstance(result, expected):
         if result is None:
             raise PluginError(
-                f"{hook}: no plugin returned a result for the {describe(op)}"
+                f"{hook.name}: no plugin returned a result for the {describe(op)}"
                 " (is a terminal registered?)"
             )
         raise PluginError(
-            f"{hook}: a plugin returned {type(result).__name__}"
+            f"{hook.name}: {culprits(hook)} returned {type(result).__name__}"
             f" (kind {getattr(result, 'kind', None)!r}) for the {describe(op)};"
             f" expected {expected.__name__}"
         )
@@ -82,8 +84,54 @@ def check_result(hook: str, op: PersistOp, result: object) -> PersistResult:
     if wanted is not None:
         got = result.message_id if isinstance(result, Deleted) else result.message.id
         if got != wanted and not getattr(result, "deduplicated", False):
-            raise PluginError(f"{hook}: a plugin answered the {describe(op)} with message {got!r}")
+            raise PluginError(
+                f"{hook.name}: {culprits(hook)} answered the {describe(op)} with message {got!r}"
+            )
     return result
+
+
+def check_expected(expected: object) -> dict[str, int] | None:
+    """``expect_updated_at`` as the dict the terminals pop from, or :class:`InvalidOp`."""
+    if type(expected) is not dict and not isinstance(expected, Mapping):
+        raise InvalidOp(
+            "expect_updated_at: must map message ids to the updated_at you read,"
+            f" got {type(expected).__name__}"
+        )
+    for key, value in expected.items():
+        if type(key) is not str or not key:
+            raise InvalidOp(f"expect_updated_at: keys are message ids (strings), got {key!r}")
+        if type(value) is not int or value < 0:
+            raise InvalidOp(
+                f"expect_updated_at[{key!r}]: must be the message's updated_at"
+                f" (an integer of epoch milliseconds), got {value!r}"
+            )
+    return dict(expected) if expected else None
+
+
+def check_ops(ops: object) -> Iterable[PersistOp | Mapping[str, Any]]:
+    """``ops`` if it can be a batch of ops, or :class:`InvalidOp`: not one op, a string or None."""
+    if (
+        ops is None
+        or isinstance(ops, str | bytes | Mapping)
+        or type(ops) in RESULT_FOR
+        or not isinstance(ops, Iterable)
+    ):
+        raise InvalidOp(
+            f"ops: must be a list of ops, got {type(ops).__name__} (use persist for one op)"
+        )
+    return ops
+
+
+def check_older_than(older_than: object) -> float:
+    """``older_than`` if it is a finite number of seconds >= 0, or :class:`InvalidOp`."""
+    if (
+        isinstance(older_than, bool)
+        or not isinstance(older_than, int | float)
+        or not math.isfinite(older_than)
+        or older_than < 0
+    ):
+        raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
+    return older_than
 
 
 class Pipeline:
@@ -186,9 +234,10 @@ class Pipeline:
         op = _as_op(op)
         self._limits.check(op)
         unit = UnitOfWork()
-        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
+        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
+        context = Context(self, unit, expected)
         try:
-            result = check_result("persist", op, self._persist(op=op, context=context))
+            result = check_result(self._persist, op, self._persist(op=op, context=context))
             unit.commit()
         except BaseException:
             unit.rollback()
@@ -207,8 +256,9 @@ class Pipeline:
         If one fails, the error's ``op_index`` says which.
         """
         self._check_open()
+        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         checked = []
-        for i, op in enumerate(ops):
+        for i, op in enumerate(check_ops(ops)):
             try:
                 checked.append(_as_op(op))
                 self._limits.check(checked[-1])
@@ -216,11 +266,12 @@ class Pipeline:
                 e.op_index = i
                 raise
         unit = UnitOfWork()
-        context = Context(self, unit, dict(expect_updated_at) if expect_updated_at else None)
+        context = Context(self, unit, expected)
         results: list[PersistResult] = []
+        persist = self._persist
         try:
             for op in checked:
-                results.append(check_result("persist", op, self._persist(op=op, context=context)))
+                results.append(check_result(persist, op, persist(op=op, context=context)))
             unit.commit()
         except BaseException as e:
             unit.rollback()
@@ -252,6 +303,15 @@ class Pipeline:
         included) what was streamed is kept, finalised with
         ``metadata.interrupted = true`` and the error's type, or the empty
         placeholder is deleted; then the exception propagates.
+
+        Content is stored as it was written, in every write of the stream
+        (partial, final or interrupted): text deltas (``s.append("Hel")``) are
+        stored as one plain string, exactly what ``UpdateContent(content="Hello")``
+        stores. Once a block is appended (``s.append({"type": "tool_use", ...})``)
+        the content is a list of blocks: the text before it becomes a ``text``
+        block, and text after it extends a trailing ``text`` block.
+        ``s.set_content(...)`` sets either shape. A resumed stream
+        (``client_message_id``) continues in the shape that is stored.
         """
         self._check_open()
         return Stream(
@@ -268,9 +328,7 @@ class Pipeline:
         skipped, never overwritten.
         """
         self._check_open()
-        if not isinstance(older_than, int | float) or older_than < 0:
-            raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
-        return sweep(self, older_than)
+        return sweep(self, check_older_than(older_than))
 
     def _notify(self, op: PersistOp, result: PersistResult, context: Context) -> None:
         # The write is already durable: an observer's error is logged and
@@ -284,10 +342,12 @@ class Pipeline:
         self._check_open()
         if not isinstance(message_id, str) or not message_id:
             raise InvalidOp("message_id: must be a non-empty string")
-        message = self.plugin_manager.hook.get_message(message_id=message_id, context=Context(self))
+        hook = self.plugin_manager.hook.get_message
+        message = hook(message_id=message_id, context=Context(self))
         if message is not None and not isinstance(message, Message):
             raise PluginError(
-                f"get_message: a plugin returned {type(message).__name__}, expected Message or None"
+                f"get_message: {culprits(hook)} returned {type(message).__name__},"
+                " expected Message or None"
             )
         return message
 
@@ -298,16 +358,9 @@ class Pipeline:
             raise InvalidOp("conversation_id: must be a non-empty string")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
-        found = self.plugin_manager.hook.list_messages(
-            conversation_id=conversation_id, limit=limit, context=Context(self)
-        )
-        if found is None:
-            raise PluginError("list_messages: no plugin answered (is a terminal registered?)")
-        if not isinstance(found, list) or not all(isinstance(m, Message) for m in found):
-            raise PluginError(
-                f"list_messages: a plugin returned {type(found).__name__}, expected list[Message]"
-            )
-        return found
+        hook = self.plugin_manager.hook.list_messages
+        found = hook(conversation_id=conversation_id, limit=limit, context=Context(self))
+        return check_messages(hook, found)
 
     # --- the vector index ---------------------------------------------------
 

@@ -25,6 +25,12 @@ class StreamState:
     """What a stream has produced so far, and the ops that record it. Does no I/O.
 
     Shared by the blocking :class:`Stream` and the asyncio ``AsyncStream``.
+    The content keeps the shape it was written in: text deltas join into one
+    string, the content ``UpdateContent(content=text)`` stores; appending a
+    block turns it into blocks (the text so far becomes a leading ``text``
+    block, and later text extends a trailing one); ``set_content`` sets either
+    shape. Partial flushes, the final write and the interrupted one all write
+    :attr:`content`.
     """
 
     def __init__(
@@ -34,7 +40,8 @@ class StreamState:
             raise InvalidOp(f"flush_interval: must be >= 0, got {flush_interval!r}")
         self.message_id = message_id
         self.flush_interval = flush_interval
-        self._content: Content = _copy(resume_from) if resume_from else []
+        # A fresh placeholder's [] holds nothing yet: text deltas start a string.
+        self._content: Content = _copy(resume_from) if resume_from else ""
         # Text deltas wait here until the content is needed: joining them once is
         # cheaper than rebuilding the trailing text block for every token.
         self._text: list[str] = []

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .context import Context
-from .errors import Conflict, MessageNotFound, PluginError
+from .errors import Conflict, MessageNotFound
 from .ids import clock, wall_ms
 from .ops import Delete, Update, UpdateContent
+from .plugin_manager import check_messages
 from .results import Message
 
 if TYPE_CHECKING:
@@ -61,11 +62,10 @@ def sweep(pipeline: Pipeline, older_than: float) -> SweepReport:
     done: dict[str, list[str]] = {"deleted": [], "finalized": [], "skipped": []}
     seen: set[str] = set()
     while True:
-        stale = pipeline.plugin_manager.hook.list_reserved(
-            updated_before=cutoff, limit=BATCH, context=Context(pipeline)
+        hook = pipeline.plugin_manager.hook.list_reserved
+        stale = check_messages(
+            hook, hook(updated_before=cutoff, limit=BATCH, context=Context(pipeline))
         )
-        if stale is None:
-            raise PluginError("list_reserved: no plugin answered (is a terminal registered?)")
         fresh = [m for m in stale if m.id not in seen]
         for message in fresh:
             seen.add(message.id)

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import apsw
 import pytest
-from anchorline import Add, AsyncPipeline, Context, PersistOp, PersistResult, Reserve, hookimpl
+from anchorline import (
+    Add,
+    AsyncPipeline,
+    Context,
+    PersistOp,
+    PersistResult,
+    Reserve,
+    UpdateContent,
+    hookimpl,
+)
 
 
 def run(coro: object) -> object:
@@ -65,17 +74,21 @@ def test_writes_run_on_one_writer_thread_not_the_event_loop(tmp_path: Path) -> N
     assert len(threads) == 1 and threads.pop().startswith("anchorline-writer")
 
 
-def test_async_stream_finalises(tmp_path: Path) -> None:
-    async def main() -> str:
+def test_async_stream_stores_text_as_update_content_does(tmp_path: Path) -> None:
+    async def main() -> tuple[object, object, object]:
         async with await AsyncPipeline.open(str(tmp_path / "a.db"), load_entrypoints=False) as ap:
-            async with ap.stream("c", flush_interval=0) as s:
+            async with ap.stream("c", flush_interval=3600) as s:
                 for token in ("a", "b", "c"):
                     await s.append(token)
+                await s.flush()
+                partial = await ap.get(s.message_id)
             stored = await ap.get(s.message_id)
             assert stored is not None and stored.status == "complete"
-            return str(stored.content)
+            direct = await ap.persist(Reserve(conversation_id="d", role="assistant"))
+            same = await ap.persist(UpdateContent(message_id=direct.message.id, content="abc"))  # type: ignore[union-attr]
+            return partial.content, stored.content, same.message.content  # type: ignore[union-attr]
 
-    assert run(main()) == "[{'type': 'text', 'text': 'abc'}]"
+    assert run(main()) == ("abc", "abc", "abc")
 
 
 def test_cancelling_mid_stream_keeps_what_was_streamed(tmp_path: Path) -> None:
@@ -102,7 +115,7 @@ def test_cancelling_mid_stream_keeps_what_was_streamed(tmp_path: Path) -> None:
             assert stored.metadata == {"interrupted": True, "error": "CancelledError"}
             return str(stored.content)
 
-    assert "tokens before the cancel" in str(run(main()))
+    assert run(main()) == "tokens before the cancel"
 
 
 def test_cancelling_before_anything_streamed_deletes_the_placeholder(tmp_path: Path) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from typing import Any
 
 import pytest
-from anchorline import Context, InvalidOp, PersistOp, PersistResult, Pipeline, hookimpl
+from anchorline import (
+    Context,
+    InvalidOp,
+    PersistOp,
+    PersistResult,
+    Pipeline,
+    Reserve,
+    UpdateContent,
+    hookimpl,
+)
 from anchorline.streaming import StreamState
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,11 +61,60 @@ def test_the_id_is_known_on_entry_and_the_final_content_lands_on_exit(
         )
         for token in ("Hel", "lo", ", world"):
             s.append(token)
-        assert s.content == [{"type": "text", "text": "Hello, world"}]
+        assert s.content == "Hello, world"
     stored = pipeline.get(s.message_id)
     assert stored is not None and stored.status == "complete"
-    assert stored.content == [{"type": "text", "text": "Hello, world"}]
+    assert stored.content == "Hello, world"
     assert writes.kinds() == ["reserve", "content(final=True)"]
+
+
+def written_directly(pipeline: Pipeline, content: Any, *, final: bool = True) -> Any:
+    """What ``UpdateContent(content=...)`` stores for a fresh message."""
+    mid = pipeline.persist(Reserve(conversation_id="direct", role="assistant")).message.id
+    return pipeline.persist(
+        UpdateContent(message_id=mid, content=content, final=final)
+    ).message.content
+
+
+@pytest.mark.parametrize("write", ["partial", "final", "interrupted"])
+def test_streamed_text_is_stored_as_update_content_stores_the_same_text(
+    pipeline: Pipeline, write: str
+) -> None:
+    tokens = ("Hel", "lo", "!")
+    with contextlib.suppress(TimeoutError), pipeline.stream("c", flush_interval=3600) as s:
+        for token in tokens:
+            s.append(token)
+        if write == "partial":
+            s.flush()
+            partial = pipeline.get(s.message_id)
+        elif write == "interrupted":
+            raise TimeoutError("the model stopped")
+    stored = partial if write == "partial" else pipeline.get(s.message_id)
+    assert stored is not None
+    assert stored.content == written_directly(pipeline, "Hello!", final=write != "partial")
+    assert stored.content == "Hello!"
+
+
+def test_a_stream_that_appends_blocks_is_stored_as_blocks(pipeline: Pipeline) -> None:
+    tool = {"type": "tool_use", "id": "t1", "name": "maps", "input": {"q": "Lisbon"}}
+    with pipeline.stream("c", flush_interval=3600) as s:
+        s.append("Let me ")
+        s.append("check.")
+        s.flush()
+        assert pipeline.get(s.message_id).content == "Let me check."  # type: ignore[union-attr]
+        s.append(tool)
+        s.append("Found ")
+        s.append("it.")
+        s.flush()
+        partial = pipeline.get(s.message_id)
+    blocks = [
+        {"type": "text", "text": "Let me check."},
+        tool,
+        {"type": "text", "text": "Found it."},
+    ]
+    assert partial is not None and partial.content == blocks
+    assert pipeline.get(s.message_id).content == blocks  # type: ignore[union-attr]
+    assert written_directly(pipeline, blocks) == blocks
 
 
 def test_partials_are_debounced_not_one_write_per_token(
@@ -74,7 +133,7 @@ def test_partials_are_debounced_not_one_write_per_token(
         assert mid is not None and mid.status == "reserved"
     partials = [op for op in writes.ops if op.kind == "update_content" and not op.final]  # type: ignore[attr-defined]
     assert 2 <= len(partials) <= 4  # about one per second, for 151 appends
-    assert pipeline.get(s.message_id).content[0]["text"] == "x" * 150 + "end"  # type: ignore[union-attr]
+    assert pipeline.get(s.message_id).content == "x" * 150 + "end"  # type: ignore[union-attr]
 
 
 def test_an_exception_keeps_what_was_streamed_marked_interrupted(pipeline: Pipeline) -> None:
@@ -83,7 +142,7 @@ def test_an_exception_keeps_what_was_streamed_marked_interrupted(pipeline: Pipel
         raise TimeoutError("model timed out")
     stored = pipeline.get(s.message_id)
     assert stored is not None and stored.status == "complete"
-    assert stored.content == [{"type": "text", "text": "partial answ"}]
+    assert stored.content == "partial answ"
     assert stored.metadata == {"interrupted": True, "error": "TimeoutError"}
 
 
@@ -121,7 +180,7 @@ def test_flush_writes_the_partial_now(pipeline: Pipeline) -> None:
         s.flush()
         stored = pipeline.get(s.message_id)
         assert stored is not None and stored.status == "reserved"
-        assert stored.content == [{"type": "text", "text": "so far"}]
+        assert stored.content == "so far"
 
 
 def test_a_retried_stream_with_a_client_message_id_reuses_the_message(pipeline: Pipeline) -> None:
@@ -130,9 +189,9 @@ def test_a_retried_stream_with_a_client_message_id_reuses_the_message(pipeline: 
     with pipeline.stream("c", client_message_id="turn-7") as again:
         assert again.message_id == first.message_id
         assert again.message is not None and again.message.status == "complete"
-        assert again.content == [{"type": "text", "text": "a"}]  # resumed, not emptied
+        assert again.content == "a"  # resumed, not emptied
         again.append("b")
-    assert pipeline.get(first.message_id).content == [{"type": "text", "text": "ab"}]  # type: ignore[union-attr]
+    assert pipeline.get(first.message_id).content == "ab"  # type: ignore[union-attr]
 
 
 def test_using_the_handle_outside_with_is_an_error(pipeline: Pipeline) -> None:
@@ -174,6 +233,6 @@ def test_text_deltas_join_into_the_same_content_as_one_at_a_time(
     for i, event in enumerate(events, 1):
         state.append(event)
         if i % peek_every == 0:  # reading the content midway must not change it
-            assert state.content == _one_delta_at_a_time(start or [], events[:i])
-    assert state.content == _one_delta_at_a_time(start or [], events)
+            assert state.content == _one_delta_at_a_time(start or "", events[:i])
+    assert state.content == _one_delta_at_a_time(start or "", events)
     assert state.finish()[0].content == state.content
