@@ -243,9 +243,9 @@ def _raw_turn(conn: apsw.Connection, count: int) -> None:
         for i, delta in enumerate(DELTAS):
             text += delta
             if i == len(DELTAS) // 2:
-                partial = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
+                partial = json.dumps(text)
                 _raw_update(conn, message_id, partial, "reserved")
-        final = json.dumps([{"type": "text", "text": text}], separators=(",", ":"))
+        final = json.dumps(text)
         _raw_update(conn, message_id, final, "complete")
 
 
