@@ -41,9 +41,11 @@ def named(path: str | None) -> str:
 def _read_only_part(path: str) -> str:
     """Which of the file, its -wal and -shm, and its folder this process may not write."""
     folder = os.path.dirname(os.path.abspath(path))
-    for part in (path, f"{path}-wal", f"{path}-shm"):
-        if os.path.exists(part) and not os.access(part, os.W_OK):
-            return f"{part} is read-only"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    for sidecar in (f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(sidecar) and not os.access(sidecar, os.W_OK):
+            return f"{sidecar} is read-only"
     if not os.access(folder, os.W_OK):
         return f"its folder {folder} is read-only (SQLite creates the -wal and -shm files there)"
     return "its file system is read-only"
