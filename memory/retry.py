@@ -220,8 +220,8 @@ class Transaction:
             except RETRYABLE as e:
                 self._retry(e, commit=False)
         except BaseException as e:
-            # Only what this transaction began is rolled back: a failed nested
-            # BEGIN on the same thread must leave the outer transaction alone.
+            # No ROLLBACK: this BEGIN failed, and a nested one on the same thread
+            # must leave the outer transaction alone.
             self._release()
             _reraise(e, conn)
 
