@@ -145,6 +145,8 @@ def _insert(
             stored = _by_client_id(conn, op.conversation_id, op.client_message_id)
             if stored is not None:
                 check_replay(stored, op)
+                if isinstance(op, Add) and stored.status == "reserved":
+                    return _complete(conn, stored, op, now), False
                 return stored, True
         raise Conflict(f"message_id: a message with id {mid!r} already exists")
     return Message(
@@ -160,11 +162,42 @@ def _insert(
     ), False
 
 
+def completed(stored: Message, content: Content, metadata: dict[str, Any], now: int) -> Message:
+    """The reserved placeholder ``stored`` completed by the ``Add`` that shares its client id
+    and brings ``content`` and ``metadata``."""
+    return attrs.evolve(
+        stored,
+        content=content,
+        metadata={**stored.metadata, **metadata} if metadata else stored.metadata,
+        status="complete",
+        updated_at=max(now, stored.updated_at + 1),
+    )
+
+
+def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Message:
+    message = completed(stored, op.content, op.metadata, now)
+    conn.execute(
+        "UPDATE messages SET content = ?, metadata = ?, status = 'complete', updated_at = ?"
+        " WHERE id = ?",
+        (op.content_json, encode_json(message.metadata), message.updated_at, stored.id),
+    )
+    return message
+
+
 @atomic
 def add_message(
     conn: apsw.Connection, op: Add, *, message_id: str | None = None, now: int | None = None
 ) -> Added:
-    """Write a complete message; a repeated ``client_message_id`` returns the stored one."""
+    """Write a complete message.
+
+    A repeated ``client_message_id`` (same conversation and role) returns the
+    stored message with ``deduplicated=True`` and writes nothing, unless the
+    stored one is still a ``reserved`` placeholder: then the add completes it,
+    in place and under its id and ``created_at``, with the add's content, the
+    placeholder's metadata updated by the add's (a shallow merge, the add's
+    keys winning), status ``complete`` and a new ``updated_at``; the result has
+    ``deduplicated=False``.
+    """
     message, deduplicated = _insert(
         conn, op, op.content, op.content_json, "complete", message_id, now
     )

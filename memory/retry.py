@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import apsw
 import attrs
@@ -19,6 +20,73 @@ T = TypeVar("T")
 #: disk had a transient I/O error. Anything else (full disk, corruption,
 #: constraint violations) would fail the same way again.
 RETRYABLE: tuple[type[BaseException], ...] = (apsw.BusyError, apsw.LockedError, apsw.IOError)
+
+
+def filename(conn: apsw.Connection) -> str | None:
+    """The file ``conn`` has open: ``""`` for an in-memory database, ``None`` once closed."""
+    try:
+        name: str = conn.filename
+    except apsw.Error:
+        return None
+    return name
+
+
+def named(path: str | None) -> str:
+    """A database as error messages name it."""
+    if path is None:
+        return "the database"
+    return "the in-memory database" if path in ("", ":memory:") else f"database {path}"
+
+
+def _read_only_part(path: str) -> str:
+    """Which of the file, its -wal and -shm, and its folder this process may not write."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    for sidecar in (f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(sidecar) and not os.access(sidecar, os.W_OK):
+            return f"{sidecar} is read-only"
+    if not os.access(folder, os.W_OK):
+        return f"its folder {folder} is read-only (SQLite creates the -wal and -shm files there)"
+    return "its file system is read-only"
+
+
+def storage_error(error: apsw.Error, path: str | None) -> StorageUnavailable:
+    """``error`` on the database at ``path`` as one line a caller can act on: what
+    failed, on which file, and what to do."""
+    db = named(path)
+    if isinstance(error, apsw.FullError):
+        text = f"disk full: cannot write {db}: free space on its disk, then retry"
+    elif isinstance(error, apsw.ReadOnlyError | apsw.PermissionsError):
+        reason = _read_only_part(path) if path and path != ":memory:" else "read-only"
+        text = (
+            f"cannot write {db}: {reason}: make it writable by this user, then reopen the pipeline"
+        )
+    elif isinstance(error, apsw.BusyError | apsw.LockedError):
+        text = (
+            f"{db} stayed locked by another connection: retry later, or give the"
+            " RetryPolicy a longer deadline"
+        )
+    elif isinstance(error, apsw.IOError):
+        text = f"disk I/O error on {db} ({error}): check the disk and its file system, then retry"
+    elif isinstance(error, apsw.CorruptError):
+        text = f"{db} is corrupt ({error}): restore it from a backup"
+    else:
+        text = f"storage error on {db}: {error}"
+    return StorageUnavailable(text, attempts=1, last_cause=error)
+
+
+def _explain(error: BaseException, conn: apsw.Connection) -> str:
+    if isinstance(error, apsw.Error):
+        return str(storage_error(error, filename(conn)))
+    return str(error)
+
+
+def _reraise(error: BaseException, conn: apsw.Connection) -> NoReturn:
+    """Raise ``error``, as :class:`StorageUnavailable` if it came from apsw."""
+    if isinstance(error, apsw.Error):
+        raise storage_error(error, filename(conn)) from error
+    raise error
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -57,7 +125,12 @@ class RetryPolicy:
         try:
             return fn(conn)
         except RETRYABLE as e:
-            return _Retry(self, conn).until_done(e, lambda: fn(conn))
+            try:
+                return _Retry(self, conn).until_done(e, lambda: fn(conn))
+            except apsw.Error as failure:
+                _reraise(failure, conn)
+        except apsw.Error as e:
+            _reraise(e, conn)
 
 
 class _Retry:
@@ -83,7 +156,7 @@ class _Retry:
             if self.attempts >= policy.max_attempts or remaining <= pause:
                 raise StorageUnavailable(
                     f"storage unavailable after {self.attempts} attempt(s) in"
-                    f" {time.monotonic() - self.started:.2f}s: {error}",
+                    f" {time.monotonic() - self.started:.2f}s: {_explain(error, self.conn)}",
                     attempts=self.attempts,
                     last_cause=error,
                 ) from error
@@ -111,6 +184,11 @@ class Transaction:
     A ``COMMIT`` can report an error although the transaction reached the
     disk. Before replaying after such an error, ``landed(conn, results)`` is
     asked whether the writes are already there; if so, the commit is done.
+
+    Every way out releases ``lock`` exactly once: :meth:`commit` and
+    :meth:`rollback` always end the transaction, and a failed begin, write or
+    commit rolls back whatever SQLite left open. Storage errors come out as
+    :class:`StorageUnavailable`.
     """
 
     __slots__ = (
@@ -137,16 +215,15 @@ class Transaction:
         self._started = time.monotonic()
         self._failed = False
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except RETRYABLE as e:
             try:
+                conn.execute("BEGIN IMMEDIATE")
+            except RETRYABLE as e:
                 self._retry(e, commit=False)
-            except BaseException:
-                self._release()
-                raise
-        except BaseException:
+        except BaseException as e:
+            # No ROLLBACK: this BEGIN failed, and a nested one on the same thread
+            # must leave the outer transaction alone.
             self._release()
-            raise
+            _reraise(e, conn)
 
     def run(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Apply ``fn(conn)`` inside the transaction and return what it returns."""
@@ -155,39 +232,52 @@ class Transaction:
             result: T = fn(self._conn)
         except RETRYABLE as e:
             self._results.append(None)
-            result = self._retry(e, commit=False)
+            try:
+                result = self._retry(e, commit=False)
+            except BaseException as failure:
+                self._failed = True
+                _reraise(failure, self._conn)
             return result
-        except apsw.Error:
+        except apsw.Error as e:
             # A statement failed part-way through the op: never commit what it left.
             self._failed = True
-            raise
+            raise storage_error(e, filename(self._conn)) from e
         self._results.append(result)
         return result
 
     def commit(self) -> None:
-        if self._failed:
-            self.rollback()
-            raise StorageUnavailable(
-                "transaction not committed: an earlier write in it failed",
-                attempts=1,
-                last_cause=None,
-            )
+        """Commit, retrying under the policy; on failure roll back and raise."""
         try:
-            self._conn.execute("COMMIT")
-        except RETRYABLE as e:
+            if self._failed:
+                raise StorageUnavailable(
+                    "transaction not committed: an earlier write in it failed"
+                    f" ({named(filename(self._conn))})",
+                    attempts=1,
+                    last_cause=None,
+                )
             try:
+                self._conn.execute("COMMIT")
+            except RETRYABLE as e:
                 self._retry(e, commit=True)
-            except BaseException:
-                self.rollback()
-                raise
+        except BaseException as e:
+            self._abort()
+            _reraise(e, self._conn)
         self._release()
 
     def rollback(self) -> None:
+        """Undo every write of the transaction and let other threads in."""
         try:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+        except apsw.Error as e:
+            raise storage_error(e, filename(self._conn)) from e
         finally:
             self._release()
+
+    def _abort(self) -> None:
+        """Roll back after a failure, never masking it: the lock is released whatever happens."""
+        with contextlib.suppress(apsw.Error):
+            self.rollback()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -218,7 +308,7 @@ def run_in(tx: Transaction, fn: Callable[[apsw.Connection], T]) -> T:
     try:
         result = tx.run(fn)
     except BaseException:
-        tx.rollback()
+        tx._abort()
         raise
     tx.commit()
     return result

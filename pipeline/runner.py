@@ -162,6 +162,7 @@ class Pipeline:
         vfs: str | None = None,
         limits: Limits | None = None,
         sweep_on_open: float | None = None,
+        durability: str | None = None,
     ) -> Pipeline:
         """Open the pipeline on the database at ``path`` (or ``":memory:"``).
 
@@ -178,6 +179,7 @@ class Pipeline:
 
         ``limits`` caps the size of content and metadata per op.
         ``sweep_on_open=S`` runs :meth:`sweep` with ``older_than=S`` once open.
+        ``durability="full"`` (or ``$ANCHORLINE_DURABILITY``) also survives power loss.
         """
         settings = Settings(
             path=str(path),
@@ -189,6 +191,7 @@ class Pipeline:
             index_sync=index_sync,
             vfs=vfs,
             limits=limits or DEFAULT_LIMITS,
+            durability=durability,
         )
         pm = create_plugin_manager()
         pipeline = cls(settings, pm)

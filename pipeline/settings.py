@@ -27,3 +27,4 @@ class Settings:
     index_sync: bool = False
     vfs: str | None = None
     limits: Limits = DEFAULT_LIMITS
+    durability: str | None = None

@@ -18,7 +18,7 @@ from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.crud import check_expected, check_replay
+from anchorline.memory.crud import check_expected, check_replay, completed
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
@@ -139,6 +139,11 @@ class InMemoryTerminal:
             if known is not None:
                 stored = self.messages[known]
                 check_replay(stored, op)
+                if isinstance(op, Add) and stored.status == "reserved":
+                    # The add lands its content in its own placeholder, as in SQLite.
+                    message = completed(stored, content, json.loads(op.metadata_json), wall_ms())
+                    self._put(message, undo)
+                    return message, True
                 return stored, False
         message_id = op.message_id or new_message_id()
         if message_id in self.messages:

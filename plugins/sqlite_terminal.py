@@ -11,6 +11,7 @@ from anchorline.context import Context
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory import crud
+from anchorline.memory.connection import resolve_durability
 from anchorline.memory.store import SQLiteStore
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import Message, PersistResult
@@ -93,6 +94,9 @@ class SQLiteTerminal:
 
 def create(settings: Settings) -> Any:
     """The default terminal, unless the pipeline was given one."""
+    durability = resolve_durability(settings.durability)  # a bad value is refused either way
     if settings.terminal is not None:
         return None
-    return SQLiteTerminal(SQLiteStore(settings.path, settings.retry, vfs=settings.vfs))
+    return SQLiteTerminal(
+        SQLiteStore(settings.path, settings.retry, vfs=settings.vfs, durability=durability)
+    )

@@ -168,6 +168,58 @@ def test_a_reserve_retried_after_streaming_returns_the_stored_message(pipeline: 
     assert again.deduplicated and again.message.content == "done"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("partial", [None, "half an ans"])
+def test_an_add_lands_its_content_in_its_own_reserved_placeholder(
+    pipeline: Pipeline, partial: str | None
+) -> None:
+    placeholder = pipeline.persist(
+        Reserve(conversation_id="c", role="assistant", client_message_id="k", metadata={"a": 1})
+    ).message
+    if partial is not None:
+        placeholder = pipeline.persist(
+            UpdateContent(message_id=placeholder.id, content=partial, final=False)
+        ).message
+    # Refused or rolled back, the add leaves the placeholder as it was.
+    with pytest.raises(Conflict, match="client_message_id"):
+        pipeline.persist(Add(conversation_id="c", role="user", content="x", client_message_id="k"))
+    with pytest.raises(MessageNotFound):
+        pipeline.persist_many(
+            [
+                Add(conversation_id="c", role="assistant", content="x", client_message_id="k"),
+                UpdateContent(message_id="nope", content="y"),
+            ]
+        )
+    assert pipeline.get(placeholder.id) == placeholder
+    added = pipeline.persist(
+        Add(
+            conversation_id="c",
+            role="assistant",
+            content=TEXT,
+            metadata={"b": 2},
+            client_message_id="k",
+        )
+    )
+    assert isinstance(added, Added) and not added.deduplicated
+    message = added.message
+    assert (message.id, message.created_at) == (placeholder.id, placeholder.created_at)
+    assert (message.content, message.status) == (TEXT, "complete")
+    assert message.metadata == {"a": 1, "b": 2}
+    assert message.updated_at > placeholder.updated_at
+    assert pipeline.get(placeholder.id) == message
+    # A sweep deletes empty placeholders: this one is complete now, and stays.
+    assert pipeline.sweep(older_than=0).total == 0
+    assert pipeline.messages("c") == [message]
+    # From now on the client id names a complete message, as after any add.
+    again = pipeline.persist(
+        Add(conversation_id="c", role="assistant", content=TEXT, client_message_id="k")
+    )
+    assert again.deduplicated and again.message == message
+    reserved = pipeline.persist(
+        Reserve(conversation_id="c", role="assistant", client_message_id="k")
+    )
+    assert reserved.deduplicated and reserved.message == message
+
+
 def test_messages_are_oldest_first_and_limit_keeps_the_newest(pipeline: Pipeline) -> None:
     for i in range(5):
         pipeline.persist(Add(conversation_id="c", role="user", content=str(i)))

@@ -87,3 +87,23 @@ def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
     # The refused op wrote nothing in its conversation either.
     assert conn.execute("SELECT DISTINCT conversation_id FROM messages").fetchall() == [("c",)]
     conn.close()
+
+
+def test_an_add_completing_its_placeholder_is_queued_for_the_index(tmp_path: Path) -> None:
+    with Pipeline.open(
+        str(tmp_path / "i.db"), index=":memory:", index_sync=True, load_entrypoints=False
+    ) as pipeline:
+        mid = pipeline.persist(
+            Reserve(conversation_id="c", role="assistant", client_message_id="k")
+        ).message.id
+        pipeline.persist(
+            Add(
+                conversation_id="c",
+                role="assistant",
+                content="glaciers carve valleys",
+                client_message_id="k",
+            )
+        )
+        pipeline.flush_index()
+        [hit] = pipeline.search("glaciers valleys", limit=1)
+        assert hit.message.id == mid and hit.message.content == "glaciers carve valleys"

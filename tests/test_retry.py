@@ -117,3 +117,41 @@ def test_opening_a_new_file_waits_out_another_writer(db_path: str) -> None:
         pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
     thread.join()
     assert count(db_path) == 1
+
+
+@pytest.mark.parametrize("stage", ["write", "commit"])
+def test_a_storage_error_in_a_write_is_one_line_and_lets_other_threads_in(
+    db_path: str, stage: str
+) -> None:
+    from anchorline.memory.store import SQLiteStore
+
+    def fail(conn: apsw.Connection) -> None:
+        conn.execute("INSERT INTO anchorline_meta VALUES ('probe', '1')")
+        if stage == "write":
+            raise apsw.CorruptError("database disk image is malformed")  # an injected fault
+        # A deferred constraint fails only at COMMIT.
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("CREATE TABLE IF NOT EXISTS child (p REFERENCES anchorline_meta(key))")
+        conn.execute("INSERT INTO child VALUES ('no such key')")
+
+    store = SQLiteStore(db_path)
+    with pytest.raises(StorageUnavailable) as info:
+        store.write(fail)
+    message = str(info.value)
+    assert db_path in message and "\n" not in message
+    assert isinstance(info.value.last_cause, apsw.Error)
+    # Rolled back, and the lock is free for another thread.
+    probe: list[object] = []
+    reader = threading.Thread(
+        target=lambda: probe.append(
+            store.read(
+                lambda c: c.execute("SELECT 1 FROM anchorline_meta WHERE key = 'probe'").fetchall()
+            )
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "another thread is still locked out of the store"
+    assert probe == [[]]
+    store.close()

@@ -1,10 +1,11 @@
 """The write and read cases: Anchorline, and raw apsw doing the same SQL work.
 
 The raw cases use the same file layout (:data:`anchorline.memory.schema.SCHEMA`, its
-tables and indexes), the same pragmas (WAL, ``synchronous=NORMAL``) and the
-same row: a ~500-byte content, a fresh UUIDv7 id and a millisecond timestamp
-per row. They skip everything the pipeline adds: building and validating the
-op, JSON-encoding it, the hook chain, the retry journal and the result.
+tables and indexes), the same pragmas (WAL, ``synchronous=NORMAL``, or FULL
+beside ``durability="full"``) and the same row: a ~500-byte content, a fresh
+UUIDv7 id and a millisecond timestamp per row. They skip everything the
+pipeline adds: building and validating the op, JSON-encoding it, the hook
+chain, the retry journal and the result.
 """
 
 from __future__ import annotations
@@ -56,18 +57,20 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def raw_connection(path: Path, *, create: bool = True) -> apsw.Connection:
+def raw_connection(
+    path: Path, *, create: bool = True, synchronous: str = "NORMAL"
+) -> apsw.Connection:
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     if create:
         conn.execute(SCHEMA)
     return conn
 
 
-def open_pipeline(path: Path) -> Pipeline:
+def open_pipeline(path: Path, durability: str = "normal") -> Pipeline:
     # The default plugins only: installed third-party plugins would time themselves.
-    return Pipeline.open(str(path), load_entrypoints=False)
+    return Pipeline.open(str(path), load_entrypoints=False, durability=durability)
 
 
 Store = TypeVar("Store", Pipeline, apsw.Connection)
@@ -91,12 +94,16 @@ def _timed(open_store: Callable[[], Store], body: Callable[[Store, int], None]) 
     return prepare
 
 
-def timed_pipeline(path: Path, body: Callable[[Pipeline, int], None]) -> Prepare:
-    return _timed(lambda: open_pipeline(fresh(path)), body)
+def timed_pipeline(
+    path: Path, body: Callable[[Pipeline, int], None], durability: str = "normal"
+) -> Prepare:
+    return _timed(lambda: open_pipeline(fresh(path), durability), body)
 
 
-def _timed_raw(path: Path, body: Callable[[apsw.Connection, int], None]) -> Prepare:
-    return _timed(lambda: raw_connection(fresh(path)), body)
+def _timed_raw(
+    path: Path, body: Callable[[apsw.Connection, int], None], synchronous: str = "NORMAL"
+) -> Prepare:
+    return _timed(lambda: raw_connection(fresh(path), synchronous=synchronous), body)
 
 
 # --- the contract's own floor ------------------------------------------------------
@@ -251,8 +258,10 @@ def _raw_turn(conn: apsw.Connection, count: int) -> None:
 
 def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size: int,
                 turns: int) -> tuple[list[Case], list[Comparison]]:  # fmt: skip
-    """Cases 1 to 4, each with its raw twin, and the targets they are held to."""
+    """Cases 1 to 4, each with its raw twin, and the targets they are held to; then
+    case 1 again with a sync per commit (``durability="full"``), on fewer ops."""
     batch = f"persist_many({batch_size:,})"
+    synced = max(1, ops // 10)
     raw_batch = f"raw executemany({batch_size:,})"
     cases = [
         Case(name="persist(Add)", unit="op", count=ops,
@@ -276,6 +285,11 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
              note="reserve, 50 deltas, 1 partial flush, final"),
         Case(name="raw turn", unit="turn", count=turns,
              prepare=_timed_raw(workdir / "raw-turn.db", _raw_turn)),
+        Case(name="persist(Add) full", unit="op", count=synced,
+             prepare=timed_pipeline(workdir / "add-full.db", persist_adds, "full"),
+             note='durability="full": synchronous=FULL, a WAL sync per commit'),
+        Case(name="raw insert FULL", unit="op", count=synced,
+             prepare=_timed_raw(workdir / "raw-add-full.db", _raw_insert, "FULL")),
     ]  # fmt: skip
     comparisons = [
         Comparison(label="persist(Add) vs raw insert", ours="persist(Add)",
@@ -290,6 +304,10 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
                    reference=raw_batch, kind="ceiling"),
         Comparison(label="stream turn vs raw turn", ours="stream turn", reference="raw turn",
                    kind="throughput"),
+        Comparison(label="persist(Add) full vs raw insert FULL", ours="persist(Add) full",
+                   reference="raw insert FULL", kind="throughput"),
+        Comparison(label="durability full vs normal, persist(Add)", ours="persist(Add) full",
+                   reference="persist(Add)", kind="throughput"),
     ]  # fmt: skip
     return cases, comparisons
 

@@ -1,9 +1,11 @@
-"""An apsw VFS shim that injects transient I/O errors and busy errors.
+"""An apsw VFS shim that injects transient I/O errors, busy errors and a full disk.
 
 It sits on top of the default VFS and passes everything through, except that
 ``xWrite`` and ``xSync`` fail at ``rate`` (with ``SQLITE_IOERR`` or
-``SQLITE_BUSY``, half and half) while the shim is armed. Only fault injection
-uses it: the database underneath is real SQLite.
+``SQLITE_BUSY``, half and half) while the shim is armed, and that once
+``space`` is set, a write that would grow the files by more than ``space``
+bytes fails with ``SQLITE_FULL``. Only fault injection uses it: the database
+underneath is real SQLite.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ class FaultVFS(apsw.VFS):  # type: ignore[misc]
         self.name = name
         self.rate = rate
         self.random = random.Random(seed)
-        self.injected = {"io": 0, "busy": 0}
+        self.injected = {"io": 0, "busy": 0, "full": 0}
         self.calls = 0
+        #: Bytes the "disk" still takes; ``None`` for no limit.
+        self.space: int | None = None
         super().__init__(name, "")
 
     def maybe_fail(self, where: str) -> None:
@@ -43,6 +47,12 @@ class FaultFile(apsw.VFSFile):  # type: ignore[misc]
 
     def xWrite(self, data: bytes, offset: int) -> None:
         self.vfs.maybe_fail("write")
+        if self.vfs.space is not None:
+            growth = offset + len(data) - self.xFileSize()
+            if growth > self.vfs.space:
+                self.vfs.injected["full"] += 1
+                raise apsw.FullError("injected: database or disk is full")
+            self.vfs.space -= max(0, growth)
         super().xWrite(data, offset)
 
     def xSync(self, flags: int) -> None:
