@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import math
 import os
 import sys
@@ -134,6 +135,8 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
     ingest = ingest_atomic if args.atomic else ingest_each
     try:
         if args.file == "-":
+            if sys.stdin is None:
+                raise CLIError("ingest -: standard input is closed; give a FILE instead")
             applied = ingest(pipeline, sys.stdin.buffer, refuse)
         else:
             try:
@@ -319,6 +322,8 @@ def _is_folder(location: str) -> bool:
 def _open(args: argparse.Namespace) -> Pipeline:
     needs: Needs = args.needs
     db: str = args.db
+    if not db:
+        raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
     if _is_file(db):
         if os.path.isdir(db):
             raise CLIError(f"--db: {db} is a folder, not a database file")
@@ -347,14 +352,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
+_MAX_SECONDS = 100 * 365 * 24 * 3600  # a century: more is a typo, and overflows a timestamp
+
+
 def _seconds(value: str) -> float:
-    """An argparse type: a finite number of seconds, zero or more."""
+    """An argparse type: a number of seconds from zero to a century."""
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}")
+    if not 0 <= seconds <= _MAX_SECONDS:  # NaN fails both
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to {_MAX_SECONDS}, got {value!r}"
+        )
     return seconds
 
 
@@ -373,12 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="anchorline", description=__doc__)
     parser.add_argument(
         "--db",
-        default=os.environ.get(DB_ENV, DEFAULT_DB),
+        default=os.environ.get(DB_ENV) or DEFAULT_DB,
         help=f"database file (default: ${DB_ENV} or ./{DEFAULT_DB})",
     )
     parser.add_argument(
         "--index",
-        default=os.environ.get(INDEX_ENV, DEFAULT_INDEX),
+        default=os.environ.get(INDEX_ENV) or DEFAULT_INDEX,
         help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
         f" or none (default: ${INDEX_ENV} or {DEFAULT_INDEX})",
     )
@@ -448,11 +458,41 @@ def _check_text(args: argparse.Namespace) -> None:
                 raise CLIError(f"{shown}: '{raw}' is not valid UTF-8", status=2) from None
 
 
+class _OneLine(logging.Formatter):
+    """A log record as one line: the exception's type and text, not its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message += f": {type(error).__name__}: {error}"
+        return f"anchorline: {record.levelname.lower()}: {_one_line(message)}"
+
+
+def _log_to_stderr() -> logging.Handler:
+    """What the library logs (an observer that failed, an index that is down) goes to
+    stderr one line each; with $ANCHORLINE_DEBUG set, with its traceback."""
+    handler = logging.StreamHandler(sys.stderr)
+    if not os.environ.get(DEBUG_ENV):
+        handler.setFormatter(_OneLine())
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("anchorline").addHandler(handler)
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             # Stored text the terminal cannot show is escaped, never a crash.
             stream.reconfigure(errors="backslashreplace")
+    handler = _log_to_stderr()
+    try:
+        return _run(argv)
+    finally:
+        logging.getLogger("anchorline").removeHandler(handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _check_text(args)

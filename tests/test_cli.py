@@ -112,6 +112,7 @@ def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
         (("--db", "notes.txt", "show", "c"), "not a SQLite database"),
         (("--db", ":memory:", "sweep", "--older-than", "nan"), "--older-than: must be a number"),
         (("--db", ":memory:", "sweep", "--older-than", "inf"), "--older-than: must be a number"),
+        (("--db", ":memory:", "sweep", "--older-than", "1e300"), "--older-than: must be a number"),
         (("show", os.fsdecode(b"c\xff")), "conversation_id: 'c\\xff' is not valid UTF-8"),
     ],
 )
@@ -139,6 +140,26 @@ def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert env_db.exists() and not (tmp_path / "anchorline.db").exists()
+
+
+def test_an_empty_database_setting_means_the_default_and_an_empty_flag_is_one_line(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "ANCHORLINE_DB": "", "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "anchorline.cli", "--index", "none", "ingest", "-"],
+        cwd=tmp_path,
+        input=line("add", conversation_id="c", role="user", content="x"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "anchorline.db").exists()
+    empty = run(tmp_path, "--db", "", "show", "c")
+    assert empty.returncode == 1
+    assert empty.stderr.startswith("anchorline: error: --db: empty; name a database file")
 
 
 def test_demo_ends_with_a_search_that_finds_the_turn(tmp_path: Path) -> None:
@@ -251,3 +272,35 @@ def test_text_the_terminal_cannot_show_is_escaped_not_a_crash(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert "caf\\xe9 \\U0001f600" in result.stdout
+
+
+def test_a_failing_observer_is_one_line_without_traceback_and_the_write_stands(
+    tmp_path: Path,
+) -> None:
+    script = (
+        "import sys\n"
+        "from anchorline import hookimpl\n"
+        "from anchorline.cli import main\n"
+        "from anchorline.plugins.indexer import Indexer\n"
+        "@hookimpl\n"
+        "def after_persist(self, op, result, context):\n"
+        "    raise RuntimeError('observer gremlin')  # an injected fault\n"
+        "Indexer.after_persist = after_persist\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--db", "a.db", "--index", ":memory:", "ingest", "-"],
+        cwd=tmp_path,
+        input=line("add", conversation_id="c", role="user", content="kept"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "anchorline: error: after_persist in plugin 'indexer' failed:"
+        " RuntimeError: observer gremlin\n"
+    )
+    assert "kept" in run(tmp_path, "--db", "a.db", "show", "c").stdout

@@ -165,3 +165,13 @@ def test_a_store_failure_stops_the_run_in_one_line(
     )
     monkeypatch.undo()
     assert stored(Path(db)) == ["before"]
+
+
+def test_ingest_from_a_closed_standard_input_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of a closed descriptor 0
+    assert main(["--db", ":memory:", "--index", "none", "ingest", "-"]) == 1
+    assert capsys.readouterr().err == (
+        "anchorline: error: ingest -: standard input is closed; give a FILE instead\n"
+    )
