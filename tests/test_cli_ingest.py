@@ -18,9 +18,13 @@ GOOD = line("add", conversation_id="c", role="user", content="before", message_i
 LAST = line("add", conversation_id="c", role="user", content="after")
 
 
-def ingest_bytes(cwd: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+def ingest_bytes(
+    cwd: Path, data: bytes, *args: str, locale: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """``anchorline ingest`` on ``data`` through standard input, as raw bytes."""
     env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    if locale is not None:
+        env["LC_ALL"] = locale
     env.pop("ANCHORLINE_DB", None)
     return subprocess.run(
         [sys.executable, "-m", "anchorline.cli", "--index", "none", "ingest", *args],
@@ -37,7 +41,7 @@ def stored(db: Path) -> list[object]:
         return [m.content for m in pipeline.messages("c")]
 
 
-@pytest.mark.parametrize("source", ["file", "stdin"])
+@pytest.mark.parametrize("source", ["file", "stdin", "stdin in the C locale"])
 def test_a_line_that_is_not_utf8_is_refused_and_the_rest_applied(
     tmp_path: Path, source: str
 ) -> None:
@@ -47,7 +51,8 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_rest_applied(
         (tmp_path / "ops.jsonl").write_bytes(data)
         result = ingest_bytes(tmp_path, b"", "ops.jsonl")
     else:
-        result = ingest_bytes(tmp_path, data, "-")
+        locale = "C" if "C locale" in source else None  # where Python reads \xff as \udcff
+        result = ingest_bytes(tmp_path, data, "-", locale=locale)
     assert result.returncode == 1
     assert result.stderr.decode().startswith("line 2: not UTF-8: invalid start byte (byte 0xff")
     assert result.stderr.count(b"\n") == 1
