@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
+import io
+import logging
+import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import apsw
 import attrs
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .errors import AnchorlineError, InvalidOp
+from .cli_ingest import STORE_FAILURES, Stopped, ingest_atomic, ingest_each
+from .errors import AnchorlineError
 from .ids import new_message_id
-from .ops import Add, PersistOp, Reserve, UpdateContent
-from .parsing import parse_op
+from .ops import Add, Reserve, UpdateContent
 from .results import Message
 from .runner import Pipeline
 
@@ -30,7 +33,10 @@ INDEX_ENV = "ANCHORLINE_INDEX"
 DEFAULT_INDEX = "local"
 DEBUG_ENV = "ANCHORLINE_DEBUG"
 
-out = Console(highlight=False)
+# Text from users, packages and errors is printed as it is: it goes to rich as
+# Text, never parsed as markup (rich.markup.escape would show a trailing
+# backslash twice), and ":name:" is not turned into an emoji.
+out = Console(highlight=False, emoji=False)
 
 
 class CLIError(Exception):
@@ -60,7 +66,7 @@ def _print_conversation(messages: Sequence[Message]) -> None:
     table.add_column("id", no_wrap=True)
     table.add_column("content", overflow="fold")
     for m in messages:
-        table.add_row(m.role, m.status, m.id, _text(m))
+        table.add_row(Text(m.role), Text(m.status), Text(m.id), Text(_text(m)))
     out.print(table)
 
 
@@ -70,13 +76,14 @@ def _print_conversation(messages: Sequence[Message]) -> None:
 def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Play one agent turn: the user's message, then a streamed assistant answer."""
     conversation_id = f"demo-{new_message_id()}"
-    out.print(f"[bold]conversation[/] {conversation_id}")
+    out.print(Text.assemble(("conversation", "bold"), f" {conversation_id}"))
     question = "What is a good name for a message store that never loses a token?"
     pipeline.persist(Add(conversation_id=conversation_id, role="user", content=question))
-    out.print(f"[cyan]user[/]      {question}")
+    out.print(Text.assemble(("user", "cyan"), f"      {question}"))
     reserved = pipeline.persist(Reserve(conversation_id=conversation_id, role="assistant"))
     message_id = reserved.message.id
-    out.print(f"[magenta]assistant[/] reserved message id {message_id} before the first token")
+    assistant = ("assistant", "magenta")
+    out.print(Text.assemble(assistant, f" reserved message id {message_id} before the first token"))
     answer = ""
     for chunk in ("Anchorline: ", "every streamed token ", "is anchored ", "to a stable id."):
         answer += chunk
@@ -85,12 +92,12 @@ def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
                 message_id=message_id, content=[{"type": "text", "text": answer}], final=False
             )
         )
-        out.print(f"[magenta]assistant[/] partial flush: {answer!r}")
+        out.print(Text.assemble(assistant, f" partial flush: {answer!r}"))
         time.sleep(0.05)
     pipeline.persist(
         UpdateContent(message_id=message_id, content=[{"type": "text", "text": answer}])
     )
-    out.print("[magenta]assistant[/] final content written")
+    out.print(Text.assemble(assistant, " final content written"))
     _print_conversation(pipeline.messages(conversation_id))
     if pipeline.settings.index is not None:
         pipeline.flush_index(timeout=60)
@@ -98,9 +105,8 @@ def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
         hits = pipeline.search(query, conversation_id=conversation_id, limit=1)
         if not hits or hits[0].message.id != message_id:
             raise CLIError("search did not find the turn just written")
-        out.print(
-            f"[bold]search[/] {query!r} finds {hits[0].message.id} (score {hits[0].score:.2f})"
-        )
+        found = f" {query!r} finds {hits[0].message.id} (score {hits[0].score:.2f})"
+        out.print(Text.assemble(("search", "bold"), found))
     return 0
 
 
@@ -113,65 +119,41 @@ def cmd_show(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_ops(stream: IO[str]) -> tuple[list[tuple[int, PersistOp]], list[tuple[int, str]]]:
-    ops: list[tuple[int, PersistOp]] = []
-    invalid: list[tuple[int, str]] = []
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as e:
-            invalid.append((number, f"not JSON: {e.msg} at column {e.colno}"))
-            continue
-        try:
-            ops.append((number, parse_op(data)))
-        except InvalidOp as e:
-            invalid.append((number, str(e)))
-    return ops, invalid
-
-
 def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Apply JSON lines of ops; report each bad line as 'line N: reason'."""
-    if args.file == "-":
-        ops, invalid = _read_ops(sys.stdin)
-    else:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                ops, invalid = _read_ops(f)
-        except OSError as e:
-            raise CLIError(f"cannot read {args.file}: {e.strerror}") from None
-    applied = 0
-    if args.atomic:
-        if not invalid:
-            try:
-                pipeline.persist_many([op for _, op in ops])
-                applied = len(ops)
-            except AnchorlineError as e:
-                line = ops[e.op_index or 0][0]
-                invalid.append((line, str(e)))
-    else:
-        for number, op in ops:
-            try:
-                pipeline.persist(op)
-                applied += 1
-            except AnchorlineError as e:
-                invalid.append((number, str(e)))
-    for number, reason in sorted(invalid):
-        print(f"line {number}: {reason}", file=sys.stderr)
-    note = " (--atomic: nothing applied)" if args.atomic and invalid else ""
-    out.print(f"applied {applied}, invalid {len(invalid)}{note}")
-    return 1 if invalid else 0
+    """Apply JSON lines of ops; report each bad line as 'line N: reason' and go on.
 
+    Exits 1 if any line was refused. With --atomic, every line is checked
+    (the store's checks included) and nothing is applied if one is refused.
+    """
+    refused = 0
 
-def _indexed(pipeline: Pipeline) -> None:
-    if pipeline.settings.index is None:
-        raise CLIError("no index: drop --index none (or unset ANCHORLINE_INDEX=none)")
+    def refuse(number: int, reason: str) -> None:
+        nonlocal refused
+        refused += 1
+        print(f"line {number}: {_one_line(reason)}", file=sys.stderr, flush=True)
+
+    ingest = ingest_atomic if args.atomic else ingest_each
+    try:
+        if args.file == "-":
+            if sys.stdin is None:
+                raise CLIError("ingest -: standard input is closed; give a FILE instead")
+            applied = ingest(pipeline, sys.stdin.buffer, refuse)
+        else:
+            try:
+                with open(args.file, "rb") as f:
+                    applied = ingest(pipeline, f, refuse)
+            except OSError as e:
+                raise CLIError(f"cannot read {args.file}: {e.strerror}") from None
+    except Stopped as e:
+        kept = "nothing applied" if args.atomic else f"the {e.applied} applied before it stay"
+        raise CLIError(f"stopped at line {e.number}: {e.cause} ({kept})") from None
+    note = " (--atomic: nothing applied)" if args.atomic and refused else ""
+    out.print(f"applied {applied}, invalid {refused}{note}")
+    return 1 if refused else 0
 
 
 def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Find the messages nearest to QUERY."""
-    _indexed(pipeline)
     pipeline.flush_index(timeout=args.wait)
     hits = pipeline.search(args.query, conversation_id=args.conversation, limit=args.limit)
     if not hits:
@@ -179,8 +161,10 @@ def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
         return 0
     for hit in hits:
         m = hit.message
-        out.print(f"[bold]{hit.score:.3f}[/] {m.conversation_id} {m.role} {m.id}")
-        out.print(f"      {_text(m)}", overflow="fold")
+        out.print(
+            Text.assemble((f"{hit.score:.3f}", "bold"), f" {m.conversation_id} {m.role} {m.id}")
+        )
+        out.print(Text(f"      {_text(m)}"), overflow="fold")
     return 0
 
 
@@ -188,7 +172,6 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Rebuild the index from SQLite (resumes if interrupted)."""
     from rich.progress import Progress
 
-    _indexed(pipeline)
     indexer = pipeline.indexer()
     with Progress(console=out, transient=False) as progress:
         task = progress.add_task("reindexing", total=None)
@@ -197,13 +180,12 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
             progress.update(task, completed=done, total=total)
 
         total = indexer.reindex(report)
-    out.print(f"reindexed {total} message(s) into {indexer.index!r}")
+    out.print(Text(f"reindexed {total} message(s) into {indexer.index!r}"))
     return 0
 
 
 def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Check the index against the messages; exit 1 if they disagree."""
-    _indexed(pipeline)
     report = pipeline.indexer().doctor()
     table = Table(title="index consistency", show_header=False)
     table.add_row("indexable messages", str(report.indexable))
@@ -212,7 +194,7 @@ def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_row("failing items", str(report.failing))
     table.add_row("missing points", str(len(report.missing)))
     table.add_row("orphan points", str(len(report.orphans)))
-    table.add_row("last error", report.last_error or "-")
+    table.add_row("last error", Text(report.last_error or "-"))
     out.print(table)
     if report.clean:
         out.print("[green]clean[/]")
@@ -225,11 +207,11 @@ def cmd_sweep(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Recover placeholders left by dead writers: delete empty ones, finalise partial ones."""
     report = pipeline.sweep(older_than=args.older_than)
     for message_id in report.deleted:
-        out.print(f"deleted   {message_id} (empty placeholder)")
+        out.print(Text(f"deleted   {message_id} (empty placeholder)"))
     for message_id in report.finalized:
-        out.print(f"finalised {message_id} (partial content, marked interrupted)")
+        out.print(Text(f"finalised {message_id} (partial content, marked interrupted)"))
     for message_id in report.skipped:
-        out.print(f"skipped   {message_id} (written while sweeping)")
+        out.print(Text(f"skipped   {message_id} (written while sweeping)"))
     out.print(
         f"swept {report.total}: {len(report.deleted)} deleted,"
         f" {len(report.finalized)} finalised, {len(report.skipped)} skipped"
@@ -244,7 +226,7 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_column("name")
     table.add_column("plugin", overflow="fold")
     for name, plugin in pm.list_name_plugin():
-        table.add_row(name, repr(plugin))
+        table.add_row(Text(str(name)), Text(repr(plugin)))
     out.print(table)
     hooks = Table(title="hooks (implementations in call order)")
     hooks.add_column("hook")
@@ -255,8 +237,11 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
         for impl in reversed(caller.get_hookimpls()):
             flags = [f for f in _IMPL_FLAGS if getattr(impl, f)]
             impls.append(impl.plugin_name + (f" ({', '.join(flags)})" if flags else ""))
-        hooks.add_row(hook_name, " → ".join(impls) or "-")
+        hooks.add_row(Text(hook_name), Text(" → ".join(impls) or "-"))
     out.print(hooks)
+    if pipeline.settings.index is None and args.index != "none":
+        location = os.path.abspath(_index_location(args))
+        out.print(Text(f"no indexer: no index at {location} ('anchorline reindex' builds it)"))
     return 0
 
 
@@ -285,7 +270,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ):
         try:
             report = run_bench(
-                config, workdir=Path(workdir), progress=lambda text: status.update(text)
+                config, workdir=Path(workdir), progress=lambda text: status.update(Text(text))
             )
         except apsw.FullError:
             raise CLIError(
@@ -295,56 +280,149 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print_report(report, out)
     if args.json is not None:
         write_json(report, args.json)
-        out.print(f"wrote {args.json}")
+        out.print(Text(f"wrote {args.json}"))
     return 0
 
 
+# --- opening the database ----------------------------------------------------
+
 Command = Callable[[Pipeline, argparse.Namespace], int]
+
+#: How a command uses the index: not at all; if it is there; it must be there;
+#: it must be configured (and is created if need be); as configured.
+IndexUse = Literal["unused", "if-present", "existing", "required", "any"]
+
+
+@attrs.frozen
+class Needs:
+    """What a command needs before it opens the pipeline. Only ``creates``
+    commands may create the database; the others refuse a missing one, so a
+    command that only reads never leaves a file behind."""
+
+    creates: bool = False
+    index: IndexUse = "any"
+
+
+def _is_file(db: str) -> bool:
+    """Whether ``--db`` names a file (not ``:memory:``, a ``file:`` URI or a server URL)."""
+    return db != ":memory:" and "://" not in db and not db.startswith("file:")
+
+
+def _index_location(args: argparse.Namespace) -> str:
+    from anchorline.memory.vector_index import index_location
+
+    return index_location(args.index, args.db)
+
+
+def _is_folder(location: str) -> bool:
+    """Whether an index location is a folder (not ``:memory:`` or a server URL)."""
+    return location != ":memory:" and "://" not in location
+
+
+def _open(args: argparse.Namespace) -> Pipeline:
+    needs: Needs = args.needs
+    db: str = args.db
+    if not db:
+        raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
+    if _is_file(db):
+        if os.path.isdir(db):
+            raise CLIError(f"--db: {db} is a folder, not a database file")
+        if not needs.creates and not os.path.exists(db):
+            raise CLIError(
+                f"no database at {os.path.abspath(db)}: create one with 'anchorline ingest FILE'"
+                f" (or 'anchorline demo'), or name another with --db or ${DB_ENV}"
+            )
+    index: str | None = None if args.index == "none" else args.index
+    if index is None and needs.index in ("existing", "required"):
+        raise CLIError(f"no index: drop --index none (or unset {INDEX_ENV}=none)")
+    if index is not None and needs.index in ("if-present", "existing"):
+        location = _index_location(args)
+        if _is_folder(location) and not os.path.exists(location):
+            if needs.index == "existing":
+                raise CLIError(
+                    f"no index at {os.path.abspath(location)}: build it with 'anchorline reindex'"
+                )
+            index = None
+    if needs.index == "unused":
+        index = None
+    return Pipeline.open(db, index=index)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+_MAX_SECONDS = 100 * 365 * 24 * 3600  # a century: more is a typo, and overflows a timestamp
+
+
+def _seconds(value: str) -> float:
+    """An argparse type: a number of seconds from zero to a century."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= _MAX_SECONDS:  # NaN fails both
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to {_MAX_SECONDS}, got {value!r}"
+        )
+    return seconds
+
+
+def _positive(value: str) -> int:
+    """An argparse type: a whole number, one or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="anchorline", description=__doc__)
     parser.add_argument(
         "--db",
-        default=os.environ.get(DB_ENV, DEFAULT_DB),
+        default=os.environ.get(DB_ENV) or DEFAULT_DB,
         help=f"database file (default: ${DB_ENV} or ./{DEFAULT_DB})",
     )
     parser.add_argument(
         "--index",
-        default=os.environ.get(INDEX_ENV, DEFAULT_INDEX),
+        default=os.environ.get(INDEX_ENV) or DEFAULT_INDEX,
         help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
         f" or none (default: ${INDEX_ENV} or {DEFAULT_INDEX})",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add(name: str, fn: Command, **kwargs: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__, **kwargs)
-        p.set_defaults(func=fn)
+    def add(name: str, fn: Command, needs: Needs, **kwargs: Any) -> argparse.ArgumentParser:
+        summary = (fn.__doc__ or "").split("\n")[0]
+        p = sub.add_parser(name, help=summary, description=fn.__doc__, **kwargs)
+        p.set_defaults(func=fn, needs=needs)
         return p
 
-    add("demo", cmd_demo)
-    add("show", cmd_show).add_argument("conversation_id")
-    ingest = add("ingest", cmd_ingest)
+    add("demo", cmd_demo, Needs(creates=True))
+    add("show", cmd_show, Needs(index="unused")).add_argument("conversation_id")
+    ingest = add("ingest", cmd_ingest, Needs(creates=True))
     ingest.add_argument("file", help="a file of JSON lines, or - for standard input")
     ingest.add_argument("--atomic", action="store_true", help="apply all lines or none")
-    add("plugins", cmd_plugins)
-    search = add("search", cmd_search)
+    add("plugins", cmd_plugins, Needs(index="if-present"))
+    search = add("search", cmd_search, Needs(index="existing"))
     search.add_argument("query")
     search.add_argument("--conversation", help="only this conversation")
-    search.add_argument("--limit", type=int, default=5, help="how many hits (default 5)")
+    search.add_argument("--limit", type=_positive, default=5, help="how many hits (default 5)")
     search.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for pending indexing"
+        "--wait", type=_seconds, default=30.0, help="seconds to wait for pending indexing"
     )
-    add("reindex", cmd_reindex)
-    sweep = add("sweep", cmd_sweep)
+    add("reindex", cmd_reindex, Needs(index="required"))
+    sweep = add("sweep", cmd_sweep, Needs(index="if-present"))
     sweep.add_argument(
         "--older-than",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="S",
         help="only placeholders not written for S seconds (default 60)",
     )
-    add("doctor", cmd_doctor)
+    add("doctor", cmd_doctor, Needs(index="existing"))
     bench = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
     bench.set_defaults(standalone=cmd_bench)
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
@@ -357,21 +435,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The arguments that reach the store or the index, by the name to show.
+_STORED_ARGUMENTS = {
+    "db": "--db",
+    "index": "--index",
+    "conversation_id": "conversation_id",
+    "conversation": "--conversation",
+    "query": "query",
+}
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    # Bytes of the command line that are not UTF-8 arrive as lone surrogates,
+    # which no store can hold. (A file to read may have any name.)
+    for dest, shown in _STORED_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raw = value.encode(errors="surrogateescape").decode(errors="backslashreplace")
+                raise CLIError(f"{shown}: '{raw}' is not valid UTF-8", status=2) from None
+
+
+class _OneLine(logging.Formatter):
+    """A log record as one line: the exception's type and text, not its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message += f": {type(error).__name__}: {error}"
+        return f"anchorline: {record.levelname.lower()}: {_one_line(message)}"
+
+
+def _log_to_stderr() -> logging.Handler:
+    """What the library logs (an observer that failed, an index that is down) goes to
+    stderr one line each; with $ANCHORLINE_DEBUG set, with its traceback."""
+    handler = logging.StreamHandler(sys.stderr)
+    if not os.environ.get(DEBUG_ENV):
+        handler.setFormatter(_OneLine())
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("anchorline").addHandler(handler)
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # Stored text the terminal cannot show is escaped, never a crash.
+            stream.reconfigure(errors="backslashreplace")
+    handler = _log_to_stderr()
+    try:
+        return _run(argv)
+    finally:
+        logging.getLogger("anchorline").removeHandler(handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_text(args)
         if standalone := getattr(args, "standalone", None):
             status: int = standalone(args)
             return status
-        index = None if args.index == "none" else args.index
-        with Pipeline.open(args.db, index=index) as pipeline:
+        with _open(args) as pipeline:
             status = args.func(pipeline, args)
         return status
     except CLIError as e:
-        print(f"anchorline: error: {e}", file=sys.stderr)
+        print(f"anchorline: error: {_one_line(str(e))}", file=sys.stderr)
         return e.status
     except (AnchorlineError, OSError) as e:
-        print(f"anchorline: error: {e}", file=sys.stderr)
+        print(f"anchorline: error: {_one_line(str(e))}", file=sys.stderr)
+        return 1
+    except STORE_FAILURES as e:
+        print(f"anchorline: error: database {args.db}: {_one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("anchorline: interrupted", file=sys.stderr)
@@ -380,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(DEBUG_ENV):
             raise
         print(
-            f"anchorline: error: unexpected {type(e).__name__}: {e}"
+            f"anchorline: error: unexpected {type(e).__name__}: {_one_line(str(e))}"
             f" (a bug: set {DEBUG_ENV}=1 for the traceback, and please report it)",
             file=sys.stderr,
         )

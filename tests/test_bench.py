@@ -192,3 +192,24 @@ def test_a_peer_that_fails_is_skipped_with_its_error_and_the_rest_still_run(
     assert not any("OpenAI" in c.label for c in comparisons)
     if importlib.util.find_spec("langchain_community") is not None:
         assert [c.name for c in cases] == ["LangChain add_message"]
+
+
+def test_the_report_prints_install_hints_and_error_texts_as_they_are() -> None:
+    import io
+
+    from anchorline.bench.peers import INSTALL, OPENAI
+    from anchorline.bench.report import Report, print_report
+    from rich.console import Console
+
+    report = Report(
+        rounds=1, quick=True, timed={}, compared=[], seconds=1.0,
+        skipped=[f"{OPENAI}: agents not installed ({INSTALL})",
+                 "LangChain: failed on a first try (TypeError: no [bold]field[/bold] [red])"],
+        facts={"Peer [x]": "journal_mode=wal, synchronous=[FULL]"},
+    )  # fmt: skip
+    printed = io.StringIO()
+    print_report(report, Console(file=printed, width=300, highlight=False))
+    text = printed.getvalue()
+    assert "pip install 'anchorline[bench]'" in text
+    assert "(TypeError: no [bold]field[/bold] [red])" in text
+    assert "Peer [x] ran with journal_mode=wal, synchronous=[FULL]" in text

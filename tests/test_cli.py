@@ -96,6 +96,7 @@ def test_ingest_atomic_applies_nothing_when_a_line_fails(tmp_path: Path) -> None
 
 
 def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
+    assert run(tmp_path, "ingest", "-", stdin="").returncode == 0
     result = run(tmp_path, "plugins")
     assert result.returncode == 0, result.stderr
     assert "terminal" in result.stdout and "SQLiteTerminal" in result.stdout
@@ -105,10 +106,14 @@ def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("show", "nobody"), "no messages in conversation"),
+        (("--db", ":memory:", "show", "nobody"), "no messages in conversation"),
         (("ingest", "missing.jsonl"), "cannot read missing.jsonl"),
         (("frobnicate",), "invalid choice"),
         (("--db", "notes.txt", "show", "c"), "not a SQLite database"),
+        (("--db", ":memory:", "sweep", "--older-than", "nan"), "--older-than: must be a number"),
+        (("--db", ":memory:", "sweep", "--older-than", "inf"), "--older-than: must be a number"),
+        (("--db", ":memory:", "sweep", "--older-than", "1e300"), "--older-than: must be a number"),
+        (("show", os.fsdecode(b"c\xff")), "conversation_id: 'c\\xff' is not valid UTF-8"),
     ],
 )
 def test_errors_are_one_line_without_traceback(
@@ -135,6 +140,26 @@ def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert env_db.exists() and not (tmp_path / "anchorline.db").exists()
+
+
+def test_an_empty_database_setting_means_the_default_and_an_empty_flag_is_one_line(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "ANCHORLINE_DB": "", "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "anchorline.cli", "--index", "none", "ingest", "-"],
+        cwd=tmp_path,
+        input=line("add", conversation_id="c", role="user", content="x"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "anchorline.db").exists()
+    empty = run(tmp_path, "--db", "", "show", "c")
+    assert empty.returncode == 1
+    assert empty.stderr.startswith("anchorline: error: --db: empty; name a database file")
 
 
 def test_demo_ends_with_a_search_that_finds_the_turn(tmp_path: Path) -> None:
@@ -173,7 +198,7 @@ def test_search_reindex_and_doctor(tmp_path: Path) -> None:
 
 
 def test_index_commands_without_an_index_explain_themselves(tmp_path: Path) -> None:
-    result = run(tmp_path, "--index", "none", "search", "x")
+    result = run(tmp_path, "--db", ":memory:", "--index", "none", "search", "x")
     assert result.returncode == 1
     assert result.stderr.startswith("anchorline: error: no index")
 
@@ -210,7 +235,7 @@ def test_an_unexpected_error_is_one_line_too_unless_debugging(
         raise RuntimeError("disk gremlin")  # an injected fault, not a real code path
 
     monkeypatch.setattr(Pipeline, "messages", broken)
-    db = str(tmp_path / "a.db")
+    db = ":memory:"
     assert main(["--db", db, "--index", "none", "show", "c1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected RuntimeError: disk gremlin" in err
@@ -218,3 +243,64 @@ def test_an_unexpected_error_is_one_line_too_unless_debugging(
     monkeypatch.setenv("ANCHORLINE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="disk gremlin"):
         main(["--db", db, "--index", "none", "show", "c1"])
+
+
+def test_show_and_search_print_what_a_message_holds_as_it_is(tmp_path: Path) -> None:
+    content = "[bold]x[/bold] and [red] and :smile: end\\"
+    ops = line("add", conversation_id="[c1]", role="user", content=content)
+    assert run(tmp_path, "ingest", "-", stdin=ops).returncode == 0
+    shown = run(tmp_path, "show", "[c1]")
+    assert shown.returncode == 0, shown.stderr
+    assert content in shown.stdout
+    found = run(tmp_path, "search", "bold red smile")
+    assert found.returncode == 0, found.stderr
+    assert content in found.stdout and "[c1]" in found.stdout
+
+
+def test_text_the_terminal_cannot_show_is_escaped_not_a_crash(tmp_path: Path) -> None:
+    ops = line("add", conversation_id="c", role="user", content="caf\u00e9 \U0001f600")
+    assert run(tmp_path, "ingest", "-", stdin=ops).returncode == 0
+    env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONIOENCODING": "ascii"}
+    env.pop("ANCHORLINE_DB", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "anchorline.cli", "show", "c"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "caf\\xe9 \\U0001f600" in result.stdout
+
+
+def test_a_failing_observer_is_one_line_without_traceback_and_the_write_stands(
+    tmp_path: Path,
+) -> None:
+    script = (
+        "import sys\n"
+        "from anchorline import hookimpl\n"
+        "from anchorline.cli import main\n"
+        "from anchorline.plugins.indexer import Indexer\n"
+        "@hookimpl\n"
+        "def after_persist(self, op, result, context):\n"
+        "    raise RuntimeError('observer gremlin')  # an injected fault\n"
+        "Indexer.after_persist = after_persist\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--db", "a.db", "--index", ":memory:", "ingest", "-"],
+        cwd=tmp_path,
+        input=line("add", conversation_id="c", role="user", content="kept"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "anchorline: error: after_persist in plugin 'indexer' failed:"
+        " RuntimeError: observer gremlin\n"
+    )
+    assert "kept" in run(tmp_path, "--db", "a.db", "show", "c").stdout

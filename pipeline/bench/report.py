@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .rounds import Compared, Timed
 
@@ -70,17 +71,21 @@ def _rate(seconds: float) -> str:
 
 
 def print_report(report: Report, console: Console) -> None:
+    """Print the report as tables. Names, versions and error texts from the machine and the
+    peers go in as rich Text: never read as markup, so ``[bench]`` shows as it is."""
     m = machine()
     console.print(
-        f"{m['cpus']} x {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']};"
-        f" {report.seconds:.0f} s"
+        Text(
+            f"{m['cpus']} x {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']};"
+            f" {report.seconds:.0f} s"
+        )
     )
     cases = Table(title=f"Anchorline bench: {report.rounds} alternating rounds")
     for column in ("case", "unit", "median", "min-max", "rate"):
         cases.add_column(column, justify="left" if column in ("case", "unit") else "right")
     for name, timed in report.timed.items():
         s = timed.spread
-        cases.add_row(name, timed.case.unit, _time(s.median),
+        cases.add_row(Text(name), Text(timed.case.unit), _time(s.median),
                       f"{_time(s.low)} - {_time(s.high)}", _rate(s.median))  # fmt: skip
     console.print(cases)
     ratios = Table(title="ratios, taken within each round (median, min-max)")
@@ -89,13 +94,13 @@ def print_report(report: Report, console: Console) -> None:
     for c in report.compared:
         s = c.spread
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[c.met]
-        ratios.add_row(c.comparison.label, c.comparison.kind, f"{s.median:.2f}x",
-                       f"{s.low:.2f}-{s.high:.2f}", c.comparison.target, met)  # fmt: skip
+        ratios.add_row(Text(c.comparison.label), Text(c.comparison.kind), f"{s.median:.2f}x",
+                       f"{s.low:.2f}-{s.high:.2f}", Text(c.comparison.target), met)  # fmt: skip
     console.print(ratios)
     for peer, fact in report.facts.items():
-        console.print(f"{peer} ran with {fact}")
+        console.print(Text(f"{peer} ran with {fact}"))
     for line in report.skipped:
-        console.print(f"[yellow]skipped[/] {line}")
+        console.print(Text.assemble(("skipped", "yellow"), f" {line}"))
     console.print(
         "throughput: the reference's time per unit over ours (above 1 is faster than it);"
         " speedup: a peer's over ours; flat: a bigger database's time over the smallest's;"
