@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import apsw
 import attrs
-from anchorline.errors import StorageUnavailable
+from anchorline.errors import AnchorlineError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -242,6 +242,11 @@ class Transaction:
             # A statement failed part-way through the op: never commit what it left.
             self._failed = True
             raise storage_error(e, filename(self._conn)) from e
+        except AnchorlineError:
+            # Refused (Conflict, MessageNotFound) before it wrote anything: a replay of
+            # the rest of the transaction must not run it again.
+            self._journal.pop()
+            raise
         self._results.append(result)
         return result
 

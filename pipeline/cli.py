@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_ingest import STORE_FAILURES, Stopped, ingest_atomic, ingest_each
-from .errors import AnchorlineError
+from .errors import AnchorlineError, StorageUnavailable
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
 from .results import Message
@@ -272,7 +272,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             report = run_bench(
                 config, workdir=Path(workdir), progress=lambda text: status.update(Text(text))
             )
-        except apsw.FullError:
+        except (apsw.FullError, StorageUnavailable) as e:
+            if isinstance(e, StorageUnavailable) and not isinstance(e.last_cause, apsw.FullError):
+                raise
             raise CLIError(
                 f"the disk is full under {tempfile.gettempdir() if args.dir is None else args.dir}:"
                 " a full bench needs about 1 GB of scratch space; choose a folder with --dir"

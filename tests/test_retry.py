@@ -155,3 +155,42 @@ def test_a_storage_error_in_a_write_is_one_line_and_lets_other_threads_in(
     assert not reader.is_alive(), "another thread is still locked out of the store"
     assert probe == [[]]
     store.close()
+
+
+def test_a_refused_op_is_not_replayed_when_a_later_op_in_its_transaction_is_retried(
+    db_path: str,
+) -> None:
+    from anchorline import Conflict, Update
+    from anchorline.memory import crud
+    from anchorline.memory.store import SQLiteStore
+
+    store = SQLiteStore(db_path, RetryPolicy(initial_backoff=0.001, jitter=False))
+    try:
+        first = Add(conversation_id="c", role="user", content="one")
+        store.write(lambda c: crud.add_message(c, first, message_id="m1", now=1))
+
+        def refused(c: apsw.Connection) -> object:
+            return crud.update_message_metadata(
+                c, Update(message_id="m1", metadata={"k": 1}), expect_updated_at=999
+            )
+
+        busy_once = [True]
+
+        def second(c: apsw.Connection) -> object:
+            if busy_once.pop() if busy_once else False:
+                raise apsw.BusyError("injected: database is locked")
+            return crud.add_message(
+                c, Add(conversation_id="c", role="user", content="two"), message_id="m2", now=2
+            )
+
+        tx = store.begin()
+        with pytest.raises(Conflict):
+            tx.run(refused)
+        tx.run(second)  # retried: the replay must not run the refused op again
+        tx.commit()
+        assert [m.content for m in store.read(lambda c: crud.list_messages(c, "c"))] == [
+            "one",
+            "two",
+        ]
+    finally:
+        store.close()
