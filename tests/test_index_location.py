@@ -1,7 +1,10 @@
-"""Where the index lives: a mistyped location is refused up front."""
+"""Where the index lives: a mistyped location is refused up front, and a new folder is private."""
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,59 @@ def test_the_cli_refuses_a_mistyped_url_with_one_line_and_creates_nothing(
     assert err.startswith("anchorline: error: index: 'htp://localhost:6333'")
     assert err.count("\n") == 1 and "unexpected" not in err
     assert list(in_tmp.iterdir()) == []  # no ./htp:/localhost:6333/ folder, no database
+
+
+# --- privacy ----------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(folder: Path) -> dict[str, int]:
+    """The permission bits of everything under ``folder``, by relative path."""
+    return {
+        str(path.relative_to(folder)): stat.S_IMODE(path.lstat().st_mode)
+        for path in folder.rglob("*")
+    }
+
+
+def test_a_new_index_folder_and_its_files_are_private_under_umask_022(
+    tmp_path: Path, umask_022: None
+) -> None:
+    db = tmp_path / "chat.db"
+    with Pipeline.open(str(db), index="local", index_sync=True, load_entrypoints=False) as p:
+        p.persist(Add(conversation_id="c", role="user", content="my private note"))
+        assert p.search("private note")
+        folder = tmp_path / "chat.db.index"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        inside = modes(folder)
+        assert "holder.json" in inside and "meta.json" in inside
+        assert any(name.endswith("storage.sqlite") for name in inside)
+        for name, mode in inside.items():
+            assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
+            if not (folder / name).is_dir():
+                assert mode == 0o600, f"{name} is {oct(mode)}"
+        p.indexer().reindex()  # a collection made again keeps to the same rule
+        assert all(mode & 0o077 == 0 for mode in modes(folder).values())
+
+
+def test_a_folder_the_user_created_keeps_its_mode_and_files_follow_it(
+    tmp_path: Path, umask_022: None
+) -> None:
+    folder = tmp_path / "shared-index"
+    folder.mkdir()
+    folder.chmod(0o750)  # the user lets the group read the index
+    with Pipeline.open(
+        str(tmp_path / "chat.db"), index=str(folder), index_sync=True, load_entrypoints=False
+    ) as p:
+        p.persist(Add(conversation_id="c", role="user", content="shared with the group"))
+        assert p.search("group")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+        files = {n: m for n, m in modes(folder).items() if not (folder / n).is_dir()}
+        assert files and all(mode == 0o640 for mode in files.values()), files
