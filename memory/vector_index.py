@@ -13,6 +13,7 @@ the folder or URL, with the original as its ``__cause__``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -215,7 +216,8 @@ class _Folder:
         client, self.client = self.client, None
         self.ready.clear()
         try:
-            (Path(self.path) / "holder.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder may be gone, or a file now
+                (Path(self.path) / "holder.json").unlink(missing_ok=True)
         finally:
             client.close()
 
@@ -390,7 +392,8 @@ class VectorIndex:
         folder = self._folder
         if folder is not None:
             if folder.client is not None and folder.removed():
-                folder.release()
+                with contextlib.suppress(Exception):  # closing what is gone may fail too
+                    folder.release()
                 return _FolderRemoved(
                     f"{what}: index folder {folder.path} was removed while in use;"
                     " it is created again and refilled from the database"
