@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
 T = TypeVar("T")
+
+log = logging.getLogger("anchorline.index")
 
 POINT_NAMESPACE = uuid.UUID("6f1c8f5e-2d4b-4a7e-9a53-3b1e0c9d7a21")
 
@@ -72,26 +75,33 @@ def index_location(index: str, db_path: str) -> str:
 
 
 def tighten(folder: str) -> None:
-    """Take from everything inside ``folder`` the permissions the folder itself lacks.
+    """Take from the files Qdrant keeps in ``folder`` the permissions the folder lacks.
 
     qdrant-client creates its files with the process umask (0644 under the
     usual 022). The folder's own mode is what protects them; this makes the
     files agree with it, so a file copied out or a folder later opened up does
-    not expose them. It only ever removes permissions.
+    not expose them. It only ever removes permissions, and only from Qdrant's
+    own files (the folder may be one the user also keeps other things in).
     """
     try:
         allowed = os.stat(folder).st_mode & 0o777
     except OSError:
         return
-    for root, dirs, files in os.walk(folder):
-        for name, limit in [(d, allowed) for d in dirs] + [(f, allowed & 0o666) for f in files]:
-            path = os.path.join(root, name)
-            try:
-                mode = os.lstat(path).st_mode & 0o777
-                if mode & ~limit:
-                    os.chmod(path, mode & limit)
-            except OSError:
-                pass  # gone meanwhile, or another user's file in a shared folder
+    top = Path(folder)
+    paths = [(top / name, allowed & 0o666) for name in ("meta.json", ".lock", "holder.json")]
+    collections = top / "collection"
+    if collections.is_dir():
+        paths.append((collections, allowed))
+        for collection in collections.iterdir():
+            paths.append((collection, allowed))
+            paths += [(f, allowed & 0o666) for f in collection.glob("storage.sqlite*")]
+    for path, limit in paths:
+        try:
+            mode = path.lstat().st_mode & 0o777
+            if mode & ~limit:
+                path.chmod(mode & limit)
+        except OSError:
+            pass  # absent, gone meanwhile, or another user's file in a shared folder
 
 
 class _Releaser:
@@ -118,21 +128,38 @@ class _Releaser:
 
     @classmethod
     def _run(cls) -> None:
-        while True:
+        try:
+            while cls._release_due():
+                pass
+        finally:
             with cls._cond:
-                cls._held = {f for f in cls._held if f.client is not None}
-                if not cls._held:
+                if cls._thread is threading.current_thread():  # it ended on an error
                     cls._thread = None
-                    return
-                now = time.monotonic()
-                due = [f for f in cls._held if f.users == 0 and f.release_at <= now]
-                if not due:
-                    soonest = min(f.release_at if f.users == 0 else now + 1.0 for f in cls._held)
-                    cls._cond.wait(max(0.01, soonest - now))
-                    continue
-            released = [f.release_if_idle() for f in due]
-            if not any(released):
-                time.sleep(0.05)  # each one is in use right now; look again shortly
+
+    @classmethod
+    def _release_due(cls) -> bool:
+        """Release the folders idle long enough; ``False`` once none is held."""
+        with cls._cond:
+            cls._held = {f for f in cls._held if f.client is not None}
+            if not cls._held:
+                cls._thread = None  # under the lock: the next watch() starts a new one
+                return False
+            now = time.monotonic()
+            due = [f for f in cls._held if f.users == 0 and f.release_at <= now]
+            if not due:
+                soonest = min(f.release_at if f.users == 0 else now + 1.0 for f in cls._held)
+                cls._cond.wait(max(0.01, soonest - now))
+                return True
+        handled = False
+        for folder in due:
+            try:
+                handled = folder.release_if_idle() or handled
+            except Exception as e:  # closing failed: the client is dropped all the same
+                log.warning("releasing index folder %s: %s: %s", folder.path, type(e).__name__, e)
+                handled = True
+        if not handled:
+            time.sleep(0.05)  # each one is in use right now; look again shortly
+        return True
 
 
 class _Folder:

@@ -132,11 +132,17 @@ def test_a_folder_the_user_created_keeps_its_mode_and_files_follow_it(
     folder = tmp_path / "shared-index"
     folder.mkdir()
     folder.chmod(0o750)  # the user lets the group read the index
+    script = folder / "backup.sh"  # and keeps something of their own there
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o775)
     with Pipeline.open(
         str(tmp_path / "chat.db"), index=str(folder), index_sync=True, load_entrypoints=False
     ) as p:
         p.persist(Add(conversation_id="c", role="user", content="shared with the group"))
         assert p.search("group")
         assert stat.S_IMODE(folder.stat().st_mode) == 0o750
-        files = {n: m for n, m in modes(folder).items() if not (folder / n).is_dir()}
+        files = {
+            n: m for n, m in modes(folder).items() if not (folder / n).is_dir() and n != script.name
+        }
         assert files and all(mode == 0o640 for mode in files.values()), files
+        assert stat.S_IMODE(script.stat().st_mode) == 0o775  # not Qdrant's: left alone
