@@ -85,8 +85,14 @@ def has_due(conn: apsw.Connection, force: bool = False) -> bool:
     return row is not None
 
 
-def done(conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item]) -> None:
-    """Remove finished items, unless they were re-queued while being worked on."""
+def done(
+    conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item], textless: int = 0
+) -> None:
+    """Remove finished items, unless they were re-queued while being worked on.
+
+    ``textless`` is added to the count of complete messages without text (see
+    :func:`textless_count`), in the same transaction.
+    """
     transact(
         conn,
         policy,
@@ -97,7 +103,8 @@ def done(conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item]) -> N
         + [
             ("UPDATE index_outbox SET lease_until = 0 WHERE message_id = ?", (i.message_id,))
             for i in items
-        ],
+        ]
+        + ([(_ADD_TEXTLESS, (textless,))] if textless else []),
     )
 
 
@@ -144,6 +151,84 @@ def status(conn: apsw.Connection) -> IndexStatus:
     )
 
 
+# Complete messages whose text is empty have no point, so the index holds
+# fewer points than there are complete messages. The indexer keeps their
+# number here, to compare counts on open without reading every message.
+TEXTLESS_KEY = "index_textless"
+_ADD_TEXTLESS = f"""INSERT INTO anchorline_meta VALUES ('{TEXTLESS_KEY}', max(0, ?1))
+    ON CONFLICT (key) DO UPDATE SET value = max(0, CAST(value AS INTEGER) + ?1)"""
+
+
+def textless_count(conn: apsw.Connection) -> int:
+    """How many complete messages were last seen without text to index."""
+    row = conn.execute(
+        "SELECT value FROM anchorline_meta WHERE key = ?", (TEXTLESS_KEY,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_textless_count(conn: apsw.Connection, count: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO anchorline_meta VALUES (?, ?)", (TEXTLESS_KEY, str(count)))
+
+
+@attrs.frozen
+class Counts:
+    """What the index should hold, counted cheaply (no scan of the messages' content)."""
+
+    complete: int
+    pending: int  # outbox items that will add or refresh a point
+    textless: int
+
+
+def counts(conn: apsw.Connection) -> Counts:
+    # All messages minus the reserved ones: both counts are answered from indexes.
+    row = conn.execute(
+        """SELECT (SELECT count(*) FROM messages)
+                  - (SELECT count(*) FROM messages WHERE status = 'reserved'),
+                  (SELECT count(*) FROM index_outbox WHERE action != 'delete')"""
+    ).fetchone()
+    complete, pending = row if row else (0, 0)
+    return Counts(complete=complete, pending=pending, textless=textless_count(conn))
+
+
+def unqueued_complete(conn: apsw.Connection) -> list[str]:
+    """The ids of complete messages with nothing waiting in the outbox."""
+    return [
+        row[0]
+        for row in conn.execute(
+            """SELECT id FROM messages WHERE status = 'complete'
+               AND id NOT IN (SELECT message_id FROM index_outbox)"""
+        )
+    ]
+
+
+def enqueue(conn: apsw.Connection, message_ids: Sequence[str]) -> None:
+    """Queue these messages for indexing, leaving items already waiting as they are."""
+    now = now_ms()
+    conn.executemany(
+        """INSERT INTO index_outbox (message_id, action, enqueued_at) VALUES (?, 'upsert', ?)
+           ON CONFLICT (message_id) DO NOTHING""",
+        [(m, now) for m in message_ids],
+    )
+
+
+def enqueue_missing(conn: apsw.Connection) -> int:
+    """Queue every complete message not already waiting; returns how many were queued.
+
+    For an index found empty: items already waiting keep their place and backoff.
+    Run inside a transaction.
+    """
+    conn.execute(
+        """INSERT INTO index_outbox (message_id, action, enqueued_at)
+           SELECT id, 'upsert', ? FROM messages WHERE status = 'complete'
+           ON CONFLICT (message_id) DO NOTHING""",
+        (now_ms(),),
+    )
+    queued = conn.changes()
+    set_textless_count(conn, 0)  # counted again as the queued messages are indexed
+    return queued
+
+
 def enqueue_all(conn: apsw.Connection) -> None:
     """Queue every complete message for (re)indexing; run inside a transaction."""
     conn.execute(
@@ -153,3 +238,4 @@ def enqueue_all(conn: apsw.Connection) -> None:
                attempts = 0, last_error = NULL, next_attempt_at = 0""",
         (now_ms(),),
     )
+    set_textless_count(conn, 0)

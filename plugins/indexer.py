@@ -5,15 +5,21 @@ message write. This plugin only wakes a background worker after each write
 (or, with ``index_sync=True``, drains right there, after the commit). Work that
 fails stays in the outbox with its error and a backoff, and is retried; work
 left by a crash is drained on the next open.
+
+Each time the index is opened the indexer checks it against the database
+(:meth:`Indexer.reconcile`): an index found empty, or holding fewer points than
+the database has messages to index, gets what it lacks queued again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import apsw
@@ -64,6 +70,10 @@ class Indexer:
     quiet = 0.05
     #: ...but never longer than this after it was woken.
     max_delay = 0.5
+    #: ``flush`` tries again after this pause, doubling while nothing drains, up to...
+    retry_pause = 0.05
+    #: ...this.
+    max_retry_pause = 1.0
 
     def __init__(self, settings: Settings, poll_interval: float = 1.0) -> None:
         self.settings = settings
@@ -74,6 +84,8 @@ class Indexer:
         self.index: VectorIndex | None = None
         self.embedder: Embedder | None = None
         self.last_error: str | None = None
+        self._failing: str | None = None  # the error being reported, until indexing works again
+        self._reconciled = False
         self._store: SQLiteStore | None = None  # the terminal's
         self._last_write = 0.0
         self._context: Context | None = None
@@ -104,6 +116,7 @@ class Indexer:
             model=self.embedder.name,
             dimension=self.embedder.dimension,
             api_key=self.settings.index_api_key or os.environ.get(API_KEY_ENV),
+            on_open=self._index_opened,
         )
         if not self.sync:
             self._thread = threading.Thread(
@@ -132,7 +145,9 @@ class Indexer:
         if op.kind == "reserve" or (isinstance(op, UpdateContent) and not op.final):
             return  # nothing indexable changed
         if self.sync:
-            self.drain()
+            # Another process holding the folder drains the shared outbox meanwhile.
+            with contextlib.suppress(IndexBusy):
+                self.drain()
         else:
             self._last_write = time.monotonic()
             if not self._wake.is_set():
@@ -162,10 +177,10 @@ class Indexer:
                 self.drain()
             except IndexBusy:
                 pass  # another process holds the folder; it drains the shared outbox
+            except IndexUnavailable as e:
+                self._report_failure(f"{type(e).__name__}: {e}")
             except Exception:
                 log.exception("index worker")
-            assert self.index is not None
-            self.index.release_if_idle()
 
     # --- draining -----------------------------------------------------------
 
@@ -185,8 +200,13 @@ class Indexer:
             if not self._sql(lambda c: outbox.has_due(c, force=force)):
                 return 0
             if self.index.embedded:
-                with self.index.session(wait=wait):  # fail fast (IndexBusy) before claiming
-                    pass
+                try:  # fail fast (IndexBusy) before claiming
+                    with self.index.session(wait=wait):
+                        pass
+                except IndexBusy:
+                    raise
+                except IndexUnavailable:
+                    pass  # the batch fails below, and its items record why
             while True:
                 items = self._sql(lambda c: outbox.claim(c, self.policy, limit=BATCH, force=force))
                 if not items:
@@ -203,7 +223,9 @@ class Indexer:
                 m.id: m for m in self._sql(lambda c: [crud.get_message(c, i) for i in ids]) if m
             }
             to_embed: list[tuple[Message, str]] = []
-            to_delete = [i.message_id for i in items if i.action == "delete"]
+            deleted = [i.message_id for i in items if i.action == "delete"]
+            to_delete = list(deleted)
+            textless = 0
             for item in items:
                 message = messages.get(item.message_id)
                 if item.action == "upsert":
@@ -212,6 +234,7 @@ class Indexer:
                     if message is not None and text:
                         to_embed.append((message, text))
                     else:
+                        textless += 1 if indexable else 0
                         to_delete.append(item.message_id)
                 elif item.action == "payload" and message is not None:
                     self.index.set_payload(message.id, payload(message))
@@ -231,14 +254,25 @@ class Indexer:
                         for (m, _), v in zip(to_embed, vectors, strict=True)
                     ]
                 )
+            if deleted:  # a deleted message without a point was one without text
+                textless -= len(deleted) - len(self.index.existing(deleted))
             self.index.delete(to_delete)
         except Exception as e:
             self.last_error = f"{type(e).__name__}: {e}"
-            log.warning("indexing %d item(s) failed, will retry: %s", len(items), self.last_error)
+            self._report_failure(self.last_error)
             self._sql(lambda c: outbox.failed(c, self.policy, items, self.last_error or ""))
             return False
-        self._sql(lambda c: outbox.done(c, self.policy, items))
+        self._sql(lambda c: outbox.done(c, self.policy, items, textless))
+        if self._failing is not None:
+            log.info("indexing works again (it failed with %s)", self._failing)
+            self._failing = None
         return True
+
+    def _report_failure(self, error: str) -> None:
+        """Log an indexing failure when it starts or changes, not at every retry."""
+        if error != self._failing:
+            log.warning("indexing failed; it is retried with backoff meanwhile: %s", error)
+            self._failing = error
 
     def _text(self, message: Message) -> str:
         assert self._context is not None
@@ -255,9 +289,12 @@ class Indexer:
     def flush(self, timeout: float | None = None) -> IndexStatus:
         """Drain until the outbox is empty; raise :class:`IndexUnavailable` if it cannot."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._reconciled:
+            self._open_index()
+        pause = self.retry_pause
         while True:
             remaining = 10.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            self.drain(force=True, wait=remaining)
+            drained = self.drain(force=True, wait=remaining)
             current = self.status()
             if current.pending == 0:
                 return current
@@ -271,7 +308,84 @@ class Indexer:
                     f"{current.pending} message(s) still waiting to be indexed after {timeout}s"
                     + (f": {current.last_error}" if current.last_error else "")
                 )
-            time.sleep(0.05)
+            pause = self.retry_pause if drained else min(pause * 2, self.max_retry_pause)
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    # --- keeping the index whole --------------------------------------------
+
+    def _open_index(self) -> None:
+        """Open the index if it is free, so that it is checked before a flush relies on it."""
+        assert self.index is not None
+        try:
+            with self.index.session(wait=0.0, what="open"):
+                pass
+        except IndexUnavailable:
+            pass  # busy (its holder checks it) or down (the drain reports it)
+
+    def _index_opened(self, created: bool) -> None:
+        self._reconciled = True
+        try:
+            self.reconcile(created)
+        except Exception as e:
+            log.warning("could not check the index against the database: %s", e)
+
+    def reconcile(self, created: bool = False) -> int:
+        """Queue what the index lacks; returns how many messages were queued.
+
+        ``created``: the collection was just created, so it is empty and every
+        complete message not already waiting is queued. Otherwise the counts are
+        compared first (cheap at any size); only when the index holds fewer
+        points than the complete messages with text does it look up which are
+        missing, by id, and queue those.
+        """
+        assert self.index is not None
+        if self._sql(_reindex_started):
+            return 0  # the reindex in progress queued everything already
+        if created:
+            queued: int = self._sql(lambda c: write(c, self.policy, outbox.enqueue_missing))
+            if queued:
+                (log.info if self.location == ":memory:" else log.warning)(
+                    "index %s had no collection %s (the index was lost, or the embedder is"
+                    " new): queued %d complete message(s) to index",
+                    self.location,
+                    self.index.collection,
+                    queued,
+                )
+            return queued
+        counts: outbox.Counts = self._sql(outbox.counts)
+        if self.index.count() + counts.pending + counts.textless >= counts.complete:
+            return 0
+        candidates: list[str] = self._sql(outbox.unqueued_complete)
+        present = self.index.existing(candidates)
+        missing: list[str] = []
+        textless = 0
+        absent = [m for m in candidates if m not in present]
+
+        def load(c: apsw.Connection, ids: list[str]) -> list[Message | None]:
+            return [crud.get_message(c, m) for m in ids]
+
+        for start in range(0, len(absent), 1000):
+            for message in self._sql(partial(load, ids=absent[start : start + 1000])):
+                if message is not None:
+                    if self._text(message):
+                        missing.append(message.id)
+                    else:
+                        textless += 1
+
+        def record(c: apsw.Connection) -> None:
+            outbox.enqueue(c, missing)
+            outbox.set_textless_count(c, textless)
+
+        self._sql(lambda c: write(c, self.policy, record))
+        if missing:
+            log.warning(
+                "index %s lacked %d message(s) of the database: queued to index again",
+                self.location,
+                len(missing),
+            )
+        return len(missing)
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the index from SQLite; returns how many messages were indexed.
@@ -307,6 +421,8 @@ class Indexer:
     def doctor(self) -> DoctorReport:
         """Compare the messages that should be indexed with the points in the index."""
         assert self.index is not None
+        if not self._reconciled:
+            self._open_index()  # what opening re-queues then counts as pending, not missing
 
         def complete(c: apsw.Connection) -> list[Message]:
             return [

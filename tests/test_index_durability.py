@@ -300,6 +300,38 @@ def test_a_folder_held_too_long_by_another_process_is_named_in_the_error(tmp_pat
         assert [h.message.content for h in pipeline.search("written")] == ["written while held"]
 
 
+IDLE_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from anchorline import Add, Pipeline
+    pipeline = Pipeline.open(sys.argv[1], index="local", index_sync=True, load_entrypoints=False)
+    pipeline.indexer().index.linger = float(sys.argv[2])
+    pipeline.persist(Add(conversation_id="c", role="user", content="written then idle"))
+    print("written", flush=True)
+    time.sleep(3600)  # open, idle, and alive
+    """
+)
+
+
+def test_a_sync_pipeline_lets_go_of_the_folder_once_idle(tmp_path: Path) -> None:
+    db = tmp_path / "idle.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", IDLE_WRITER, str(db), "0.2"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
+        with Pipeline.open(
+            str(db), index="local", index_sync=True, load_entrypoints=False
+        ) as pipeline:
+            # Waits (10 s at most) until the writer has been idle 0.2 s and released it.
+            hits = pipeline.search("written idle")
+            assert [h.message.content for h in hits] == ["written then idle"]
+        assert writer.poll() is None  # released by a live process, not freed by its death
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+
 def test_an_unreachable_qdrant_server_keeps_every_write_pending(tmp_path: Path) -> None:
     # A real qdrant-client pointed at a closed port: the scale-out mode while the server is down.
     with Pipeline.open(
