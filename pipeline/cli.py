@@ -26,6 +26,7 @@ from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
 from .results import Message
 from .runner import Pipeline
+from .settings import parse_index
 
 DB_ENV = "ANCHORLINE_DB"
 DEFAULT_DB = "anchorline.db"
@@ -324,6 +325,7 @@ def _is_folder(location: str) -> bool:
 def _open(args: argparse.Namespace) -> Pipeline:
     needs: Needs = args.needs
     db: str = args.db
+    index: str | None = parse_index(args.index)  # a mistyped location is the first thing to say
     if not db:
         raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
     if _is_file(db):
@@ -334,7 +336,6 @@ def _open(args: argparse.Namespace) -> Pipeline:
                 f"no database at {os.path.abspath(db)}: create one with 'anchorline ingest FILE'"
                 f" (or 'anchorline demo'), or name another with --db or ${DB_ENV}"
             )
-    index: str | None = None if args.index == "none" else args.index
     if index is None and needs.index in ("existing", "required"):
         raise CLIError(f"no index: drop --index none (or unset {INDEX_ENV}=none)")
     if index is not None and needs.index in ("if-present", "existing"):

@@ -157,7 +157,9 @@ def ingest_atomic(pipeline: Pipeline, lines: Iterable[bytes], refuse: Refuse) ->
         for number, op in ops:
             try:
                 limits.check(op)
-                done.append((op, check_result("persist", op, hook.persist(op=op, context=context))))
+                done.append(
+                    (op, check_result(hook.persist, op, hook.persist(op=op, context=context)))
+                )
             except STORE_FAILURES as e:
                 raise Stopped(number, 0, e) from e
             except AnchorlineError as e:

@@ -132,7 +132,9 @@ def test_no_client_error_escapes_the_index_when_the_server_is_broken(
 def test_the_cli_says_the_server_could_not_be_reached(
     refused_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["--db", str(tmp_path / "chat.db"), "--index", refused_url, "search", "hello"])
+    db = str(tmp_path / "chat.db")
+    Pipeline.open(db, load_entrypoints=False).close()
+    status = main(["--db", db, "--index", refused_url, "search", "hello"])
     err = capsys.readouterr().err
     assert status == 1
     assert err == (
