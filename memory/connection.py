@@ -6,6 +6,7 @@ import os
 import stat
 
 import apsw
+
 from anchorline.errors import ConfigurationError, StorageUnavailable
 
 from .retry import RetryPolicy, named, storage_error

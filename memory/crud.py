@@ -18,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 import attrs
+
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json

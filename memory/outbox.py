@@ -16,6 +16,7 @@ from typing import cast
 
 import apsw
 import attrs
+
 from anchorline.results import IndexStatus
 
 from .retry import RetryPolicy, write

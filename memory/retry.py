@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import apsw
 import attrs
+
 from anchorline.errors import AnchorlineError, StorageUnavailable
 
 T = TypeVar("T")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apsw
+
 from anchorline.errors import IncompatibleStore
 
 SCHEMA_VERSION = 2

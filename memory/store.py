@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import apsw
+
 from anchorline.errors import StorageUnavailable
 
 from . import crud

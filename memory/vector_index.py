@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
+
 from anchorline.errors import AnchorlineError, IndexBusy, IndexUnavailable
 
 if TYPE_CHECKING:

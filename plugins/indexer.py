@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import apsw
 import attrs
+
 from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from anchorline.plugins.in_memory import InMemoryTerminal
 from anchorline.runner import Pipeline
 

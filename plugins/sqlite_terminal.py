@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import apsw
+
 from anchorline.context import Context
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms

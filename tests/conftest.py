@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from anchorline import Pipeline
 from anchorline.plugins.in_memory import InMemoryTerminal
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import (
     Add,
     AsyncPipeline,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from anchorline.bench import QUICK, run_bench
 from anchorline.bench.peers import peer_cases
 from anchorline.cli import main
@@ -38,6 +39,7 @@ def test_quick_bench_reports_every_case_and_comparison_as_json(
 def test_the_streamed_turn_writes_what_the_raw_turn_writes(tmp_path: Path) -> None:
     """Both sides of a comparison do the same work: same final rows, same partial count."""
     import apsw
+
     from anchorline.bench.workloads import write_cases
 
     cases, _ = write_cases(tmp_path, ops=1, pairs=1, batches=1, batch_size=3, turns=2)
@@ -111,8 +113,9 @@ def test_the_bench_works_in_the_folder_given_and_leaves_it_empty(
 def test_a_full_disk_is_one_line_that_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import anchorline.bench
     import apsw
+
+    import anchorline.bench
 
     def full(*args: object, **kwargs: object) -> None:
         raise apsw.FullError("database or disk is full")  # an injected fault
@@ -131,6 +134,7 @@ def test_the_raw_read_returns_the_messages_the_pipeline_returns(tmp_path: Path) 
         assert [c.name for c in cases][:2] == ["last 50 @ 1k", "raw last 50 @ 1k"]
         assert {c.label for c in comparisons} >= {"last 50 @ 3k / @ 1k"}
         import apsw
+
         from anchorline import Pipeline
 
         with Pipeline.open(str(tmp_path / "read-3000.db"), load_entrypoints=False) as pipeline:
@@ -152,8 +156,9 @@ def test_the_peers_store_the_same_content(tmp_path: Path) -> None:
     import asyncio
 
     from agents import SQLiteSession
-    from anchorline.bench.workloads import CONTENT
     from langchain_community.chat_message_histories import SQLChatMessageHistory
+
+    from anchorline.bench.workloads import CONTENT
 
     facts: dict[str, str] = {}
     cases, _ = peer_cases(tmp_path, items=2, batches=1, batch_size=3, facts=facts, skipped=[])
@@ -197,9 +202,10 @@ def test_a_peer_that_fails_is_skipped_with_its_error_and_the_rest_still_run(
 def test_the_report_prints_install_hints_and_error_texts_as_they_are() -> None:
     import io
 
+    from rich.console import Console
+
     from anchorline.bench.peers import INSTALL, OPENAI
     from anchorline.bench.report import Report, print_report
-    from rich.console import Console
 
     report = Report(
         rounds=1, quick=True, timed={}, compared=[], seconds=1.0,

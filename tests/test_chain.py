@@ -9,6 +9,7 @@ from typing import Any
 
 import apsw
 import pytest
+
 from anchorline import (
     Add,
     Added,

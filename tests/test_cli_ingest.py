@@ -9,6 +9,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Pipeline
 from anchorline.cli import main
 

@@ -6,6 +6,7 @@ import threading
 from itertools import pairwise
 
 import pytest
+
 from anchorline import (
     Add,
     Added,

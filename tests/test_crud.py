@@ -7,6 +7,7 @@ from typing import Any
 
 import apsw
 import pytest
+
 from anchorline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
 from anchorline.memory import crud
 from anchorline.memory.connection import connect

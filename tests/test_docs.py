@@ -12,10 +12,11 @@ from typing import Any
 
 import attrs
 import pytest
+from jsonschema import Draft202012Validator
+
 from anchorline import Add, Pipeline, hookspecs, parse_op
 from anchorline.op_schema import shipped_op_schema
 from anchorline.ops import OP_TYPES
-from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(

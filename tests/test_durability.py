@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from anchorline import ConfigurationError, Pipeline
 from anchorline.plugins.in_memory import InMemoryTerminal
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from anchorline import Add, Conflict, MessageNotFound, Pipeline, Reserve, Update, UpdateContent
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from anchorline import (
     Add,
     ConfigurationError,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Add, Delete, IndexBusy, IndexUnavailable, Pipeline, Reserve, UpdateContent
 from anchorline.memory.vector_index import VectorIndex
 from anchorline.plugins.indexer import Indexer

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from anchorline import Add, Delete, IndexUnavailable, Message, Pipeline
 from anchorline.cli import main
 from anchorline.memory.vector_index import Point, VectorIndex

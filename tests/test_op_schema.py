@@ -10,12 +10,13 @@ from typing import Any
 
 import attrs
 import pytest
-from anchorline import Add, Delete, InvalidOp, Reserve, Update, UpdateContent, dump_op, parse_op
-from anchorline.op_schema import op_json_schema, render, shipped_op_schema
-from anchorline.ops import MAX_ID_LENGTH, OP_TYPES, ROLES
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+
+from anchorline import Add, Delete, InvalidOp, Reserve, Update, UpdateContent, dump_op, parse_op
+from anchorline.op_schema import op_json_schema, render, shipped_op_schema
+from anchorline.ops import MAX_ID_LENGTH, OP_TYPES, ROLES
 
 REGENERATE = "python -m anchorline.op_schema > pipeline/ops.schema.json"
 VALIDATOR = Draft202012Validator(shipped_op_schema())

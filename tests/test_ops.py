@@ -4,6 +4,9 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from anchorline import (
     Add,
     AnchorlineError,
@@ -15,8 +18,6 @@ from anchorline import (
     dump_op,
     parse_op,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 json_scalars = (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pluggy
 import pytest
+
 from anchorline import (
     Add,
     AsyncPipeline,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from anchorline import Add, Pipeline, Reserve
 from anchorline.plugins.in_memory import InMemoryTerminal
 

@@ -7,6 +7,7 @@ import time
 
 import apsw
 import pytest
+
 from anchorline import Add, Pipeline, RetryPolicy, StorageUnavailable
 
 FAST = RetryPolicy(

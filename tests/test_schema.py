@@ -7,6 +7,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Add, IncompatibleStore, Pipeline, StorageUnavailable, UpdateContent
 
 

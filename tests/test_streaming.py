@@ -7,6 +7,9 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from anchorline import (
     Context,
     InvalidOp,
@@ -18,8 +21,6 @@ from anchorline import (
     hookimpl,
 )
 from anchorline.streaming import StreamState
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 class Writes:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import attrs
+
 from anchorline import (
     Add,
     Added,

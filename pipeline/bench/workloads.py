@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import apsw
+
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import new_message_id, wall_ms
 from anchorline.memory.crud import COLUMNS

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from anchorline import Pipeline
 
 from .fault_vfs import FaultVFS

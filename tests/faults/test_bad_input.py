@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import apsw
-from anchorline import Conflict, InvalidOp, MessageNotFound, Pipeline, Reserve, parse_op
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from anchorline import Conflict, InvalidOp, MessageNotFound, Pipeline, Reserve, parse_op
 
 from .conftest import knob
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import apsw
+
 from anchorline import Pipeline
 from anchorline.plugins.indexer import Indexer
 

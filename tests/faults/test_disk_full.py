@@ -8,6 +8,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Add, Pipeline, StorageUnavailable
 from anchorline.memory import crud
 from anchorline.memory.store import SQLiteStore

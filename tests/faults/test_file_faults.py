@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Add, Pipeline, StorageUnavailable
 
 from .conftest import close_within

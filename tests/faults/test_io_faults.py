@@ -8,6 +8,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from anchorline import Add, Pipeline, Reserve, RetryPolicy, StorageUnavailable, UpdateContent
 
 from .conftest import knob

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Generator
 
 import pytest
+
 from anchorline import (
     Add,
     ContentUpdated,

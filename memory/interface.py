@@ -1,0 +1,210 @@
+"""What every store implements: the seam between the plugins and a database.
+
+A store is a folder under ``memory/`` (``sqlite/``, ``postgres/``) whose store
+class satisfies :class:`Store`. The terminal and the indexer reach a database
+only through these protocols, so nothing above ``memory/<store>`` knows which
+database it is talking to. Semantics are defined once, here and in the
+contract suite (``tests/test_contract.py``), which runs over every store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import attrs
+
+from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
+from anchorline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    IndexStatus,
+    Message,
+    Reserved,
+    Updated,
+)
+
+
+class Transaction(Protocol):
+    """One write transaction in one store: a unit of work's participant.
+
+    The caller fixes each write's id and time before the first attempt, so a
+    retry (after a busy database, a dropped connection, a server restart)
+    writes exactly the same row. Checks that refuse an op (``Conflict``,
+    ``MessageNotFound``) run before the op writes anything, so a refused op
+    leaves the rest of the transaction as it was. Until :meth:`commit` or
+    :meth:`rollback`, the store is held for this transaction.
+    """
+
+    def add(self, op: Add, *, message_id: str, now: int) -> Added:
+        """Write a complete message; a repeated ``client_message_id`` returns the stored
+        one (``deduplicated=True``), or completes its own reserved placeholder."""
+        ...
+
+    def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
+        """Write an empty placeholder (content ``[]``, status ``reserved``)."""
+        ...
+
+    def update_content(
+        self, op: UpdateContent, *, now: int, expected: int | None
+    ) -> ContentUpdated:
+        """Replace the content; ``expected`` is the caller's ``updated_at`` guard."""
+        ...
+
+    def update(self, op: Update, *, now: int, expected: int | None) -> Updated:
+        """Shallow-merge the op's metadata into the stored metadata."""
+        ...
+
+    def delete(self, op: Delete, *, expected: int | None) -> Deleted:
+        """Delete the message; an unknown id gives ``existed=False``."""
+        ...
+
+    def restore(self, message: Message) -> bool:
+        """Write ``message`` exactly as given (id, times, status, client id) unless its id
+        is already stored; True if it was written. For copying a store."""
+        ...
+
+    def commit(self) -> None:
+        """Make every write durable, or raise ``StorageUnavailable`` with nothing written."""
+        ...
+
+    def rollback(self) -> None:
+        """Drop every write of the transaction."""
+        ...
+
+
+@attrs.frozen
+class OutboxItem:
+    """One intent to index a message: ``action`` is ``upsert``, ``payload`` or ``delete``.
+
+    ``seq`` changes whenever the message is queued again, so finishing an item
+    that was re-queued meanwhile leaves the newer intent in place.
+    """
+
+    message_id: str
+    action: str
+    seq: int
+    attempts: int
+
+
+@attrs.frozen
+class OutboxCounts:
+    """What the index should hold: complete messages, waiting items, messages without text."""
+
+    complete: int
+    pending: int
+    textless: int
+
+
+class Outbox(Protocol):
+    """The durable queue of intents to index.
+
+    Intents are written in the same transaction as the message write that
+    causes them (whatever wrote it), so an acknowledged write is never missing
+    from the queue. Items are claimed under a lease, so several drainers (in
+    any number of processes) never work on the same item at once, and a
+    drainer that dies leaves its claim to expire. Failed items keep their
+    place with the error and a backoff.
+    """
+
+    def enable(self) -> None:
+        """Start recording intents (once per database), queueing every complete message."""
+        ...
+
+    def has_due(self, *, force: bool = False) -> bool:
+        """Whether an item could be claimed now; ``force`` ignores backoff."""
+        ...
+
+    def claim(
+        self, *, limit: int, lease_ms: int = 60_000, force: bool = False
+    ) -> list[OutboxItem]:
+        """Lease up to ``limit`` due items, oldest first; ``force`` ignores backoff."""
+        ...
+
+    def done(self, items: Sequence[OutboxItem], textless: int = 0) -> None:
+        """Remove finished items (unless re-queued meanwhile); add ``textless`` to the
+        count of complete messages that have no text to index."""
+        ...
+
+    def failed(self, items: Sequence[OutboxItem], error: str) -> None:
+        """Keep failed items with the error, an attempt more, and a backoff."""
+        ...
+
+    def status(self) -> IndexStatus:
+        """How many items wait, how many are failing, the oldest, the last error."""
+        ...
+
+    def counts(self) -> OutboxCounts:
+        """The figures the index is checked against when it opens."""
+        ...
+
+    def pending_ids(self) -> set[str]:
+        """The ids of every message with an item waiting."""
+        ...
+
+    def unqueued_complete(self) -> list[str]:
+        """The ids of complete messages with no item waiting."""
+        ...
+
+    def enqueue_missing(self) -> int:
+        """Queue every complete message that has no item waiting; returns how many."""
+        ...
+
+    def requeue(self, message_ids: Sequence[str], textless: int) -> None:
+        """Queue ``message_ids`` for an upsert and set the count of textless messages."""
+        ...
+
+    def reindex_started(self) -> bool:
+        """Whether a reindex was started and not finished (it resumes)."""
+        ...
+
+    def start_reindex(self) -> None:
+        """Queue every complete message and record that a reindex runs, in one transaction."""
+        ...
+
+    def finish_reindex(self) -> None:
+        """Record that the reindex is done."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block until another writer may have queued work, or ``timeout`` seconds pass;
+        True when woken early. A store that cannot be told returns after ``timeout``."""
+        ...
+
+
+class Store(Protocol):
+    """One database: write transactions, the reads the read hooks need, the outbox."""
+
+    #: Where the data is, for messages: a file path, or a URL without its password.
+    location: str
+    outbox: Outbox
+
+    def begin(self) -> Transaction:
+        """Start a write transaction (commit or roll it back to let others in)."""
+        ...
+
+    def get_message(self, message_id: str) -> Message | None: ...
+
+    def get_messages(self, message_ids: Sequence[str]) -> list[Message]:
+        """The stored messages among ``message_ids``, in no particular order."""
+        ...
+
+    def list_messages(self, conversation_id: str, limit: int | None) -> list[Message]:
+        """The conversation's messages, oldest first; ``limit`` keeps the newest ``limit``."""
+        ...
+
+    def list_reserved(self, updated_before: int, limit: int) -> list[Message]:
+        """Placeholders last written before ``updated_before`` (ms), oldest first."""
+        ...
+
+    def complete_messages(self) -> Iterator[Message]:
+        """Every complete message, streamed (for the index's consistency check)."""
+        ...
+
+    def scan(self, after_id: str | None, limit: int) -> list[Message]:
+        """Up to ``limit`` messages whose id sorts after ``after_id``, in id order, placeholders
+        included: a resumable walk over the whole store (for copying it)."""
+        ...
+
+    def close(self) -> None: ...
