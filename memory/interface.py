@@ -61,8 +61,9 @@ class Transaction(Protocol):
         ...
 
     def restore(self, message: Message) -> bool:
-        """Write ``message`` exactly as given (id, times, status, client id) unless its id
-        is already stored; True if it was written. For copying a store."""
+        """Write ``message`` exactly as given (id, times, status, client id), unless the
+        store holds its id with an ``updated_at`` at or after the message's; True if it
+        was written. For copying a store: a second copy finishes the first."""
         ...
 
     def commit(self) -> None:
