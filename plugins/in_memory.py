@@ -19,7 +19,7 @@ from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.crud import check_expected, check_replay, completed
+from anchorline.memory.rows import check_expected, check_replay, completed
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,

@@ -29,9 +29,11 @@ from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
 from anchorline.hookspecs import hookimpl
-from anchorline.memory import crud, outbox, schema
-from anchorline.memory.retry import RetryPolicy, write
-from anchorline.memory.store import SQLiteStore
+from anchorline.memory import rows
+from anchorline.memory.retry import RetryPolicy
+from anchorline.memory.sqlite import crud, outbox, schema
+from anchorline.memory.sqlite.store import SQLiteStore
+from anchorline.memory.sqlite.transaction import write
 from anchorline.memory.vector_index import Point, VectorIndex, index_location
 from anchorline.ops import PersistOp, UpdateContent
 from anchorline.results import Hit, IndexStatus, Message, PersistResult
@@ -427,9 +429,9 @@ class Indexer:
 
         def complete(c: apsw.Connection) -> list[Message]:
             return [
-                crud.message_from_row(row)
+                rows.message_from_row(row)
                 for row in c.execute(
-                    f"SELECT {crud.COLUMNS} FROM messages WHERE status = 'complete'"
+                    f"SELECT {rows.COLUMNS} FROM messages WHERE status = 'complete'"
                 )
             ]
 

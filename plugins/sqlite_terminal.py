@@ -11,9 +11,9 @@ import apsw
 from anchorline.context import Context
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory import crud
-from anchorline.memory.connection import resolve_durability
-from anchorline.memory.store import SQLiteStore
+from anchorline.memory.sqlite import crud
+from anchorline.memory.sqlite.connection import resolve_durability
+from anchorline.memory.sqlite.store import SQLiteStore
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import Message, PersistResult
 from anchorline.settings import Settings

@@ -11,7 +11,6 @@ a retried write produces exactly the same row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import update_wrapper
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,6 +20,14 @@ import attrs
 
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory.rows import (
+    COLUMNS,
+    check_expected,
+    check_replay,
+    completed,
+    decode_metadata,
+    message_from_row,
+)
 from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
 from anchorline.results import (
     Added,
@@ -35,10 +42,6 @@ from anchorline.results import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-COLUMNS = (
-    "id, conversation_id, role, content, metadata, status, client_message_id,"
-    " created_at, updated_at"
-)
 _INSERT = (
     f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
@@ -65,49 +68,12 @@ def atomic(
     return wrapper
 
 
-def _metadata(text: str) -> dict[str, Any]:
-    return {} if text == "{}" else json.loads(text)  # most messages carry none
-
-
-def message_from_row(row: tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        conversation_id=row[1],
-        role=row[2],
-        content=json.loads(row[3]),
-        metadata=_metadata(row[4]),
-        status=row[5],
-        client_message_id=row[6],
-        created_at=row[7],
-        updated_at=row[8],
-    )
-
-
 def _by_client_id(conn: apsw.Connection, conversation_id: str, client_id: str) -> Message | None:
     row = conn.execute(
         f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND client_message_id = ?",
         (conversation_id, client_id),
     ).fetchone()
     return None if row is None else message_from_row(row)
-
-
-def check_replay(stored: Message, op: Add | Reserve) -> None:
-    """Refuse a repeated ``client_message_id`` that names a different message."""
-    if stored.role != op.role:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} is already used by a {stored.role}"
-            f" message in conversation {op.conversation_id!r}"
-        )
-    if op.message_id is not None and op.message_id != stored.id:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} already names message {stored.id!r},"
-            f" not {op.message_id!r}"
-        )
-    if isinstance(op, Add) and stored.status == "complete" and stored.content != op.content:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} already names a message"
-            " with other content"
-        )
 
 
 def _insert(
@@ -163,18 +129,6 @@ def _insert(
     ), False
 
 
-def completed(stored: Message, content: Content, metadata: dict[str, Any], now: int) -> Message:
-    """The reserved placeholder ``stored`` completed by the ``Add`` that shares its client id
-    and brings ``content`` and ``metadata``."""
-    return attrs.evolve(
-        stored,
-        content=content,
-        metadata={**stored.metadata, **metadata} if metadata else stored.metadata,
-        status="complete",
-        updated_at=max(now, stored.updated_at + 1),
-    )
-
-
 def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Message:
     message = completed(stored, op.content, op.metadata, now)
     conn.execute(
@@ -212,15 +166,6 @@ def reserve_message(
     """Write an empty placeholder (content ``[]``, status ``reserved``)."""
     message, deduplicated = _insert(conn, op, [], "[]", "reserved", message_id, now)
     return Reserved(message=message, deduplicated=deduplicated)
-
-
-def check_expected(stored: Message, expected: int | None) -> None:
-    """Refuse to write a message changed since the caller read it (``expect_updated_at``)."""
-    if expected is not None and stored.updated_at != expected:
-        raise Conflict(
-            f"message_id: message {stored.id!r} changed since it was read"
-            f" (updated_at {stored.updated_at}, expected {expected})"
-        )
 
 
 def _stored(conn: apsw.Connection, message_id: str, expected: int | None = None) -> Message:
@@ -262,7 +207,7 @@ def update_message_content(
             conversation_id=row[0],
             role=row[1],
             content=op.content,
-            metadata=_metadata(row[2]),
+            metadata=decode_metadata(row[2]),
             status=status,
             client_message_id=row[3],
             created_at=row[4],

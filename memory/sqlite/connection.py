@@ -8,9 +8,11 @@ import stat
 import apsw
 
 from anchorline.errors import ConfigurationError, StorageUnavailable
+from anchorline.memory.retry import RetryPolicy
 
-from .retry import RetryPolicy, named, storage_error
+from .errors import named, storage_error
 from .schema import ensure_schema
+from .transaction import call
 
 _FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 
@@ -120,9 +122,9 @@ def connect(
         ) from None
     try:
         conn.set_busy_timeout(policy.busy_timeout_ms)
-        policy.call(conn, lambda c: ensure_schema(c, where))
+        call(policy, conn, lambda c: ensure_schema(c, where))
         if path != ":memory:":
-            policy.call(conn, lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall())
+            call(policy, conn, lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall())
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except apsw.Error as e:

@@ -17,9 +17,10 @@ from typing import cast
 import apsw
 import attrs
 
+from anchorline.memory.retry import RetryPolicy
 from anchorline.results import IndexStatus
 
-from .retry import RetryPolicy, write
+from .transaction import write
 
 
 @attrs.frozen

@@ -11,10 +11,11 @@ from typing import TypeVar
 import apsw
 
 from anchorline.errors import StorageUnavailable
+from anchorline.memory.retry import RetryPolicy
 
 from . import crud
 from .connection import connect
-from .retry import RetryPolicy, Transaction, run_in
+from .transaction import Transaction, call, run_in
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class SQLiteStore:
 
     def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         with self._lock:
-            return self.policy.call(self.conn, fn)
+            return call(self.policy, self.conn, fn)
 
     def close(self) -> None:
         with self._lock:
