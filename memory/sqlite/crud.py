@@ -248,6 +248,35 @@ def delete_message(
     return Deleted(message_id=op.message_id, existed=conn.changes() > 0)
 
 
+def restore_message(conn: apsw.Connection, message: Message) -> Added | None:
+    """Write ``message`` exactly as given unless its id is stored: an ``Added`` for it,
+    or ``None`` if its id was there already. Another message holding its
+    ``client_message_id`` is a :class:`Conflict`."""
+    if message.client_message_id is not None:
+        holder = _by_client_id(conn, message.conversation_id, message.client_message_id)
+        if holder is not None and holder.id != message.id:
+            raise Conflict(
+                f"client_message_id: {message.client_message_id!r} already names message"
+                f" {holder.id!r} in conversation {message.conversation_id!r},"
+                f" not {message.id!r}"
+            )
+    conn.execute(
+        _INSERT,
+        (
+            message.id,
+            message.conversation_id,
+            message.role,
+            encode_json(message.content),
+            encode_json(message.metadata) if message.metadata else "{}",
+            message.status,
+            message.client_message_id,
+            message.created_at,
+            message.updated_at,
+        ),
+    )
+    return Added(message=message, deduplicated=False) if conn.changes() else None
+
+
 def landed(conn: apsw.Connection, results: list[Any]) -> bool:
     """Whether the writes that gave ``results`` are in the database (after a failed COMMIT).
 
@@ -309,3 +338,27 @@ def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> lis
         (updated_before, limit),
     )
     return [message_from_row(row) for row in rows]
+
+
+def _page(conn: apsw.Connection, where: str, after_id: str | None, limit: int) -> list[Message]:
+    # Two statements, not "?1 IS NULL OR id > ?1", which keeps SQLite off the id index.
+    if after_id is None:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?", (limit,)
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+    return [message_from_row(row) for row in rows]
+
+
+def list_complete(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
+    """Up to ``limit`` complete messages whose id sorts after ``after_id``, in id order."""
+    return _page(conn, "status = 'complete'", after_id, limit)
+
+
+def scan(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
+    """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
+    return _page(conn, "1", after_id, limit)
