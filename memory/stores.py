@@ -8,11 +8,12 @@ it is asked for.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from anchorline.errors import ConfigurationError
+from anchorline.errors import ConfigurationError, StorageUnavailable
 
 if TYPE_CHECKING:
     from .interface import Store
@@ -29,6 +30,24 @@ STORES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 DURABILITY_ENV = "ANCHORLINE_DURABILITY"
 #: What each store makes of a durability is its own (SQLite: ``PRAGMA synchronous``).
 DURABILITIES = ("normal", "full")
+
+
+#: Where each store lists its driver's errors that mean the database failed.
+FAILURES = ("anchorline.memory.sqlite.errors:FAILURES",)
+
+
+@functools.cache
+def storage_failures() -> tuple[type[BaseException], ...]:
+    """The errors that mean the store failed, not the op: ``StorageUnavailable``, and the
+    driver errors a store would translate into it, should one escape untranslated."""
+    found: list[type[BaseException]] = [StorageUnavailable]
+    for target in FAILURES:
+        module, _, name = target.partition(":")
+        try:
+            found.extend(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue  # a store whose driver is not installed raises none of its errors
+    return tuple(found)
 
 
 def resolve_durability(durability: str | None) -> str:

@@ -16,6 +16,22 @@ from anchorline.errors import StorageUnavailable
 RETRYABLE: tuple[type[BaseException], ...] = (apsw.BusyError, apsw.LockedError, apsw.IOError)
 
 
+#: SQLite's errors that mean the database or its disk failed, not the caller: the
+#: store reports them as ``StorageUnavailable``, and a caller that meets one raw
+#: treats it the same way.
+FAILURES: tuple[type[BaseException], ...] = (
+    apsw.FullError,
+    apsw.ReadOnlyError,
+    apsw.IOError,
+    apsw.CorruptError,
+    apsw.NotADBError,
+    apsw.CantOpenError,
+    apsw.PermissionsError,
+    apsw.BusyError,
+    apsw.LockedError,
+)
+
+
 def filename(conn: apsw.Connection) -> str | None:
     """The file ``conn`` has open: ``""`` for an in-memory database, ``None`` once closed."""
     try:
