@@ -1,8 +1,8 @@
-"""``InMemoryTerminal``: the SQLite terminal's contract, kept in dicts.
+"""``InMemoryTerminal``: the store terminal's contract, kept in dicts.
 
 For test suites that want a real pipeline without a file. It keeps the same
-statuses, idempotency, errors and all-or-none units of work as the SQLite
-terminal; a contract test suite runs over both so they cannot drift.
+statuses, idempotency, errors and all-or-none units of work as the store
+terminal on SQLite; a contract test suite runs over both so they cannot drift.
 """
 
 from __future__ import annotations

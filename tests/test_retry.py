@@ -1,4 +1,4 @@
-"""The SQLite terminal waits out a busy database under its retry policy."""
+"""The SQLite store waits out a busy database under its retry policy."""
 
 from __future__ import annotations
 
