@@ -86,6 +86,7 @@ class Indexer:
         self._last_write = 0.0
         self._context: Context | None = None
         self._drain_lock = threading.Lock()
+        self._wake: Callable[[], None] = _nothing  # the outbox's wake(), once open
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -111,6 +112,7 @@ class Indexer:
             )
         self._store = store
         store.outbox.enable()
+        self._wake = store.outbox.wake
         self.index = VectorIndex(
             self.location,
             model=self.embedder.name,
@@ -128,7 +130,7 @@ class Indexer:
     def pipeline_closing(self, context: Context) -> None:
         if self._thread is not None:
             self._stop.set()
-            self.outbox.wake()
+            self._wake()
             self._thread.join()
             self._thread = None
             try:  # what is left stays in the outbox for the next open
@@ -150,7 +152,7 @@ class Indexer:
                 self.drain()
         else:
             self._last_write = time.monotonic()
-            self.outbox.wake()
+            self._wake()
 
     def _await_quiet(self) -> None:
         """Let a burst of writes finish before competing with it for the GIL and the lock."""
@@ -185,6 +187,7 @@ class Indexer:
 
     @property
     def outbox(self) -> Outbox:
+        """The outbox of the terminal's store."""
         assert self._store is not None
         return self._store.outbox
 
@@ -454,6 +457,10 @@ class DoctorReport:
     @property
     def clean(self) -> bool:
         return not (self.pending or self.missing or self.orphans)
+
+
+def _nothing() -> None:
+    pass
 
 
 def create(settings: Settings) -> Indexer | None:
