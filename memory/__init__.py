@@ -1,1 +1,3 @@
-"""Storage: the apsw connection, the schema, one CRUD function per op, retry and the index."""
+"""Storage: one folder per store (``sqlite/``) behind the protocols of ``interface``,
+beside what the stores share: opening by location, the retry policy, the row mapping,
+the vector index and the default embedder."""

@@ -63,7 +63,8 @@ class Transaction(Protocol):
     def restore(self, message: Message) -> bool:
         """Write ``message`` exactly as given (id, times, status, client id), unless the
         store holds its id with an ``updated_at`` at or after the message's; True if it
-        was written. For copying a store: a second copy finishes the first."""
+        was written. For copying a store: a second copy finishes the first. Another
+        message holding its ``client_message_id`` is a ``Conflict``."""
         ...
 
     def commit(self) -> None:
@@ -117,9 +118,7 @@ class Outbox(Protocol):
         """Whether an item could be claimed now; ``force`` ignores backoff."""
         ...
 
-    def claim(
-        self, *, limit: int, lease_ms: int = 60_000, force: bool = False
-    ) -> list[OutboxItem]:
+    def claim(self, *, limit: int, lease_ms: int = 60_000, force: bool = False) -> list[OutboxItem]:
         """Lease up to ``limit`` due items, oldest first; ``force`` ignores backoff."""
         ...
 
@@ -169,17 +168,31 @@ class Outbox(Protocol):
         ...
 
     def wait(self, timeout: float) -> bool:
-        """Block until another writer may have queued work, or ``timeout`` seconds pass;
-        True when woken early. A store that cannot be told returns after ``timeout``."""
+        """Block until another writer may have queued work, :meth:`wake` is called, or
+        ``timeout`` seconds pass; True when woken early. A store that cannot be told of
+        other writers returns after ``timeout`` unless woken."""
+        ...
+
+    def wake(self) -> None:
+        """Make a :meth:`wait` in progress (or the next one) return at once: for this
+        process's own writes, and for closing. Cheap: it runs after every write."""
         ...
 
 
 class Store(Protocol):
-    """One database: write transactions, the reads the read hooks need, the outbox."""
+    """One database: write transactions, the reads the read hooks need, the outbox.
+
+    ``anchorline.memory.stores.open_store`` opens a store class as
+    ``StoreClass(location, retry=RetryPolicy | None, durability="normal" | "full")``.
+    """
 
     #: Where the data is, for messages: a file path, or a URL without its password.
     location: str
-    outbox: Outbox
+
+    @property
+    def outbox(self) -> Outbox:
+        """The store's index outbox."""
+        ...
 
     def begin(self) -> Transaction:
         """Start a write transaction (commit or roll it back to let others in)."""

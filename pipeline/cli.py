@@ -14,14 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-import apsw
 import attrs
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .cli_ingest import STORE_FAILURES, Stopped, ingest_atomic, ingest_each
-from .errors import AnchorlineError, StorageUnavailable
+from anchorline.memory.stores import storage_failures
+
+from .cli_ingest import Stopped, ingest_atomic, ingest_each
+from .errors import AnchorlineError
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
 from .results import Message
@@ -251,7 +252,7 @@ _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the pipeline against raw apsw (and the peers, if installed) in one run."""
-    from .bench import QUICK, Config, run_bench
+    from .bench import QUICK, Config, disk_full, run_bench
     from .bench.report import print_report, write_json
 
     config = QUICK if args.quick else Config()
@@ -273,8 +274,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             report = run_bench(
                 config, workdir=Path(workdir), progress=lambda text: status.update(Text(text))
             )
-        except (apsw.FullError, StorageUnavailable) as e:
-            if isinstance(e, StorageUnavailable) and not isinstance(e.last_cause, apsw.FullError):
+        except Exception as e:
+            if not disk_full(e):
                 raise
             raise CLIError(
                 f"the disk is full under {tempfile.gettempdir() if args.dir is None else args.dir}:"
@@ -511,7 +512,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except (AnchorlineError, OSError) as e:
         print(f"anchorline: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
-    except STORE_FAILURES as e:
+    except storage_failures() as e:
         print(f"anchorline: error: database {args.db}: {_one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

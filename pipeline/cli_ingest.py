@@ -13,29 +13,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import apsw
+from anchorline.memory.stores import storage_failures
 
 from .context import Context, UnitOfWork
-from .errors import AnchorlineError, StorageUnavailable
+from .errors import AnchorlineError
 from .ops import PersistOp
 from .parsing import parse_op
 from .results import PersistResult
 from .runner import Pipeline, call_each, check_result
-
-#: Failures of the database or the disk, not of a line: the run stops at the
-#: first one (every later line would fail the same way).
-STORE_FAILURES: tuple[type[BaseException], ...] = (
-    StorageUnavailable,
-    apsw.FullError,
-    apsw.ReadOnlyError,
-    apsw.IOError,
-    apsw.CorruptError,
-    apsw.NotADBError,
-    apsw.CantOpenError,
-    apsw.PermissionsError,
-    apsw.BusyError,
-    apsw.LockedError,
-)
 
 Refuse = Callable[[int, str], None]
 
@@ -115,13 +100,14 @@ def ingest_each(pipeline: Pipeline, lines: Iterable[bytes], refuse: Refuse) -> i
     Refused lines go to ``refuse`` at once. A store failure raises :class:`Stopped`.
     """
     applied = 0
+    failures = storage_failures()
     for number, parsed in parse_lines(lines):
         if isinstance(parsed, str):
             refuse(number, parsed)
             continue
         try:
             pipeline.persist(parsed)
-        except STORE_FAILURES as e:
+        except failures as e:
             raise Stopped(number, applied, e) from e
         except AnchorlineError as e:
             refuse(number, str(e))
@@ -153,6 +139,7 @@ def ingest_atomic(pipeline: Pipeline, lines: Iterable[bytes], refuse: Refuse) ->
     unit = UnitOfWork()
     context = Context(pipeline, unit)
     done: list[tuple[PersistOp, PersistResult]] = []
+    failures = storage_failures()
     try:
         for number, op in ops:
             try:
@@ -160,7 +147,7 @@ def ingest_atomic(pipeline: Pipeline, lines: Iterable[bytes], refuse: Refuse) ->
                 done.append(
                     (op, check_result(hook.persist, op, hook.persist(op=op, context=context)))
                 )
-            except STORE_FAILURES as e:
+            except failures as e:
                 raise Stopped(number, 0, e) from e
             except AnchorlineError as e:
                 refused.append((number, str(e)))

@@ -24,10 +24,10 @@ TRACE_ENV = "ANCHORLINE_TRACE"
 
 #: The built-in plugins, registered in this order under these names. Each entry
 #: points to a factory that takes the pipeline's :class:`Settings` and returns
-#: the plugin, or ``None`` when the settings leave it out (the SQLite terminal
+#: the plugin, or ``None`` when the settings leave it out (the store terminal
 #: when a test double is given, the indexer when no index is asked for).
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("terminal", "anchorline.plugins.sqlite_terminal:create"),
+    ("terminal", "anchorline.plugins.terminal:create"),
     ("text", "anchorline.plugins.text_extraction:create"),
     ("embedder", "anchorline.plugins.default_embedder:create"),
     ("indexer", "anchorline.plugins.indexer:create"),

@@ -164,11 +164,12 @@ class Pipeline:
         sweep_on_open: float | None = None,
         durability: str | None = None,
     ) -> Pipeline:
-        """Open the pipeline on the database at ``path`` (or ``":memory:"``).
+        """Open the pipeline on the database at ``path``: a SQLite file (or ``":memory:"``),
+        or a ``postgresql://`` URL with ``anchorline[postgres]`` installed.
 
-        ``terminal`` replaces the SQLite terminal (no file is touched);
+        ``terminal`` replaces the default terminal (no store is opened);
         ``plugins`` are extra plugin objects or modules; ``retry`` is the
-        :class:`~anchorline.memory.retry.RetryPolicy` for SQLite writes.
+        :class:`~anchorline.memory.retry.RetryPolicy` for the store's writes.
 
         ``index`` turns on the vector index: ``"local"`` (embedded Qdrant in a
         folder next to the database), ``":memory:"``, a folder path, or a

@@ -1,8 +1,8 @@
-"""``InMemoryTerminal``: the SQLite terminal's contract, kept in dicts.
+"""``InMemoryTerminal``: the store terminal's contract, kept in dicts.
 
 For test suites that want a real pipeline without a file. It keeps the same
-statuses, idempotency, errors and all-or-none units of work as the SQLite
-terminal; a contract test suite runs over both so they cannot drift.
+statuses, idempotency, errors and all-or-none units of work as the store
+terminal on SQLite; a contract test suite runs over both so they cannot drift.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.crud import check_expected, check_replay, completed
+from anchorline.memory.rows import check_expected, check_replay, completed
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,

@@ -1,10 +1,11 @@
 """The indexer: drains the index outbox into the vector index, off the write path.
 
-The SQLite triggers record each intent to index in the same transaction as the
-message write. This plugin only wakes a background worker after each write
-(or, with ``index_sync=True``, drains right there, after the commit). Work that
-fails stays in the outbox with its error and a backoff, and is retried; work
-left by a crash is drained on the next open.
+The store records each intent to index in the same transaction as the message
+write (its :class:`~anchorline.memory.interface.Outbox`). This plugin only wakes
+a background worker after each write (or, with ``index_sync=True``, drains
+right there, after the commit). Work that fails stays in the outbox with its
+error and a backoff, and is retried; work left by a crash is drained on the
+next open.
 
 Each time the index is opened the indexer checks it against the database
 (:meth:`Indexer.reconcile`): an index found empty, or holding fewer points than
@@ -19,25 +20,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
-import apsw
 import attrs
 
 from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
 from anchorline.hookspecs import hookimpl
-from anchorline.memory import crud, outbox, schema
-from anchorline.memory.retry import RetryPolicy, write
-from anchorline.memory.store import SQLiteStore
+from anchorline.memory.interface import Outbox, OutboxItem, Store
 from anchorline.memory.vector_index import Point, VectorIndex, index_location
 from anchorline.ops import PersistOp, UpdateContent
 from anchorline.results import Hit, IndexStatus, Message, PersistResult
 from anchorline.settings import Settings
 
-from .sqlite_terminal import SQLiteTerminal
 from .text_extraction import message_text
 
 log = logging.getLogger("anchorline.index")
@@ -81,17 +77,16 @@ class Indexer:
         self.location = index_location(settings.index or "local", settings.path)
         self.sync = settings.index_sync
         self.poll_interval = poll_interval
-        self.policy = settings.retry or RetryPolicy()
         self.index: VectorIndex | None = None
         self.embedder: Embedder | None = None
         self.last_error: str | None = None
         self._failing: str | None = None  # the error being reported, until indexing works again
         self._reconciled = False
-        self._store: SQLiteStore | None = None  # the terminal's
+        self._store: Store | None = None  # the terminal's
         self._last_write = 0.0
         self._context: Context | None = None
         self._drain_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake: Callable[[], None] = _nothing  # the outbox's wake(), once open
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,11 +102,17 @@ class Indexer:
         self._context = context
         embedder = self.settings.embedder or pipeline.plugin_manager.hook.embedder(context=context)
         self.embedder = _check_embedder(embedder)
-        # The terminal's connection: an in-memory database exists only there, and
-        # in-process writers then queue on a lock instead of SQLite's busy sleeps.
-        terminal = cast(SQLiteTerminal, pipeline.plugin_manager.get_plugin("terminal"))
-        self._store = terminal.store
-        self._store.read(schema.enable_index)
+        # The terminal's store: an in-memory database exists only there, and
+        # in-process writers then queue on its lock instead of busy sleeps.
+        store: Store | None = getattr(pipeline.plugin_manager.get_plugin("terminal"), "store", None)
+        if store is None:
+            raise ConfigurationError(
+                "index: the plugin registered as 'terminal' has no store to keep the outbox in;"
+                " leave the default terminal in place to index"
+            )
+        self._store = store
+        store.outbox.enable()
+        self._wake = store.outbox.wake
         self.index = VectorIndex(
             self.location,
             model=self.embedder.name,
@@ -129,7 +130,7 @@ class Indexer:
     def pipeline_closing(self, context: Context) -> None:
         if self._thread is not None:
             self._stop.set()
-            self._wake.set()
+            self._wake()
             self._thread.join()
             self._thread = None
             try:  # what is left stays in the outbox for the next open
@@ -151,8 +152,7 @@ class Indexer:
                 self.drain()
         else:
             self._last_write = time.monotonic()
-            if not self._wake.is_set():
-                self._wake.set()
+            self._wake()
 
     def _await_quiet(self) -> None:
         """Let a burst of writes finish before competing with it for the GIL and the lock."""
@@ -165,13 +165,13 @@ class Indexer:
 
     def _run(self) -> None:
         # Work left by an earlier run (or a crash) is drained at once; after that
-        # the worker sleeps until a write wakes it, polling now and then for the
-        # writes of other processes.
-        woken = self._sql(outbox.has_due)
+        # the worker sleeps until a write of this process wakes it, or the outbox
+        # tells of another's (a store that cannot tell is polled every interval).
+        outbox = self.outbox
+        woken = outbox.has_due()
         while not self._stop.is_set():
             if not woken:
-                self._wake.wait(self.poll_interval)
-            self._wake.clear()
+                outbox.wait(self.poll_interval)
             woken = False
             try:
                 self._await_quiet()
@@ -185,9 +185,11 @@ class Indexer:
 
     # --- draining -----------------------------------------------------------
 
-    def _sql(self, fn: Callable[[apsw.Connection], Any]) -> Any:
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox of the terminal's store."""
         assert self._store is not None
-        return self._store.read(fn)
+        return self._store.outbox
 
     def drain(self, *, force: bool = False, wait: float = 0.0) -> int:
         """Process due outbox items until none are left; returns how many were done.
@@ -196,9 +198,10 @@ class Indexer:
         the embedder are recorded on the items, not raised.
         """
         assert self._store is not None and self.index is not None
+        outbox = self._store.outbox
         processed = 0
         with self._drain_lock:
-            if not self._sql(lambda c: outbox.has_due(c, force=force)):
+            if not outbox.has_due(force=force):
                 return 0
             if self.index.embedded:
                 try:  # fail fast (IndexBusy) before claiming
@@ -209,20 +212,18 @@ class Indexer:
                 except IndexUnavailable:
                     pass  # the batch fails below, and its items record why
             while True:
-                items = self._sql(lambda c: outbox.claim(c, self.policy, limit=BATCH, force=force))
+                items = outbox.claim(limit=BATCH, force=force)
                 if not items:
                     return processed
                 if not self._process(items):
                     return processed
                 processed += len(items)
 
-    def _process(self, items: list[outbox.Item]) -> bool:
-        assert self.index is not None and self.embedder is not None
+    def _process(self, items: list[OutboxItem]) -> bool:
+        assert self._store is not None and self.index is not None and self.embedder is not None
         try:
             ids = [i.message_id for i in items if i.action != "delete"]
-            messages = {
-                m.id: m for m in self._sql(lambda c: [crud.get_message(c, i) for i in ids]) if m
-            }
+            messages = {m.id: m for m in self._store.get_messages(ids)}
             to_embed: list[tuple[Message, str]] = []
             deleted = [i.message_id for i in items if i.action == "delete"]
             to_delete = list(deleted)
@@ -261,9 +262,9 @@ class Indexer:
         except Exception as e:
             self.last_error = f"{type(e).__name__}: {e}"
             self._report_failure(self.last_error)
-            self._sql(lambda c: outbox.failed(c, self.policy, items, self.last_error or ""))
+            self._store.outbox.failed(items, self.last_error)
             return False
-        self._sql(lambda c: outbox.done(c, self.policy, items, textless))
+        self._store.outbox.done(items, textless)
         if self._failing is not None:
             log.info("indexing works again (it failed with %s)", self._failing)
             self._failing = None
@@ -285,7 +286,7 @@ class Indexer:
     # --- the pipeline's index API -------------------------------------------
 
     def status(self) -> IndexStatus:
-        return self._sql(outbox.status)  # type: ignore[no-any-return]
+        return self.outbox.status()
 
     def flush(self, timeout: float | None = None) -> IndexStatus:
         """Drain until the outbox is empty; raise :class:`IndexUnavailable` if it cannot."""
@@ -341,11 +342,12 @@ class Indexer:
         points than the complete messages with text does it look up which are
         missing, by id, and queue those.
         """
-        assert self.index is not None
-        if self._sql(_reindex_started):
+        assert self._store is not None and self.index is not None
+        outbox = self._store.outbox
+        if outbox.reindex_started():
             return 0  # the reindex in progress queued everything already
         if created:
-            queued: int = self._sql(lambda c: write(c, self.policy, outbox.enqueue_missing))
+            queued = outbox.enqueue_missing()
             if queued:
                 (log.info if self.location == ":memory:" else log.warning)(
                     "index %s had no collection %s (the index was lost, or the embedder is"
@@ -355,31 +357,21 @@ class Indexer:
                     queued,
                 )
             return queued
-        counts: outbox.Counts = self._sql(outbox.counts)
+        counts = outbox.counts()
         if self.index.count() + counts.pending + counts.textless >= counts.complete:
             return 0
-        candidates: list[str] = self._sql(outbox.unqueued_complete)
+        candidates = outbox.unqueued_complete()
         present = self.index.existing(candidates)
         missing: list[str] = []
         textless = 0
         absent = [m for m in candidates if m not in present]
-
-        def load(c: apsw.Connection, ids: list[str]) -> list[Message | None]:
-            return [crud.get_message(c, m) for m in ids]
-
         for start in range(0, len(absent), 1000):
-            for message in self._sql(partial(load, ids=absent[start : start + 1000])):
-                if message is not None:
-                    if self._text(message):
-                        missing.append(message.id)
-                    else:
-                        textless += 1
-
-        def record(c: apsw.Connection) -> None:
-            outbox.enqueue(c, missing)
-            outbox.set_textless_count(c, textless)
-
-        self._sql(lambda c: write(c, self.policy, record))
+            for message in self._store.get_messages(absent[start : start + 1000]):
+                if self._text(message):
+                    missing.append(message.id)
+                else:
+                    textless += 1
+        outbox.requeue(missing, textless)
         if missing:
             log.warning(
                 "index %s lacked %d message(s) of the database: queued to index again",
@@ -389,24 +381,23 @@ class Indexer:
         return len(missing)
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Rebuild the index from SQLite; returns how many messages were indexed.
+        """Rebuild the index from the store; returns how many messages were indexed.
 
         The collection is emptied and every complete message queued, in one
         step recorded in the database. Draining then goes batch by batch, so
         an interrupted reindex resumes where it stopped when run again.
         """
         assert self.index is not None
-        if not self._sql(_reindex_started):
+        outbox = self.outbox
+        if not outbox.reindex_started():
             self.index.recreate()
-            self._sql(lambda c: write(c, self.policy, _start_reindex))
+            outbox.start_reindex()
         total = self.status().pending
         if progress:
             progress(0, total)
         while True:
             with self._drain_lock:
-                items = self._sql(
-                    lambda c: outbox.claim(c, self.policy, limit=BATCH * 4, force=True)
-                )
+                items = outbox.claim(limit=BATCH * 4, force=True)
                 if items and not self._process(items):
                     raise IndexUnavailable(f"reindex stopped: {self.last_error}")
             pending = self.status().pending
@@ -416,30 +407,16 @@ class Indexer:
                 break
             if not items:
                 time.sleep(0.05)  # another drainer holds the rest under lease
-        self._sql(lambda c: write(c, self.policy, _finish_reindex))
+        outbox.finish_reindex()
         return total
 
     def doctor(self) -> DoctorReport:
         """Compare the messages that should be indexed with the points in the index."""
-        assert self.index is not None
+        assert self._store is not None and self.index is not None
         if not self._reconciled:
             self._open_index()  # what opening re-queues then counts as pending, not missing
-
-        def complete(c: apsw.Connection) -> list[Message]:
-            return [
-                crud.message_from_row(row)
-                for row in c.execute(
-                    f"SELECT {crud.COLUMNS} FROM messages WHERE status = 'complete'"
-                )
-            ]
-
-        indexable = {m.id for m in self._sql(complete) if self._text(m)}
-        pending = {
-            row[0]
-            for row in self._sql(
-                lambda c: c.execute("SELECT message_id FROM index_outbox").fetchall()
-            )
-        }
+        indexable = {m.id for m in self._store.complete_messages() if self._text(m)}
+        pending = self._store.outbox.pending_ids()
         points = self.index.message_ids()
         current = self.status()
         return DoctorReport(
@@ -482,19 +459,8 @@ class DoctorReport:
         return not (self.pending or self.missing or self.orphans)
 
 
-def _reindex_started(conn: apsw.Connection) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM anchorline_meta WHERE key = 'reindex'").fetchone() is not None
-    )
-
-
-def _start_reindex(conn: apsw.Connection) -> None:
-    outbox.enqueue_all(conn)
-    conn.execute("INSERT OR REPLACE INTO anchorline_meta VALUES ('reindex', 'started')")
-
-
-def _finish_reindex(conn: apsw.Connection) -> None:
-    conn.execute("DELETE FROM anchorline_meta WHERE key = 'reindex'")
+def _nothing() -> None:
+    pass
 
 
 def create(settings: Settings) -> Indexer | None:
@@ -502,7 +468,7 @@ def create(settings: Settings) -> Indexer | None:
         return None
     if settings.terminal is not None:
         raise ConfigurationError(
-            "index: the outbox lives in the SQLite terminal's database; a replacement terminal"
+            "index: the outbox lives in the default terminal's store; a replacement terminal"
             " indexes its own writes (see docs/indexing.md)"
         )
     return Indexer(settings)

@@ -99,7 +99,8 @@ def test_plugins_lists_plugins_and_hook_order(tmp_path: Path) -> None:
     assert run(tmp_path, "ingest", "-", stdin="").returncode == 0
     result = run(tmp_path, "plugins")
     assert result.returncode == 0, result.stderr
-    assert "terminal" in result.stdout and "SQLiteTerminal" in result.stdout
+    assert "terminal" in result.stdout and "StoreTerminal" in result.stdout
+    assert "SQLiteStore" in result.stdout
     assert "persist" in result.stdout and "trylast" in result.stdout
 
 

@@ -1,4 +1,4 @@
-"""The terminal contract, run on the SQLite terminal and on the in-memory double."""
+"""The terminal contract, run on the store terminal over SQLite and on the in-memory double."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import apsw
 import pytest
 
 from anchorline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
-from anchorline.memory import crud
-from anchorline.memory.connection import connect
+from anchorline.memory.sqlite import crud
+from anchorline.memory.sqlite.connection import connect
 
 SCRIPT: list[Any] = [
     Add(

@@ -41,6 +41,7 @@ def test_the_wheel_holds_one_top_level_name(tmp_path: Path) -> None:
     ):
         assert typed in names
     assert "anchorline/bench/__init__.py" in names
+    assert "anchorline/memory/sqlite/store.py" in names
 
 
 def test_a_users_memory_plugins_and_pipeline_modules_do_not_shadow_anchorline(

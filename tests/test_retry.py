@@ -1,4 +1,4 @@
-"""The SQLite terminal waits out a busy database under its retry policy."""
+"""The SQLite store waits out a busy database under its retry policy."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_opening_a_new_file_waits_out_another_writer(db_path: str) -> None:
 def test_a_storage_error_in_a_write_is_one_line_and_lets_other_threads_in(
     db_path: str, stage: str
 ) -> None:
-    from anchorline.memory.store import SQLiteStore
+    from anchorline.memory.sqlite.store import SQLiteStore
 
     def fail(conn: apsw.Connection) -> None:
         conn.execute("INSERT INTO anchorline_meta VALUES ('probe', '1')")
@@ -162,8 +162,8 @@ def test_a_refused_op_is_not_replayed_when_a_later_op_in_its_transaction_is_retr
     db_path: str,
 ) -> None:
     from anchorline import Conflict, Update
-    from anchorline.memory import crud
-    from anchorline.memory.store import SQLiteStore
+    from anchorline.memory.sqlite import crud
+    from anchorline.memory.sqlite.store import SQLiteStore
 
     store = SQLiteStore(db_path, RetryPolicy(initial_backoff=0.001, jitter=False))
     try:

@@ -95,7 +95,7 @@ INSERT INTO messages VALUES
 
 
 def test_a_version_1_file_is_upgraded_in_place_with_its_messages(tmp_path: Path) -> None:
-    from anchorline.memory.schema import INDEX_TRIGGERS
+    from anchorline.memory.sqlite.schema import INDEX_TRIGGERS
 
     path = tmp_path / "v1.db"
     conn = apsw.Connection(str(path))

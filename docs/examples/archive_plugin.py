@@ -47,7 +47,7 @@ from anchorline import (
     hookimpl,
 )
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.crud import check_expected, check_replay
+from anchorline.memory.rows import check_expected, check_replay
 
 PREFIX = "archive:"
 

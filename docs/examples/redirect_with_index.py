@@ -1,6 +1,6 @@
 """A redirecting plugin that indexes its own writes.
 
-Ops the plugin answers never reach the SQLite terminal, so the terminal's
+Ops the plugin answers never reach the default terminal, so the terminal's
 outbox never sees them and the default indexer cannot index them. This plugin
 keeps conversations whose id starts with ``"ephemeral:"`` in memory and
 indexes their complete messages itself, in ``after_persist``, with the

@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
 import attrs
+
+from anchorline.errors import StorageUnavailable
 
 from .peers import peer_cases
 from .report import Report
@@ -49,6 +52,13 @@ QUICK = Config(
     read_sizes=(1_000, 5_000), queries=3, search_sizes=(100, 500), peer_items=20,
     peer_batches=2, peer_batch_size=10, quick=True,
 )  # fmt: skip
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a full disk: the raw cases' own, or the pipeline's
+    ``StorageUnavailable`` caused by one."""
+    cause = getattr(error, "last_cause", None) if isinstance(error, StorageUnavailable) else error
+    return isinstance(cause, apsw.FullError)
 
 
 def run_bench(

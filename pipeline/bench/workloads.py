@@ -1,6 +1,6 @@
 """The write and read cases: Anchorline, and raw apsw doing the same SQL work.
 
-The raw cases use the same file layout (:data:`anchorline.memory.schema.SCHEMA`, its
+The raw cases use the same file layout (:data:`anchorline.memory.sqlite.schema.SCHEMA`, its
 tables and indexes), the same pragmas (WAL, ``synchronous=NORMAL``, or FULL
 beside ``durability="full"``) and the same row: a ~500-byte content, a fresh
 UUIDv7 id and a millisecond timestamp per row. They skip everything the
@@ -21,8 +21,8 @@ import apsw
 
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import new_message_id, wall_ms
-from anchorline.memory.crud import COLUMNS
-from anchorline.memory.schema import SCHEMA, ensure_schema
+from anchorline.memory.rows import COLUMNS
+from anchorline.memory.sqlite.schema import SCHEMA, ensure_schema
 from anchorline.ops import Add, Reserve, UpdateContent
 from anchorline.plugin_manager import create_plugin_manager
 from anchorline.results import Added, Message

@@ -10,8 +10,8 @@ import apsw
 import pytest
 
 from anchorline import Add, Pipeline, StorageUnavailable
-from anchorline.memory import crud
-from anchorline.memory.store import SQLiteStore
+from anchorline.memory.sqlite import crud
+from anchorline.memory.sqlite.store import SQLiteStore
 
 from .conftest import FullDisk, close_within, finishes, full_disk
 

@@ -10,24 +10,21 @@ tried again.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Sequence
-from typing import cast
+from functools import partial
+from typing import TYPE_CHECKING, cast
 
 import apsw
-import attrs
 
+from anchorline.memory.interface import OutboxCounts, OutboxItem
 from anchorline.results import IndexStatus
 
-from .retry import RetryPolicy, write
+from .schema import enable_index
 
-
-@attrs.frozen
-class Item:
-    message_id: str
-    action: str
-    seq: int
-    attempts: int
+if TYPE_CHECKING:
+    from .store import SQLiteStore
 
 
 def now_ms() -> int:
@@ -43,38 +40,26 @@ def backoff_ms(attempts: int) -> int:
 Statements = Sequence[tuple[str, tuple[object, ...]]]
 
 
-def transact(conn: apsw.Connection, policy: RetryPolicy, statements: Statements) -> None:
-    def run(c: apsw.Connection) -> None:
-        for sql, args in statements:
-            c.execute(sql, args)
-
-    write(conn, policy, run)
+def execute(conn: apsw.Connection, statements: Statements) -> None:
+    """Run ``statements`` in the transaction ``conn`` is in."""
+    for sql, args in statements:
+        conn.execute(sql, args)
 
 
 def claim(
-    conn: apsw.Connection,
-    policy: RetryPolicy,
-    *,
-    limit: int,
-    lease_ms: int = 60_000,
-    force: bool = False,
-) -> list[Item]:
-    """Lease up to ``limit`` due items, oldest first; ``force`` ignores their backoff."""
-    now = now_ms()
+    conn: apsw.Connection, *, now: int, limit: int, lease_ms: int, force: bool
+) -> list[OutboxItem]:
+    """Lease up to ``limit`` items due at ``now``, oldest first; ``force`` ignores backoff."""
     due = "" if force else "AND next_attempt_at <= ?1"
-
-    def run(c: apsw.Connection) -> list[Item]:
-        rows = c.execute(
-            f"""UPDATE index_outbox SET lease_until = ?1 + ?2
-                WHERE message_id IN (
-                    SELECT message_id FROM index_outbox WHERE lease_until <= ?1 {due}
-                    ORDER BY enqueued_at LIMIT ?3)
-                RETURNING message_id, action, seq, attempts""",
-            (now, lease_ms, limit),
-        ).fetchall()
-        return [Item(*cast(tuple[str, str, int, int], row)) for row in rows]
-
-    return write(conn, policy, run)
+    rows = conn.execute(
+        f"""UPDATE index_outbox SET lease_until = ?1 + ?2
+            WHERE message_id IN (
+                SELECT message_id FROM index_outbox WHERE lease_until <= ?1 {due}
+                ORDER BY enqueued_at LIMIT ?3)
+            RETURNING message_id, action, seq, attempts""",
+        (now, lease_ms, limit),
+    ).fetchall()
+    return [OutboxItem(*cast(tuple[str, str, int, int], row)) for row in rows]
 
 
 def has_due(conn: apsw.Connection, force: bool = False) -> bool:
@@ -86,17 +71,13 @@ def has_due(conn: apsw.Connection, force: bool = False) -> bool:
     return row is not None
 
 
-def done(
-    conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item], textless: int = 0
-) -> None:
+def done_statements(items: Sequence[OutboxItem], textless: int = 0) -> Statements:
     """Remove finished items, unless they were re-queued while being worked on.
 
     ``textless`` is added to the count of complete messages without text (see
     :func:`textless_count`), in the same transaction.
     """
-    transact(
-        conn,
-        policy,
+    return (
         [
             ("DELETE FROM index_outbox WHERE message_id = ? AND seq = ?", (i.message_id, i.seq))
             for i in items
@@ -105,30 +86,25 @@ def done(
             ("UPDATE index_outbox SET lease_until = 0 WHERE message_id = ?", (i.message_id,))
             for i in items
         ]
-        + ([(_ADD_TEXTLESS, (textless,))] if textless else []),
+        + ([(_ADD_TEXTLESS, (textless,))] if textless else [])
     )
 
 
-def failed(conn: apsw.Connection, policy: RetryPolicy, items: Sequence[Item], error: str) -> None:
+def failed_statements(items: Sequence[OutboxItem], error: str) -> Statements:
     """Keep failed items, counting the attempt and scheduling the next one."""
     now = now_ms()
-    transact(
-        conn,
-        policy,
-        [
-            (
-                """UPDATE index_outbox SET attempts = attempts + 1, last_error = ?,
-                       next_attempt_at = ?, lease_until = 0
-                   WHERE message_id = ? AND seq = ?""",
-                (error, now + backoff_ms(i.attempts + 1), i.message_id, i.seq),
-            )
-            for i in items
-        ]
-        + [
-            ("UPDATE index_outbox SET lease_until = 0 WHERE message_id = ?", (i.message_id,))
-            for i in items
-        ],
-    )
+    return [
+        (
+            """UPDATE index_outbox SET attempts = attempts + 1, last_error = ?,
+                   next_attempt_at = ?, lease_until = 0
+               WHERE message_id = ? AND seq = ?""",
+            (error, now + backoff_ms(i.attempts + 1), i.message_id, i.seq),
+        )
+        for i in items
+    ] + [
+        ("UPDATE index_outbox SET lease_until = 0 WHERE message_id = ?", (i.message_id,))
+        for i in items
+    ]
 
 
 def status(conn: apsw.Connection) -> IndexStatus:
@@ -172,16 +148,7 @@ def set_textless_count(conn: apsw.Connection, count: int) -> None:
     conn.execute("INSERT OR REPLACE INTO anchorline_meta VALUES (?, ?)", (TEXTLESS_KEY, str(count)))
 
 
-@attrs.frozen
-class Counts:
-    """What the index should hold, counted cheaply (no scan of the messages' content)."""
-
-    complete: int
-    pending: int  # outbox items that will add or refresh a point
-    textless: int
-
-
-def counts(conn: apsw.Connection) -> Counts:
+def counts(conn: apsw.Connection) -> OutboxCounts:
     # All messages minus the reserved ones: both counts are answered from indexes.
     row = conn.execute(
         """SELECT (SELECT count(*) FROM messages)
@@ -189,7 +156,12 @@ def counts(conn: apsw.Connection) -> Counts:
                   (SELECT count(*) FROM index_outbox WHERE action != 'delete')"""
     ).fetchone()
     complete, pending = row if row else (0, 0)
-    return Counts(complete=complete, pending=pending, textless=textless_count(conn))
+    return OutboxCounts(complete=complete, pending=pending, textless=textless_count(conn))
+
+
+def pending_ids(conn: apsw.Connection) -> set[str]:
+    """The ids of the messages with an item waiting."""
+    return {row[0] for row in conn.execute("SELECT message_id FROM index_outbox")}
 
 
 def unqueued_complete(conn: apsw.Connection) -> list[str]:
@@ -240,3 +212,99 @@ def enqueue_all(conn: apsw.Connection) -> None:
         (now_ms(),),
     )
     set_textless_count(conn, 0)
+
+
+def requeue(conn: apsw.Connection, message_ids: Sequence[str], textless: int) -> None:
+    """Queue ``message_ids`` and set the count of textless messages; run inside a transaction."""
+    enqueue(conn, message_ids)
+    set_textless_count(conn, textless)
+
+
+# A reindex in progress is recorded, so that one interrupted resumes.
+_REINDEX_KEY = "reindex"
+
+
+def reindex_started(conn: apsw.Connection) -> bool:
+    query = "SELECT 1 FROM anchorline_meta WHERE key = ?"
+    return conn.execute(query, (_REINDEX_KEY,)).fetchone() is not None
+
+
+def start_reindex(conn: apsw.Connection) -> None:
+    """Queue every complete message and record the reindex; run inside a transaction."""
+    enqueue_all(conn)
+    conn.execute("INSERT OR REPLACE INTO anchorline_meta VALUES (?, 'started')", (_REINDEX_KEY,))
+
+
+def finish_reindex(conn: apsw.Connection) -> None:
+    conn.execute("DELETE FROM anchorline_meta WHERE key = ?", (_REINDEX_KEY,))
+
+
+class SQLiteOutbox:
+    """The outbox of a :class:`~anchorline.memory.sqlite.store.SQLiteStore`.
+
+    Its intents are written by triggers (see ``schema.INDEX_TRIGGERS``). SQLite
+    cannot tell one process of another's commits, so :meth:`wait` sleeps until
+    its timeout unless :meth:`wake` is called: a drainer finds the writes of
+    other processes within one wait, and its own at once.
+    """
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._woken = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"SQLiteOutbox({self._store.location!r})"
+
+    def enable(self) -> None:
+        self._store.read(enable_index)
+
+    def has_due(self, *, force: bool = False) -> bool:
+        return self._store.read(partial(has_due, force=force))
+
+    def claim(self, *, limit: int, lease_ms: int = 60_000, force: bool = False) -> list[OutboxItem]:
+        # The time is fixed once, so a replayed attempt claims the same items.
+        return self._store.transact(
+            partial(claim, now=now_ms(), limit=limit, lease_ms=lease_ms, force=force)
+        )
+
+    def done(self, items: Sequence[OutboxItem], textless: int = 0) -> None:
+        self._store.transact(partial(execute, statements=done_statements(items, textless)))
+
+    def failed(self, items: Sequence[OutboxItem], error: str) -> None:
+        self._store.transact(partial(execute, statements=failed_statements(items, error)))
+
+    def status(self) -> IndexStatus:
+        return self._store.read(status)
+
+    def counts(self) -> OutboxCounts:
+        return self._store.read(counts)
+
+    def pending_ids(self) -> set[str]:
+        return self._store.read(pending_ids)
+
+    def unqueued_complete(self) -> list[str]:
+        return self._store.read(unqueued_complete)
+
+    def enqueue_missing(self) -> int:
+        return self._store.transact(enqueue_missing)
+
+    def requeue(self, message_ids: Sequence[str], textless: int) -> None:
+        self._store.transact(partial(requeue, message_ids=message_ids, textless=textless))
+
+    def reindex_started(self) -> bool:
+        return self._store.read(reindex_started)
+
+    def start_reindex(self) -> None:
+        self._store.transact(start_reindex)
+
+    def finish_reindex(self) -> None:
+        self._store.transact(finish_reindex)
+
+    def wait(self, timeout: float) -> bool:
+        woken = self._woken.wait(timeout)
+        self._woken.clear()
+        return woken
+
+    def wake(self) -> None:
+        if not self._woken.is_set():
+            self._woken.set()

@@ -11,7 +11,6 @@ a retried write produces exactly the same row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import update_wrapper
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,6 +20,14 @@ import attrs
 
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory.rows import (
+    COLUMNS,
+    check_expected,
+    check_replay,
+    completed,
+    decode_metadata,
+    message_from_row,
+)
 from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
 from anchorline.results import (
     Added,
@@ -35,10 +42,6 @@ from anchorline.results import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-COLUMNS = (
-    "id, conversation_id, role, content, metadata, status, client_message_id,"
-    " created_at, updated_at"
-)
 _INSERT = (
     f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
@@ -65,49 +68,12 @@ def atomic(
     return wrapper
 
 
-def _metadata(text: str) -> dict[str, Any]:
-    return {} if text == "{}" else json.loads(text)  # most messages carry none
-
-
-def message_from_row(row: tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        conversation_id=row[1],
-        role=row[2],
-        content=json.loads(row[3]),
-        metadata=_metadata(row[4]),
-        status=row[5],
-        client_message_id=row[6],
-        created_at=row[7],
-        updated_at=row[8],
-    )
-
-
 def _by_client_id(conn: apsw.Connection, conversation_id: str, client_id: str) -> Message | None:
     row = conn.execute(
         f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND client_message_id = ?",
         (conversation_id, client_id),
     ).fetchone()
     return None if row is None else message_from_row(row)
-
-
-def check_replay(stored: Message, op: Add | Reserve) -> None:
-    """Refuse a repeated ``client_message_id`` that names a different message."""
-    if stored.role != op.role:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} is already used by a {stored.role}"
-            f" message in conversation {op.conversation_id!r}"
-        )
-    if op.message_id is not None and op.message_id != stored.id:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} already names message {stored.id!r},"
-            f" not {op.message_id!r}"
-        )
-    if isinstance(op, Add) and stored.status == "complete" and stored.content != op.content:
-        raise Conflict(
-            f"client_message_id: {op.client_message_id!r} already names a message"
-            " with other content"
-        )
 
 
 def _insert(
@@ -163,18 +129,6 @@ def _insert(
     ), False
 
 
-def completed(stored: Message, content: Content, metadata: dict[str, Any], now: int) -> Message:
-    """The reserved placeholder ``stored`` completed by the ``Add`` that shares its client id
-    and brings ``content`` and ``metadata``."""
-    return attrs.evolve(
-        stored,
-        content=content,
-        metadata={**stored.metadata, **metadata} if metadata else stored.metadata,
-        status="complete",
-        updated_at=max(now, stored.updated_at + 1),
-    )
-
-
 def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Message:
     message = completed(stored, op.content, op.metadata, now)
     conn.execute(
@@ -212,15 +166,6 @@ def reserve_message(
     """Write an empty placeholder (content ``[]``, status ``reserved``)."""
     message, deduplicated = _insert(conn, op, [], "[]", "reserved", message_id, now)
     return Reserved(message=message, deduplicated=deduplicated)
-
-
-def check_expected(stored: Message, expected: int | None) -> None:
-    """Refuse to write a message changed since the caller read it (``expect_updated_at``)."""
-    if expected is not None and stored.updated_at != expected:
-        raise Conflict(
-            f"message_id: message {stored.id!r} changed since it was read"
-            f" (updated_at {stored.updated_at}, expected {expected})"
-        )
 
 
 def _stored(conn: apsw.Connection, message_id: str, expected: int | None = None) -> Message:
@@ -262,7 +207,7 @@ def update_message_content(
             conversation_id=row[0],
             role=row[1],
             content=op.content,
-            metadata=_metadata(row[2]),
+            metadata=decode_metadata(row[2]),
             status=status,
             client_message_id=row[3],
             created_at=row[4],
@@ -301,6 +246,40 @@ def delete_message(
             check_expected(stored, expect_updated_at)
     conn.execute("DELETE FROM messages WHERE id = ?", (op.message_id,))
     return Deleted(message_id=op.message_id, existed=conn.changes() > 0)
+
+
+def restore_message(conn: apsw.Connection, message: Message) -> Added | None:
+    """Write ``message`` exactly as given unless its id is stored with an ``updated_at``
+    at or after the message's: an ``Added`` for it, or ``None`` if the stored row was
+    as new. Another message holding its ``client_message_id`` is a :class:`Conflict`."""
+    if message.client_message_id is not None:
+        holder = _by_client_id(conn, message.conversation_id, message.client_message_id)
+        if holder is not None and holder.id != message.id:
+            raise Conflict(
+                f"client_message_id: {message.client_message_id!r} already names message"
+                f" {holder.id!r} in conversation {message.conversation_id!r},"
+                f" not {message.id!r}"
+            )
+    row = (
+        message.id,
+        message.conversation_id,
+        message.role,
+        encode_json(message.content),
+        encode_json(message.metadata) if message.metadata else "{}",
+        message.status,
+        message.client_message_id,
+        message.created_at,
+        message.updated_at,
+    )
+    conn.execute(_INSERT, row)
+    if not conn.changes():  # the id is stored: an older copy is brought up to date
+        conn.execute(
+            """UPDATE messages SET conversation_id = ?2, role = ?3, content = ?4, metadata = ?5,
+                   status = ?6, client_message_id = ?7, created_at = ?8, updated_at = ?9
+               WHERE id = ?1 AND updated_at < ?9""",
+            row,
+        )
+    return Added(message=message, deduplicated=False) if conn.changes() else None
 
 
 def landed(conn: apsw.Connection, results: list[Any]) -> bool:
@@ -364,3 +343,27 @@ def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> lis
         (updated_before, limit),
     )
     return [message_from_row(row) for row in rows]
+
+
+def _page(conn: apsw.Connection, where: str, after_id: str | None, limit: int) -> list[Message]:
+    # Two statements, not "?1 IS NULL OR id > ?1", which keeps SQLite off the id index.
+    if after_id is None:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?", (limit,)
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+    return [message_from_row(row) for row in rows]
+
+
+def list_complete(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
+    """Up to ``limit`` complete messages whose id sorts after ``after_id``, in id order."""
+    return _page(conn, "status = 'complete'", after_id, limit)
+
+
+def scan(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
+    """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
+    return _page(conn, "1", after_id, limit)

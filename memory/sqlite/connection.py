@@ -7,34 +7,21 @@ import stat
 
 import apsw
 
-from anchorline.errors import ConfigurationError, StorageUnavailable
+from anchorline.errors import StorageUnavailable
+from anchorline.memory.retry import RetryPolicy
+from anchorline.memory.stores import resolve_durability
 
-from .retry import RetryPolicy, named, storage_error
+from .errors import named, storage_error
 from .schema import ensure_schema
+from .transaction import call
 
 _FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 
-#: The environment variable that sets the durability when ``Pipeline.open`` does not.
-DURABILITY_ENV = "ANCHORLINE_DURABILITY"
 #: Each durability and the ``PRAGMA synchronous`` it runs the WAL with.
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: New database files are private to their owner; SQLite gives the -wal and
 #: -shm files the database's mode.
 FILE_MODE = 0o600
-
-
-def resolve_durability(durability: str | None) -> str:
-    """``durability``, else ``$ANCHORLINE_DURABILITY``, else ``"normal"``; checked."""
-    source = "durability"
-    if durability is None:
-        durability = os.environ.get(DURABILITY_ENV) or "normal"
-        source = DURABILITY_ENV
-    if durability not in SYNCHRONOUS:
-        raise ConfigurationError(
-            f"{source}: must be 'normal' or 'full', got {durability!r}"
-            " ('full' also survives a power loss, at the cost of a sync per commit)"
-        )
-    return durability
 
 
 def _unavailable(text: str, cause: BaseException | None = None) -> StorageUnavailable:
@@ -120,9 +107,9 @@ def connect(
         ) from None
     try:
         conn.set_busy_timeout(policy.busy_timeout_ms)
-        policy.call(conn, lambda c: ensure_schema(c, where))
+        call(policy, conn, lambda c: ensure_schema(c, where))
         if path != ":memory:":
-            policy.call(conn, lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall())
+            call(policy, conn, lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall())
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except apsw.Error as e:

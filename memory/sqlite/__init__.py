@@ -1,0 +1,1 @@
+"""The SQLite store: one file, opened through apsw (see :class:`SQLiteStore`)."""

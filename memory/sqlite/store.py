@@ -1,0 +1,199 @@
+"""A SQLite database file as a :class:`~anchorline.memory.interface.Store`: one
+connection, one writer at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import TypeVar
+
+import apsw
+
+from anchorline.errors import StorageUnavailable
+from anchorline.memory.retry import RetryPolicy
+from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
+from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
+
+from . import crud
+from .connection import connect
+from .outbox import SQLiteOutbox
+from .transaction import Transaction, call, run_in
+
+T = TypeVar("T")
+
+_HAS_MOVED = apsw.SQLITE_FCNTL_HAS_MOVED
+#: How many messages :meth:`SQLiteStore.complete_messages` reads at a time.
+_PAGE = 1000
+
+
+def _joining(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` without its own-transaction wrapper (``crud.atomic``): a transaction's
+    writes always run inside it, and the wrapper costs about 1 µs per op."""
+    inner: Callable[..., T] = fn.__wrapped__  # type: ignore[attr-defined]
+    return inner
+
+
+_ADD = _joining(crud.add_message)
+_RESERVE = _joining(crud.reserve_message)
+_UPDATE_CONTENT = _joining(crud.update_message_content)
+_UPDATE = _joining(crud.update_message_metadata)
+_DELETE = _joining(crud.delete_message)
+
+
+class SQLiteTransaction(Transaction):
+    """A write transaction of a :class:`SQLiteStore`: each op is a journaled write
+    (:meth:`Transaction.run`), so the whole transaction survives a busy database.
+
+    Each write is a closure over the op and its fixed id and time (cheaper to
+    make and call than a ``partial`` with keywords), replayed as it is.
+    """
+
+    __slots__ = ()
+
+    def add(self, op: Add, *, message_id: str, now: int) -> Added:
+        return self.run(lambda c: _ADD(c, op, message_id=message_id, now=now))
+
+    def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
+        return self.run(lambda c: _RESERVE(c, op, message_id=message_id, now=now))
+
+    def update_content(
+        self, op: UpdateContent, *, now: int, expected: int | None
+    ) -> ContentUpdated:
+        return self.run(lambda c: _UPDATE_CONTENT(c, op, now=now, expect_updated_at=expected))
+
+    def update(self, op: Update, *, now: int, expected: int | None) -> Updated:
+        return self.run(lambda c: _UPDATE(c, op, now=now, expect_updated_at=expected))
+
+    def delete(self, op: Delete, *, expected: int | None) -> Deleted:
+        return self.run(lambda c: _DELETE(c, op, expect_updated_at=expected))
+
+    def restore(self, message: Message) -> bool:
+        return self.run(lambda c: crud.restore_message(c, message)) is not None
+
+
+def _get_messages(conn: apsw.Connection, message_ids: Sequence[str]) -> list[Message]:
+    found = (crud.get_message(conn, message_id) for message_id in message_ids)
+    return [message for message in found if message is not None]
+
+
+class SQLiteStore:
+    """The database at ``path`` (or ``":memory:"``), written under the ``retry`` policy.
+
+    The connection is shared by the threads of one pipeline, so a lock keeps
+    one transaction (or read) on it at a time.
+
+    Every write transaction first checks that ``path`` still names the file
+    that is open: writes to a file deleted or replaced while open would be
+    acknowledged and then lost, so they raise :class:`StorageUnavailable`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        retry: RetryPolicy | None = None,
+        *,
+        vfs: str | None = None,
+        durability: str = "normal",
+    ):
+        self.path = self.location = path
+        self.policy = retry or RetryPolicy()
+        self.vfs = vfs
+        self.conn = connect(path, self.policy, vfs=vfs, durability=durability)
+        # Re-entrant, so a nested write on the same thread fails with SQLite's
+        # "transaction within a transaction" instead of deadlocking.
+        self._lock = threading.RLock()
+        # SQLite's own check (the path's inode against the open file's, about
+        # 1 µs), answered only by a VFS that keeps the database in a file.
+        self._moved = ctypes.c_int(0)
+        self._moved_at = ctypes.addressof(self._moved)
+        self._file_control = self.conn.file_control
+        self._watched = path != ":memory:" and self._has_moved() is not None
+        self.outbox = SQLiteOutbox(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    def _has_moved(self) -> bool | None:
+        """Whether ``path`` no longer names the open file; ``None`` if the VFS cannot tell."""
+        if not self._file_control("main", _HAS_MOVED, self._moved_at):
+            return None
+        return bool(self._moved.value)
+
+    def begin(self) -> SQLiteTransaction:
+        """Start a write transaction; commit or roll it back to let others in."""
+        if self._watched:
+            # Under the lock: apsw refuses a connection used by two threads at once.
+            with self._lock:
+                self._file_control("main", _HAS_MOVED, self._moved_at)
+                if self._moved.value:
+                    self._empty_wal()
+                    raise StorageUnavailable(
+                        f"database {self.path} was deleted or replaced by another file while"
+                        " open, so writes to it would be lost: nothing was written; close the"
+                        " pipeline and reopen it (restore the file from a backup if it was"
+                        " deleted by mistake)",
+                        attempts=1,
+                        last_cause=None,
+                    )
+        return SQLiteTransaction(self.conn, self.policy, crud.landed, self._lock)
+
+    def _empty_wal(self) -> None:  # under the lock
+        """Move what the WAL holds into the open (moved) file and truncate the WAL.
+
+        The -wal file is found by name: left full, it would be replayed into
+        whatever file now has the path. SQLite skips its checkpoint on close
+        once the file has moved, so this one is explicit.
+        """
+        with contextlib.suppress(apsw.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def write(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction of its own and commit it."""
+        return run_in(self.begin(), fn)
+
+    def transact(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` in a transaction of its own, retried like :meth:`write`: for the
+        outbox's bookkeeping, which writes no message (so it skips :meth:`begin`'s check
+        that the file is still in place)."""
+        return run_in(Transaction(self.conn, self.policy, None, self._lock), fn)
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` on the connection, retried under the policy if SQLite is busy."""
+        with self._lock:
+            return call(self.policy, self.conn, fn)
+
+    # --- reads --------------------------------------------------------------
+
+    def get_message(self, message_id: str) -> Message | None:
+        return self.read(partial(crud.get_message, message_id=message_id))
+
+    def get_messages(self, message_ids: Sequence[str]) -> list[Message]:
+        return self.read(partial(_get_messages, message_ids=message_ids))
+
+    def list_messages(self, conversation_id: str, limit: int | None) -> list[Message]:
+        return self.read(partial(crud.list_messages, conversation_id=conversation_id, limit=limit))
+
+    def list_reserved(self, updated_before: int, limit: int) -> list[Message]:
+        return self.read(partial(crud.list_reserved, updated_before=updated_before, limit=limit))
+
+    def complete_messages(self) -> Iterator[Message]:
+        # Page by page, each in a read of its own: the lock is never held across a yield.
+        after: str | None = None
+        while True:
+            page = self.read(partial(crud.list_complete, after_id=after, limit=_PAGE))
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].id
+
+    def scan(self, after_id: str | None, limit: int) -> list[Message]:
+        return self.read(partial(crud.scan, after_id=after_id, limit=limit))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._watched and self._has_moved():
+                self._empty_wal()
+            self.conn.close()

@@ -1,0 +1,116 @@
+"""Which store a location names, and opening it: the one place that knows the stores.
+
+A ``postgresql://`` (or ``postgres://``) URL is a PostgreSQL database; anything
+else is a SQLite file (or ``":memory:"``). Each store is imported by name when a
+location needs it, so a store whose driver is not installed costs nothing until
+it is asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from anchorline.errors import ConfigurationError, StorageUnavailable
+
+if TYPE_CHECKING:
+    from .interface import Store
+    from .retry import RetryPolicy
+
+#: The stores that a URL names: its schemes, the store class as ``module:class``,
+#: and the extra to install for it. Every other location (a file path,
+#: ``":memory:"``, a ``file:`` URI) is a SQLite file.
+STORES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("postgresql", "postgres"), "anchorline.memory.postgres:PostgresStore", "postgres"),
+)
+
+#: The environment variable that sets the durability when ``Pipeline.open`` does not.
+DURABILITY_ENV = "ANCHORLINE_DURABILITY"
+#: What each store makes of a durability is its own (SQLite: ``PRAGMA synchronous``).
+DURABILITIES = ("normal", "full")
+
+
+#: Where each store lists its driver's errors that mean the database failed.
+FAILURES = ("anchorline.memory.sqlite.errors:FAILURES",)
+
+
+@functools.cache
+def storage_failures() -> tuple[type[BaseException], ...]:
+    """The errors that mean the store failed, not the op: ``StorageUnavailable``, and the
+    driver errors a store would translate into it, should one escape untranslated."""
+    found: list[type[BaseException]] = [StorageUnavailable]
+    for target in FAILURES:
+        module, _, name = target.partition(":")
+        try:
+            found.extend(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue  # a store whose driver is not installed raises none of its errors
+    return tuple(found)
+
+
+def resolve_durability(durability: str | None) -> str:
+    """``durability``, else ``$ANCHORLINE_DURABILITY``, else ``"normal"``; checked."""
+    source = "durability"
+    if durability is None:
+        durability = os.environ.get(DURABILITY_ENV) or "normal"
+        source = DURABILITY_ENV
+    if durability not in DURABILITIES:
+        raise ConfigurationError(
+            f"{source}: must be 'normal' or 'full', got {durability!r}"
+            " ('full' also survives a power loss, at the cost of a sync per commit)"
+        )
+    return durability
+
+
+def _scheme(location: str) -> str:
+    scheme, found, _ = location.partition("://")
+    return scheme.lower() if found else ""
+
+
+def _import(target: str, scheme: str, extra: str) -> Any:
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        # The store itself, or a driver it needs; a module of ours it misses is a bug.
+        missing = e.name or ""
+        ours = missing.split(".")[0] == "anchorline" and not module.startswith(missing)
+        if ours:
+            raise
+        raise ConfigurationError(
+            f"a {scheme}:// database needs the {extra} store, which is not installed"
+            f" (no module {missing!r}): pip install 'anchorline[{extra}]'"
+        ) from None
+
+
+def open_store(
+    location: str,
+    *,
+    retry: RetryPolicy | None = None,
+    durability: str | None = None,
+    vfs: str | None = None,
+) -> Store:
+    """The store ``location`` names, opened.
+
+    ``durability`` is checked here (:func:`resolve_durability`) and means what
+    the store makes of it. ``vfs`` names an apsw VFS, so it is for a SQLite
+    file only.
+    """
+    durability = resolve_durability(durability)
+    scheme = _scheme(location)
+    for schemes, target, extra in STORES:
+        if scheme in schemes:
+            if vfs is not None:
+                raise ConfigurationError(
+                    f"vfs: {vfs!r} names a SQLite VFS, but the database is a {scheme}:// URL;"
+                    " leave vfs out"
+                )
+            store: Store = _import(target, scheme, extra)(
+                location, retry=retry, durability=durability
+            )
+            return store
+    from .sqlite.store import SQLiteStore
+
+    return SQLiteStore(location, retry=retry, durability=durability, vfs=vfs)
