@@ -186,6 +186,63 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    """Copy every conversation from SOURCE to TARGET (SQLite or PostgreSQL, either way).
+
+    Resumable and idempotent: run it again after an interruption to finish.
+    """
+    from rich.progress import Progress
+
+    from anchorline.memory.copying import copy_store
+    from anchorline.memory.stores import open_store
+
+    if _is_file(args.source) and not os.path.exists(args.source):
+        raise CLIError(f"no database at {os.path.abspath(args.source)}: nothing to copy")
+    source = open_store(args.source)
+    try:
+        target = open_store(args.target)
+        try:
+            with Progress(console=out, transient=True) as progress:
+                task = progress.add_task("copying", total=None)
+                report = copy_store(
+                    source, target, progress=lambda done: progress.update(task, completed=done)
+                )
+        finally:
+            target.close()
+    finally:
+        source.close()
+    out.print(
+        Text(
+            f"copied {report.read} message(s) from {source.location} to {target.location}:"
+            f" {report.written} written, {report.unchanged} already there"
+        )
+    )
+    return 0
+
+
+def cmd_index_worker(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Drain the index outbox until stopped (SIGTERM or Ctrl-C), for deployments whose
+    agent processes open their pipelines with ``index_drain=False``."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    indexer = pipeline.indexer()
+    out.print(
+        Text(
+            f"index worker {os.getpid()}: draining {pipeline.settings.path} into"
+            f" {indexer.location}; stop it with SIGTERM"
+        )
+    )
+    while not stop.wait(0.5):
+        pass
+    out.print(Text(f"index worker {os.getpid()}: stopped; {pipeline.index_status().pending}"
+                   " item(s) left for the next worker"))  # fmt: skip
+    return 0
+
+
 def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Check the index against the messages; exit 1 if they disagree."""
     report = pipeline.indexer().doctor()
@@ -427,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only placeholders not written for S seconds (default 60)",
     )
     add("doctor", cmd_doctor, Needs(index="existing"))
+    add("index-worker", cmd_index_worker, Needs(index="required"))
+    copy = sub.add_parser(
+        "copy", help="copy every conversation to another store", description=cmd_copy.__doc__
+    )
+    copy.set_defaults(standalone=cmd_copy)
+    copy.add_argument("source", help="a database file or a postgresql:// URL")
+    copy.add_argument("target", help="a database file or a postgresql:// URL (created if new)")
     bench = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
     bench.set_defaults(standalone=cmd_bench)
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")

@@ -159,6 +159,7 @@ class Pipeline:
         embedder: Embedder | None = None,
         index_api_key: str | None = None,
         index_sync: bool = False,
+        index_drain: bool = True,
         vfs: str | None = None,
         limits: Limits | None = None,
         sweep_on_open: float | None = None,
@@ -176,7 +177,10 @@ class Pipeline:
         Qdrant server URL (``index_api_key`` or ``$ANCHORLINE_QDRANT_API_KEY``
         for its key). ``embedder`` overrides the ``embedder`` hook.
         ``index_sync=True`` indexes right after each write instead of in a
-        background worker. ``vfs`` names an apsw VFS to open the file with.
+        background worker. ``index_drain=False`` searches the index but leaves
+        the indexing to ``anchorline index-worker`` processes (many agent
+        processes on one PostgreSQL database). ``vfs`` names an apsw VFS to
+        open the file with.
 
         ``limits`` caps the size of content and metadata per op.
         ``sweep_on_open=S`` runs :meth:`sweep` with ``older_than=S`` once open.
@@ -190,6 +194,7 @@ class Pipeline:
             embedder=embedder,
             index_api_key=index_api_key,
             index_sync=index_sync,
+            index_drain=index_drain,
             vfs=vfs,
             limits=limits or DEFAULT_LIMITS,
             durability=durability,

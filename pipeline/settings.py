@@ -93,6 +93,7 @@ class Settings:
     embedder: Embedder | None = None
     index_api_key: str | None = None
     index_sync: bool = False
+    index_drain: bool = True
     vfs: str | None = None
     limits: Limits = DEFAULT_LIMITS
     durability: str | None = None

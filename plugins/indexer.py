@@ -76,6 +76,13 @@ class Indexer:
         self.settings = settings
         self.location = index_location(settings.index or "local", settings.path)
         self.sync = settings.index_sync
+        #: False: another process (``anchorline index-worker``) drains the outbox.
+        self.drains = settings.index_drain
+        if self.sync and not self.drains:
+            raise ConfigurationError(
+                "index_sync=True indexes after each write, index_drain=False leaves indexing"
+                " to other processes: choose one"
+            )
         self.poll_interval = poll_interval
         self.index: VectorIndex | None = None
         self.embedder: Embedder | None = None
@@ -120,7 +127,7 @@ class Indexer:
             api_key=self.settings.index_api_key or os.environ.get(API_KEY_ENV),
             on_open=self._index_opened,
         )
-        if not self.sync:
+        if self.drains and not self.sync:
             self._thread = threading.Thread(
                 target=self._run, name="anchorline-indexer", daemon=True
             )
@@ -144,8 +151,12 @@ class Indexer:
 
     @hookimpl
     def after_persist(self, op: PersistOp, result: PersistResult, context: Context) -> None:
-        if op.kind == "reserve" or (isinstance(op, UpdateContent) and not op.final):
-            return  # nothing indexable changed
+        if (
+            not self.drains
+            or op.kind == "reserve"
+            or (isinstance(op, UpdateContent) and not op.final)
+        ):
+            return  # nothing indexable changed, or another process indexes it
         if self.sync:
             # Another process holding the folder drains the shared outbox meanwhile.
             with contextlib.suppress(IndexBusy):
