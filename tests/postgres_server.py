@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -373,7 +374,11 @@ class PgServer:
                 env=_ENV,
                 cwd=str(self.base),
                 start_new_session=True,  # Ctrl-C reaches pytest, which stops the server in order
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # The signal comes when the *thread* that started it ends: only the
+                # main thread's lives as long as the session.
+                preexec_fn=_die_with_parent
+                if sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+                else None,
                 user=self.run_as.uid if self.run_as else None,
                 group=self.run_as.gid if self.run_as else None,
                 extra_groups=[] if self.run_as else None,
