@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +22,7 @@ from .errors import first_line
 #: write transaction is begun explicitly (see ``transaction.py``).
 _SESSION = {"autocommit": True}
 _SECRETS = frozenset({"password", "sslpassword"})
+_SLICE = 0.5  # seconds: see Connections.get
 
 
 def parse(url: str) -> dict[str, Any]:
@@ -104,6 +106,9 @@ class Connections:
             configure=self._configure,
             name=name,
             timeout=policy.deadline,
+            # See get(): the pool's own reconnection gives up fast, and waiting
+            # writers start new ones.
+            reconnect_timeout=1.0,
         )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
@@ -126,8 +131,24 @@ class Connections:
         self.pool.open(wait=False)
 
     def get(self, timeout: float) -> psycopg.Connection[Any]:
-        """A pooled connection; ``PoolTimeout`` when none comes within ``timeout`` seconds."""
-        return self.pool.getconn(timeout=max(timeout, 0.001))
+        """A pooled connection; ``PoolTimeout`` when none comes within ``timeout`` seconds.
+
+        The pool retries a lost connection with a backoff that doubles from 1 s
+        (its own, not settable), and a client already waiting never makes it try
+        sooner: after an outage of a minute, writers would wait a minute more for a
+        server that is back. So the pool gives up on a connection after a second
+        (``reconnect_timeout``), and a writer waits in slices, each of which lets the
+        pool start a new connection: it reconnects within about a second of the
+        server's return.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = deadline - time.monotonic()
+            try:
+                return self.pool.getconn(timeout=max(min(wait, _SLICE), 0.001))
+            except psycopg_pool.PoolTimeout:
+                if wait <= _SLICE:
+                    raise
 
     def put(self, conn: psycopg.Connection[Any]) -> None:
         self.pool.putconn(conn)

@@ -36,6 +36,8 @@ class Store(Protocol):
 
     indexing: bool
 
+    def queued(self) -> None: ...
+
     def read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T: ...
 
     def write(self, fn: Callable[[Executes], T], *, queues: bool = False) -> T: ...
@@ -87,20 +89,24 @@ class PostgresOutbox:
                 db.execute(INDEX_TRIGGERS)
                 _enqueue_complete(db, refresh=False, at="updated_at")
 
-        self._store.write(run, queues=True)
+        self._store.write(run)
         self._store.indexing = True
+        self._store.queued()  # what was there is queued now
 
     def has_due(self, *, force: bool = False) -> bool:
         """Whether an item could be claimed now; ``force`` ignores backoff."""
-        due = "" if force else f" AND next_attempt_at <= {NOW_MS}"
-        query = f"SELECT EXISTS (SELECT 1 FROM {OUTBOX} WHERE lease_until <= {NOW_MS}{due})"
+        due = "" if force else " AND next_attempt_at <= now.ms"
+        query = f"""WITH now AS (SELECT {NOW_MS} AS ms)
+            SELECT EXISTS (SELECT 1 FROM {OUTBOX}, now WHERE lease_until <= now.ms{due})"""
         return bool(self._store.read(lambda c: c.execute(query).fetchone()[0]))  # type: ignore[index]
 
     def claim(self, *, limit: int, lease_ms: int = 60_000, force: bool = False) -> list[OutboxItem]:
         """Lease up to ``limit`` due items, oldest first; ``force`` ignores backoff.
 
         One statement on its own: its row locks last only while it runs, and the
-        lease keeps other drainers off the items afterwards.
+        lease keeps other drainers off the items afterwards. (A claim whose answer is
+        lost with its connection is made again; what it had leased waits for its
+        lease to run out.)
         """
         due = "" if force else " AND q.next_attempt_at <= now.ms"
         query = f"""WITH now AS (SELECT {NOW_MS} AS ms)
@@ -182,7 +188,9 @@ class PostgresOutbox:
 
     def counts(self) -> OutboxCounts:
         """The figures the index is checked against when it opens."""
-        query = f"""SELECT (SELECT count(*) FROM {MESSAGES} WHERE status = 'complete'),
+        # All messages minus the reserved ones: both counts are answered from indexes.
+        query = f"""SELECT (SELECT count(*) FROM {MESSAGES})
+                           - (SELECT count(*) FROM {MESSAGES} WHERE status = 'reserved'),
                            (SELECT count(*) FROM {OUTBOX} WHERE action <> 'delete'),
                            (SELECT value FROM {META} WHERE key = %s)"""
         row = self._store.read(lambda c: c.execute(query, (TEXTLESS_KEY,)).fetchone())
