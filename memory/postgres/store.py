@@ -6,11 +6,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from anchorline.errors import AnchorlineError, ConfigurationError
+from anchorline.memory.interface import Outbox, Store, Transaction
 from anchorline.memory.retry import RetryPolicy
 from anchorline.results import Message
 
@@ -87,7 +88,7 @@ class PostgresStore:
         self.connections.open()
         self._notifier = Notifier(self.connections)
         self._listener = Listener(self._listen)
-        self.outbox = PostgresOutbox(self, self._listener)
+        self.outbox: Outbox = PostgresOutbox(self, self._listener)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r})"
@@ -105,7 +106,9 @@ class PostgresStore:
         attempts = 1
         while True:
             try:
-                conn = self.connections.connect()
+                with self.connections.connect() as conn:
+                    self.where = describe({}, conn)
+                    return ensure_schema(conn, self.where)
             except psycopg.Error as e:
                 elapsed = time.monotonic() - started
                 pause = self.policy.backoff(attempts)
@@ -115,14 +118,6 @@ class PostgresStore:
                     raise gave_up(e, self.where, attempts, elapsed) from None
                 time.sleep(pause)
                 attempts += 1
-                continue
-            try:
-                self.where = describe({}, conn)
-                return ensure_schema(conn, self.where)
-            except psycopg.Error as e:
-                raise storage_error(e, self.where) from None
-            finally:
-                conn.close()
 
     def _listen(self, timeout: float) -> psycopg.Connection[Any]:
         return self.connections.connect(timeout=timeout)
@@ -191,3 +186,9 @@ class PostgresStore:
             self._notifier.close()
         self._listener.close()
         self.connections.close()
+
+
+if TYPE_CHECKING:  # mypy checks here that the classes implement the protocols
+
+    def _implements(store: PostgresStore, tx: PostgresTransaction) -> tuple[Store, Transaction]:
+        return store, tx
