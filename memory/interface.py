@@ -9,6 +9,7 @@ contract suite (``tests/test_contract.py``), which runs over every store.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -88,6 +89,18 @@ class OutboxItem:
     action: str
     seq: int
     attempts: int
+
+
+def backoff_ms(attempts: int) -> int:
+    """The wait before the next try of an item that failed ``attempts`` times: 0.5 s to 5 min
+    (random within the upper half, so failed items of many drainers spread out)."""
+    ceiling = min(300_000, 500 * 2 ** min(attempts, 20))
+    return int(random.uniform(ceiling / 2, ceiling))
+
+
+#: The metadata key under which a store keeps the number of complete messages that
+#: have no text to index (and so no point), to check the index by counts.
+TEXTLESS_KEY = "index_textless"
 
 
 @attrs.frozen

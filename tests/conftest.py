@@ -8,7 +8,12 @@ import pytest
 from anchorline import Pipeline
 from anchorline.plugins.in_memory import InMemoryTerminal
 
-TERMINALS = ("sqlite", "in_memory")
+# A real PostgreSQL server, started by the suite itself (tests/postgres_server.py).
+pytest_plugins = ["tests.postgres_server"]
+
+#: The contract suite runs over every store: the in-memory double, a SQLite file,
+#: and a PostgreSQL database.
+TERMINALS = ("sqlite", "in_memory", "postgres")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +32,8 @@ def pipeline(request: pytest.FixtureRequest, db_path: str) -> Iterator[Pipeline]
     """One pipeline per terminal: the contract tests run on both."""
     if request.param == "sqlite":
         opened = Pipeline.open(db_path, load_entrypoints=False)
+    elif request.param == "postgres":
+        opened = Pipeline.open(request.getfixturevalue("postgres_url"), load_entrypoints=False)
     else:
         opened = Pipeline.open(":memory:", terminal=InMemoryTerminal(), load_entrypoints=False)
     with opened:

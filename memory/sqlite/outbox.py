@@ -9,7 +9,6 @@ tried again.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 import apsw
 
-from anchorline.memory.interface import OutboxCounts, OutboxItem
+from anchorline.memory.interface import TEXTLESS_KEY, OutboxCounts, OutboxItem, backoff_ms
 from anchorline.results import IndexStatus
 
 from .schema import enable_index
@@ -29,12 +28,6 @@ if TYPE_CHECKING:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def backoff_ms(attempts: int) -> int:
-    """The wait before the next try of an item that failed ``attempts`` times: 0.5 s to 5 min."""
-    ceiling = min(300_000, 500 * 2 ** min(attempts, 20))
-    return int(random.uniform(ceiling / 2, ceiling))
 
 
 Statements = Sequence[tuple[str, tuple[object, ...]]]
@@ -131,7 +124,6 @@ def status(conn: apsw.Connection) -> IndexStatus:
 # Complete messages whose text is empty have no point, so the index holds
 # fewer points than there are complete messages. The indexer keeps their
 # number here, to compare counts on open without reading every message.
-TEXTLESS_KEY = "index_textless"
 _ADD_TEXTLESS = f"""INSERT INTO anchorline_meta VALUES ('{TEXTLESS_KEY}', max(0, ?1))
     ON CONFLICT (key) DO UPDATE SET value = max(0, CAST(value AS INTEGER) + ?1)"""
 

@@ -1,0 +1,385 @@
+"""One function per op, and the reads, in PostgreSQL.
+
+They behave exactly as the SQLite store's (``anchorline.memory.sqlite.crud``), whose
+checks and row mapping they share: the same refusals with the same messages,
+made before anything is written. Connections run READ COMMITTED, so the
+read-then-write ops lock the row they read (``FOR UPDATE``) where SQLite's
+single writer needed nothing. Each op is one round trip in the usual case:
+``INSERT ... ON CONFLICT DO NOTHING`` looks further only when it wrote nothing,
+``UPDATE ... RETURNING`` and ``DELETE ... RETURNING`` check their guard in the
+statement and look further only when it did not match.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import attrs
+import psycopg
+from psycopg import ClientCursor
+
+from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.memory.rows import check_expected, check_replay, completed, message_from_row
+from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
+from anchorline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Message,
+    Reserved,
+    Status,
+    Updated,
+)
+
+from .schema import SCHEMA
+
+MESSAGES = f"{SCHEMA}.messages"
+COLUMNS = (
+    "id, conversation_id, role, content, metadata, status, client_message_id,"
+    " created_at, updated_at"
+)
+_INSERT = (
+    f"INSERT INTO {MESSAGES} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+_SELECT = f"SELECT {COLUMNS} FROM {MESSAGES}"
+
+
+class Executes(Protocol):
+    """A connection, or a :class:`Session` of a write transaction."""
+
+    def execute(self, query: str, params: Any = None, /) -> psycopg.Cursor[Any]: ...
+
+
+class Session:
+    """A pooled connection inside one attempt at a write transaction.
+
+    The transaction is begun by its first statement: ``BEGIN`` travels in the
+    same message (a simple-protocol query, its values bound by psycopg on the
+    client), so a one-op transaction costs two round trips (that statement and
+    ``COMMIT``), not three. Later statements go the usual way, prepared once
+    psycopg has seen them a few times.
+    """
+
+    __slots__ = ("begun", "conn")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.begun = False
+
+    def execute(self, query: str, params: Any = None, /) -> psycopg.Cursor[Any]:
+        if self.begun:
+            return self.conn.execute(query, params)
+        self.begun = True
+        cursor = ClientCursor(self.conn)
+        cursor.execute("BEGIN; " + query, params)
+        cursor.nextset()
+        return cursor
+
+
+def check_storable(op: Add | Reserve | Message, message_id: str) -> None:
+    """Refuse ids PostgreSQL cannot store: ``text`` holds no NUL character.
+
+    (Content and metadata are JSON, where a NUL is the escape ``\\u0000``.)
+    """
+    fields = (
+        ("message_id", message_id),
+        ("conversation_id", op.conversation_id),
+        ("client_message_id", op.client_message_id or ""),
+    )
+    for field, value in fields:
+        if "\x00" in value:
+            raise InvalidOp(
+                f"{field}: contains a NUL character (\\x00), which PostgreSQL cannot store"
+            )
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    return {} if text == "{}" else json.loads(text)  # most messages carry none
+
+
+def get_message(db: Executes, message_id: str, *, lock: bool = False) -> Message | None:
+    """The stored message, or ``None``; ``lock`` holds its row until the transaction ends."""
+    if "\x00" in message_id:
+        return None  # cannot be stored (see check_storable), so is not
+    row = db.execute(
+        f"{_SELECT} WHERE id = %s FOR UPDATE" if lock else f"{_SELECT} WHERE id = %s",
+        (message_id,),
+    ).fetchone()
+    return None if row is None else message_from_row(row)
+
+
+def _by_client_id(db: Executes, conversation_id: str, client_id: str) -> Message | None:
+    row = db.execute(
+        f"{_SELECT} WHERE conversation_id = %s AND client_message_id = %s FOR UPDATE",
+        (conversation_id, client_id),
+    ).fetchone()
+    return None if row is None else message_from_row(row)
+
+
+def _insert(
+    db: Executes,
+    op: Add | Reserve,
+    content: Content,
+    content_json: str,
+    status: Status,
+    message_id: str,
+    now: int,
+) -> tuple[Message, bool]:
+    """Insert the message; return it, and whether it was already stored."""
+    check_storable(op, message_id)
+    cursor = db.execute(
+        _INSERT,
+        (
+            message_id,
+            op.conversation_id,
+            op.role,
+            content_json,
+            op.metadata_json,
+            status,
+            op.client_message_id,
+            now,
+            now,
+        ),
+    )
+    if cursor.rowcount == 0:
+        same_id = get_message(db, message_id, lock=True)
+        if same_id is not None and same_id.created_at == now and same_id.role == op.role:
+            # This very write, made by an attempt whose COMMIT was lost with its
+            # connection although it committed: the replay finds it, and is done.
+            return same_id, False
+        if op.client_message_id is not None:
+            stored = _by_client_id(db, op.conversation_id, op.client_message_id)
+            if stored is not None:
+                check_replay(stored, op)
+                if isinstance(op, Add) and stored.status == "reserved":
+                    return _complete(db, stored, op, now), False
+                return stored, True
+        raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+    return Message(
+        id=message_id,
+        conversation_id=op.conversation_id,
+        role=op.role,
+        content=content,
+        metadata=op.metadata,
+        status=status,
+        client_message_id=op.client_message_id,
+        created_at=now,
+        updated_at=now,
+    ), False
+
+
+def _complete(db: Executes, stored: Message, op: Add, now: int) -> Message:
+    message = completed(stored, op.content, op.metadata, now)
+    db.execute(
+        f"UPDATE {MESSAGES} SET content = %s, metadata = %s, status = 'complete',"
+        " updated_at = %s WHERE id = %s",
+        (op.content_json, encode_json(message.metadata), message.updated_at, stored.id),
+    )
+    return message
+
+
+def add_message(db: Executes, op: Add, *, message_id: str, now: int) -> Added:
+    """Write a complete message (see ``anchorline.memory.sqlite.crud.add_message``)."""
+    message, deduplicated = _insert(
+        db, op, op.content, op.content_json, "complete", message_id, now
+    )
+    return Added(message=message, deduplicated=deduplicated)
+
+
+def reserve_message(db: Executes, op: Reserve, *, message_id: str, now: int) -> Reserved:
+    """Write an empty placeholder (content ``[]``, status ``reserved``)."""
+    message, deduplicated = _insert(db, op, [], "[]", "reserved", message_id, now)
+    return Reserved(message=message, deduplicated=deduplicated)
+
+
+def _stored(db: Executes, message_id: str, expected: int | None, *, lock: bool) -> Message:
+    message = get_message(db, message_id, lock=lock)
+    if message is None:
+        raise MessageNotFound(message_id)
+    check_expected(message, expected)
+    return message
+
+
+_UPDATE_CONTENT = f"""UPDATE {MESSAGES}
+    SET content = %(content)s, status = %(status)s, updated_at = GREATEST(%(now)s, updated_at + 1)
+    WHERE id = %(id)s AND (%(final)s OR status = 'reserved')
+      AND (%(expected)s::bigint IS NULL OR updated_at = %(expected)s::bigint)
+    RETURNING conversation_id, role, metadata, client_message_id, created_at, updated_at"""
+
+
+def update_message_content(
+    db: Executes, op: UpdateContent, *, now: int, expected: int | None
+) -> ContentUpdated:
+    """Replace the content; ``final`` marks the message complete, a partial keeps it reserved."""
+    status: Status = "complete" if op.final else "reserved"
+    if "\x00" in op.message_id:
+        raise MessageNotFound(op.message_id)
+    row = db.execute(
+        _UPDATE_CONTENT,
+        {
+            "content": op.content_json,
+            "status": status,
+            "now": now,
+            "id": op.message_id,
+            "final": op.final,
+            "expected": expected,
+        },
+    ).fetchone()
+    if row is None:
+        _stored(db, op.message_id, expected, lock=False)
+        raise Conflict(
+            f"final: message {op.message_id!r} is already complete; a partial update"
+            " (final=false) cannot reopen it"
+        )
+    return ContentUpdated(
+        message=Message(
+            id=op.message_id,
+            conversation_id=row[0],
+            role=row[1],
+            content=op.content,  # as written: no need to read it back and decode it
+            metadata=_metadata(row[2]),
+            status=status,
+            client_message_id=row[3],
+            created_at=row[4],
+            updated_at=row[5],
+        )
+    )
+
+
+def update_message_metadata(db: Executes, op: Update, *, now: int, expected: int | None) -> Updated:
+    """Shallow-merge ``op.metadata`` into the stored metadata (the row locked meanwhile)."""
+    stored = _stored(db, op.message_id, expected, lock=True)
+    now = max(now, stored.updated_at + 1)
+    merged = {**stored.metadata, **op.metadata}
+    db.execute(
+        f"UPDATE {MESSAGES} SET metadata = %s, updated_at = %s WHERE id = %s",
+        (encode_json(merged), now, op.message_id),
+    )
+    return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
+
+
+def delete_message(db: Executes, op: Delete, *, expected: int | None) -> Deleted:
+    """Delete the message; an unknown id gives ``existed=False``."""
+    if "\x00" in op.message_id:
+        return Deleted(message_id=op.message_id, existed=False)
+    if expected is None:
+        cursor = db.execute(f"DELETE FROM {MESSAGES} WHERE id = %s", (op.message_id,))
+        return Deleted(message_id=op.message_id, existed=cursor.rowcount > 0)
+    cursor = db.execute(
+        f"DELETE FROM {MESSAGES} WHERE id = %s AND updated_at = %s", (op.message_id, expected)
+    )
+    if cursor.rowcount == 0:
+        stored = get_message(db, op.message_id)
+        if stored is not None:
+            check_expected(stored, expected)
+    return Deleted(message_id=op.message_id, existed=cursor.rowcount > 0)
+
+
+_RESTORE = (
+    f"INSERT INTO {MESSAGES} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,"
+    " role = excluded.role, content = excluded.content, metadata = excluded.metadata,"
+    " status = excluded.status, client_message_id = excluded.client_message_id,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at"
+    f" WHERE {MESSAGES}.updated_at < excluded.updated_at"
+)
+
+
+def restore_message(db: Executes, message: Message) -> bool:
+    """Write ``message`` as given unless its id is stored with an ``updated_at`` at or after
+    the message's; True if written. Another message holding its client id is a Conflict."""
+    check_storable(message, message.id)
+    if message.client_message_id is not None:
+        holder = _by_client_id(db, message.conversation_id, message.client_message_id)
+        if holder is not None and holder.id != message.id:
+            raise Conflict(
+                f"client_message_id: {message.client_message_id!r} already names message"
+                f" {holder.id!r} in conversation {message.conversation_id!r},"
+                f" not {message.id!r}"
+            )
+    cursor = db.execute(
+        _RESTORE,
+        (
+            message.id,
+            message.conversation_id,
+            message.role,
+            encode_json(message.content),
+            encode_json(message.metadata) if message.metadata else "{}",
+            message.status,
+            message.client_message_id,
+            message.created_at,
+            message.updated_at,
+        ),
+    )
+    return cursor.rowcount > 0
+
+
+def landed(db: Executes, results: Sequence[Any]) -> bool:
+    """Whether the writes that gave ``results`` are in the database (after a COMMIT whose
+    answer was lost with the connection): every message they touched is stored exactly as
+    their last result left it, or is gone if they deleted it."""
+    final: dict[str, Message | None] = {}
+    for result in results:
+        if isinstance(result, Deleted):
+            if result.existed:
+                final[result.message_id] = None
+        elif isinstance(result, Added | Reserved | ContentUpdated | Updated):
+            final[result.message.id] = result.message
+    if not final:
+        return False
+    return all(get_message(db, message_id) == expected for message_id, expected in final.items())
+
+
+# --- reads ------------------------------------------------------------------
+
+
+def get_messages(db: Executes, message_ids: Sequence[str]) -> list[Message]:
+    ids = [i for i in message_ids if "\x00" not in i]
+    rows = db.execute(f"{_SELECT} WHERE id = ANY(%s)", (ids,)).fetchall()
+    return [message_from_row(row) for row in rows]
+
+
+def list_messages(db: Executes, conversation_id: str, limit: int | None) -> list[Message]:
+    """The conversation's messages, oldest first; with ``limit``, only the newest ``limit``."""
+    if "\x00" in conversation_id:
+        return []
+    if limit is None:
+        rows = db.execute(
+            f"{_SELECT} WHERE conversation_id = %s ORDER BY created_at, rowid",
+            (conversation_id,),
+        ).fetchall()
+    else:
+        rows = db.execute(
+            f"""SELECT {COLUMNS} FROM (
+                    SELECT {COLUMNS}, rowid FROM {MESSAGES} WHERE conversation_id = %s
+                    ORDER BY created_at DESC, rowid DESC LIMIT %s) AS newest
+                ORDER BY created_at, rowid""",
+            (conversation_id, limit),
+        ).fetchall()
+    return [message_from_row(row) for row in rows]
+
+
+def list_reserved(db: Executes, updated_before: int, limit: int) -> list[Message]:
+    """Messages still ``reserved`` and last written before ``updated_before``, oldest first."""
+    rows = db.execute(
+        f"""{_SELECT} WHERE status = 'reserved' AND updated_at < %s
+            ORDER BY updated_at, rowid LIMIT %s""",
+        (updated_before, limit),
+    ).fetchall()
+    return [message_from_row(row) for row in rows]
+
+
+def scan(
+    db: Executes, after_id: str | None, limit: int, *, complete_only: bool = False
+) -> list[Message]:
+    """Up to ``limit`` messages whose id sorts after ``after_id`` (byte order), in id order."""
+    where = ["id > %s"] if after_id is not None else []
+    if complete_only:
+        where.append("status = 'complete'")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    params = (after_id, limit) if after_id is not None else (limit,)
+    rows = db.execute(f"{_SELECT}{clause} ORDER BY id LIMIT %s", params).fetchall()
+    return [message_from_row(row) for row in rows]

@@ -1,0 +1,173 @@
+"""The PostgreSQL schema, its version record, and the check that refuses foreign data.
+
+A PostgreSQL database is usually shared, so Anchorline keeps its tables in a
+schema of its own, ``anchorline``, and leaves everything else in the database
+alone. The tables mirror the SQLite store's: content and metadata are ``TEXT``
+holding the op's JSON exactly as encoded (``jsonb`` would reorder keys, drop
+duplicates and refuse ``\\u0000``), ids compare byte by byte (``COLLATE "C"``,
+like SQLite), and ``rowid`` orders messages created in the same millisecond.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from anchorline.errors import IncompatibleStore
+
+SCHEMA = "anchorline"
+SCHEMA_VERSION = 1
+#: Taken (per transaction) by whoever creates the schema or switches on indexing:
+#: ``CREATE ... IF NOT EXISTS`` run by two sessions at once fails on catalog keys.
+LOCK = "SELECT pg_advisory_xact_lock(1095648072, 1)"  # 0x414E4348, "ANCH"
+
+_ROLES = "'user', 'assistant', 'system', 'tool'"
+
+# Every index a write touches costs a b-tree insert per message, so messages keep
+# only the indexes the reads need (as in SQLite): by id, by conversation in order,
+# by client id, and the reserved placeholders the sweep looks for.
+DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+
+CREATE TABLE {SCHEMA}.anchorline_meta (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE {SCHEMA}.messages (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    conversation_id TEXT COLLATE "C" NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ({_ROLES})),
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('reserved', 'complete')),
+    client_message_id TEXT COLLATE "C",
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX messages_by_conversation ON {SCHEMA}.messages (conversation_id, created_at, rowid);
+CREATE UNIQUE INDEX messages_by_client_id ON {SCHEMA}.messages (conversation_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE INDEX messages_reserved ON {SCHEMA}.messages (updated_at) WHERE status = 'reserved';
+
+CREATE TABLE {SCHEMA}.index_outbox (
+    message_id TEXT COLLATE "C" PRIMARY KEY,
+    action TEXT NOT NULL CHECK (action IN ('upsert', 'payload', 'delete')),
+    enqueued_at BIGINT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    lease_until BIGINT NOT NULL DEFAULT 0
+);
+-- Claims take the oldest items first; a reindex queues every message at once.
+CREATE INDEX index_outbox_by_age ON {SCHEMA}.index_outbox (enqueued_at);
+
+-- The intent to index a message, queued by the triggers below in the transaction
+-- that wrote the message. A message queued again gets a new seq, so a drainer
+-- finishing its older claim leaves the new intent in place.
+CREATE FUNCTION {SCHEMA}.queue_for_index() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO {SCHEMA}.index_outbox AS o (message_id, action, enqueued_at)
+        VALUES (OLD.id, 'delete', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+        ON CONFLICT (message_id) DO UPDATE SET
+            action = 'delete', enqueued_at = excluded.enqueued_at, seq = o.seq + 1,
+            attempts = 0, last_error = NULL, next_attempt_at = 0;
+        RETURN OLD;
+    END IF;
+    INSERT INTO {SCHEMA}.index_outbox AS o (message_id, action, enqueued_at)
+    VALUES (NEW.id, TG_ARGV[0], NEW.updated_at)
+    ON CONFLICT (message_id) DO UPDATE SET
+        action = CASE WHEN TG_ARGV[0] = 'payload' AND o.action = 'upsert' THEN 'upsert'
+                      ELSE TG_ARGV[0] END,
+        enqueued_at = excluded.enqueued_at, seq = o.seq + 1,
+        attempts = 0, last_error = NULL, next_attempt_at = 0;
+    RETURN NEW;
+END
+$$;
+"""
+
+# Created when indexing is first switched on for the database, so a database
+# without an index pays nothing for them (as in SQLite).
+INDEX_TRIGGERS = f"""
+CREATE TRIGGER index_on_insert AFTER INSERT ON {SCHEMA}.messages FOR EACH ROW
+    WHEN (NEW.status = 'complete')
+    EXECUTE FUNCTION {SCHEMA}.queue_for_index('upsert');
+CREATE TRIGGER index_on_content AFTER UPDATE OF content, status ON {SCHEMA}.messages FOR EACH ROW
+    WHEN (NEW.status = 'complete'
+          AND (OLD.content IS DISTINCT FROM NEW.content OR OLD.status IS DISTINCT FROM NEW.status))
+    EXECUTE FUNCTION {SCHEMA}.queue_for_index('upsert');
+CREATE TRIGGER index_on_metadata AFTER UPDATE OF metadata ON {SCHEMA}.messages FOR EACH ROW
+    WHEN (NEW.status = 'complete' AND OLD.status = 'complete'
+          AND OLD.content IS NOT DISTINCT FROM NEW.content
+          AND OLD.metadata IS DISTINCT FROM NEW.metadata)
+    EXECUTE FUNCTION {SCHEMA}.queue_for_index('payload');
+CREATE TRIGGER index_on_delete AFTER DELETE ON {SCHEMA}.messages FOR EACH ROW
+    WHEN (OLD.status = 'complete')
+    EXECUTE FUNCTION {SCHEMA}.queue_for_index('delete');
+"""
+
+_STATE = f"""
+SELECT to_regclass('{SCHEMA}.anchorline_meta') IS NOT NULL,
+       ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{SCHEMA}' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+             ORDER BY 1 LIMIT 5)
+"""
+_META = f"SELECT key, value FROM {SCHEMA}.anchorline_meta WHERE key IN ('schema_version',"
+_META += " 'application', 'index_enabled')"
+
+
+def _meta(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    return {key: value for key, value in conn.execute(_META).fetchall()}
+
+
+def _check(meta: dict[str, str], where: str) -> None:
+    if meta.get("application", "anchorline") != "anchorline":
+        raise IncompatibleStore(
+            f"schema {SCHEMA} in {where} belongs to {meta['application']!r}, not Anchorline:"
+            " use another database"
+        )
+    version = int(meta.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise IncompatibleStore(
+            f"{where} has Anchorline schema version {version}; this Anchorline reads up to"
+            f" {SCHEMA_VERSION}: upgrade anchorline"
+        )
+    if version < 1:
+        raise IncompatibleStore(
+            f"{where} has an {SCHEMA}.anchorline_meta table but no schema version"
+        )
+
+
+def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
+    """Create the schema in a database that lacks it, or check the one that is there;
+    return whether indexing is switched on.
+
+    Tables of other schemas are no concern; a schema ``anchorline`` holding other
+    tables is refused with :class:`IncompatibleStore`, and so is a newer version.
+    Safe when several processes open a new database at once: the creation runs
+    under an advisory lock and looks again once it holds it.
+    """
+    exists, tables = conn.execute(_STATE).fetchone() or (False, [])
+    if not exists:
+        with conn.transaction():
+            conn.execute(LOCK)
+            exists, tables = conn.execute(_STATE).fetchone() or (False, [])
+            if not exists:
+                if tables:
+                    raise IncompatibleStore(
+                        f"schema {SCHEMA} in {where} holds tables that are not Anchorline's"
+                        f" ({', '.join(tables)}): use another database, or drop that schema"
+                    )
+                conn.execute(DDL)
+                conn.execute(
+                    f"INSERT INTO {SCHEMA}.anchorline_meta VALUES"
+                    " ('schema_version', %s), ('application', 'anchorline')",
+                    (str(SCHEMA_VERSION),),
+                )
+    meta = _meta(conn)
+    _check(meta, where)
+    return "index_enabled" in meta

@@ -1,0 +1,311 @@
+"""Write transactions and reads that survive a dropped connection or a server restart.
+
+A :class:`PostgresTransaction` holds one pooled connection for its life and
+keeps a journal of its writes. When a statement fails in a way another attempt
+may pass (serialization failure, deadlock, lock timeout, the connection dropped,
+the server shut down or restarted), the connection is rolled back, or closed and
+given up if it is broken (a broken connection never goes back to the pool), and
+the whole journal is replayed on a fresh connection under the
+:class:`~anchorline.memory.retry.RetryPolicy`. The caller fixed every write's id
+and time before the first attempt, so a replay writes the same rows.
+
+A COMMIT whose connection dropped may or may not have committed. Before
+replaying after such a COMMIT, :func:`~.crud.landed` asks whether the writes
+are there; if they are, the commit is done.
+
+Past the policy's deadline or attempts, the error is a one-line
+:class:`StorageUnavailable` naming the server (never its password); any other
+database error is one too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+import psycopg_pool
+
+from anchorline.errors import AnchorlineError, StorageUnavailable
+from anchorline.memory.retry import RetryPolicy
+from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
+from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
+
+from . import crud
+from .connection import Connections
+from .errors import gave_up, keeps_connection, retryable, storage_error
+
+T = TypeVar("T")
+Write = Callable[[crud.Executes], Any]
+
+
+class Host(Protocol):
+    """What a transaction needs of its store."""
+
+    policy: RetryPolicy
+    connections: Connections
+    where: str
+
+    def queued(self) -> None:
+        """Called after a commit that may have queued work for the index."""
+
+
+class Attempts:
+    """Counts the attempts at one piece of work and sleeps the policy's backoff between
+    them; raises :class:`StorageUnavailable` once the policy gives up."""
+
+    __slots__ = ("count", "host", "started")
+
+    def __init__(self, host: Host, started: float | None = None) -> None:
+        self.host = host
+        self.started = time.monotonic() if started is None else started
+        self.count = 1
+
+    def remaining(self) -> float:
+        return self.started + self.host.policy.deadline - time.monotonic()
+
+    def again(self, error: BaseException) -> None:
+        """Pause before the next attempt after ``error``, or raise if there is none."""
+        policy = self.host.policy
+        pause = policy.backoff(self.count)
+        if not retryable(error):
+            raise storage_error(error, self.host.where) from None
+        if self.count >= policy.max_attempts or self.remaining() <= pause:
+            probe = None
+            if isinstance(error, psycopg_pool.PoolTimeout):
+                probe = self.host.connections.probe()
+            raise gave_up(
+                error,
+                self.host.where,
+                self.count,
+                time.monotonic() - self.started,
+                probe,
+            ) from None
+        time.sleep(pause)
+        self.count += 1
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """A pooled connection, waiting for one no longer than the deadline allows."""
+        return self.host.connections.get(self.remaining())
+
+
+def let_go(host: Host, conn: psycopg.Connection[Any] | None) -> None:
+    """Hand back ``conn`` after an error: rolled back if it is healthy, else closed."""
+    if conn is None:
+        return
+    if not (conn.closed or conn.broken):
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass
+        else:
+            host.connections.put(conn)
+            return
+    host.connections.discard(conn)
+
+
+def read(host: Host, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    """Run the read ``fn`` on a pooled connection, retried under the host's policy."""
+    attempts = Attempts(host)
+    while True:
+        conn = None
+        try:
+            conn = attempts.connection()
+            result = fn(conn)
+        except psycopg.Error as e:
+            let_go(host, conn)
+            attempts.again(e)
+            continue
+        except BaseException:
+            if conn is not None:
+                host.connections.discard(conn)  # in an unknown state
+            raise
+        host.connections.put(conn)
+        return result
+
+
+class PostgresTransaction:
+    """One write transaction of a :class:`~.store.PostgresStore` (the ``Transaction``
+    protocol). Not for sharing between threads: each thread begins its own."""
+
+    __slots__ = (
+        "_conn", "_failed", "_host", "_journal", "_queued", "_results", "_session", "_started"
+    )  # fmt: skip
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._started = time.monotonic()
+        self._journal: list[Write] = []
+        self._results: list[Any] = []
+        self._failed = False
+        self._queued = False  # whether a write may have queued index work
+        self._conn: psycopg.Connection[Any] | None = None
+        self._session: crud.Session | None = None
+        attempts: Attempts | None = None
+        while self._conn is None:
+            try:
+                self._attach(
+                    host.connections.get(self._started + host.policy.deadline - time.monotonic())
+                )
+            except psycopg.Error as e:
+                attempts = attempts or Attempts(host, self._started)
+                attempts.again(e)
+
+    def _attach(self, conn: psycopg.Connection[Any]) -> crud.Session:
+        self._conn = conn
+        self._session = crud.Session(conn)
+        return self._session
+
+    # --- the Transaction protocol ---------------------------------------------
+
+    def add(self, op: Add, *, message_id: str, now: int) -> Added:
+        """Write a complete message (see the ``Transaction`` protocol)."""
+        result: Added = self.run(
+            lambda db: crud.add_message(db, op, message_id=message_id, now=now), queues=True
+        )
+        return result
+
+    def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
+        """Write an empty placeholder (content ``[]``, status ``reserved``)."""
+        result: Reserved = self.run(
+            lambda db: crud.reserve_message(db, op, message_id=message_id, now=now)
+        )
+        return result
+
+    def update_content(
+        self, op: UpdateContent, *, now: int, expected: int | None
+    ) -> ContentUpdated:
+        """Replace the content; ``expected`` is the caller's ``updated_at`` guard."""
+        result: ContentUpdated = self.run(
+            lambda db: crud.update_message_content(db, op, now=now, expected=expected),
+            queues=op.final,
+        )
+        return result
+
+    def update(self, op: Update, *, now: int, expected: int | None) -> Updated:
+        """Shallow-merge the op's metadata into the stored metadata."""
+        result: Updated = self.run(
+            lambda db: crud.update_message_metadata(db, op, now=now, expected=expected),
+            queues=True,
+        )
+        return result
+
+    def delete(self, op: Delete, *, expected: int | None) -> Deleted:
+        """Delete the message; an unknown id gives ``existed=False``."""
+        result: Deleted = self.run(
+            lambda db: crud.delete_message(db, op, expected=expected), queues=True
+        )
+        return result
+
+    def restore(self, message: Message) -> bool:
+        """Write ``message`` exactly as given unless its id is already stored."""
+        written: bool = self.run(
+            lambda db: crud.restore_message(db, message), queues=message.status == "complete"
+        )
+        return written
+
+    def commit(self) -> None:
+        """Commit, retrying under the policy; on failure roll back and raise."""
+        try:
+            if self._failed:
+                raise StorageUnavailable(
+                    "transaction not committed: an earlier write in it failed"
+                    f" ({self._host.where})",
+                    attempts=1,
+                    last_cause=None,
+                )
+            assert self._conn is not None, "commit of a transaction that has ended"
+            try:
+                self._conn.commit()
+            except psycopg.Error as e:
+                self._retry(e, commit=True)
+        except BaseException:
+            self._abort()
+            raise
+        self._release()
+        if self._queued:
+            self._host.queued()
+
+    def rollback(self) -> None:
+        """Drop every write of the transaction and give its connection back."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            # The server ends a transaction whose connection dropped: nothing to undo.
+            self._conn = self._session = None
+            self._host.connections.discard(conn)
+            return
+        self._release()
+
+    # --- the journal ------------------------------------------------------------
+
+    def run(self, fn: Write, *, queues: bool = False) -> Any:
+        """Apply ``fn`` in the transaction, keep it for a replay, and return its result."""
+        if self._failed or self._session is None:
+            raise StorageUnavailable(
+                f"transaction not usable: an earlier write in it failed, or it ended"
+                f" ({self._host.where})",
+                attempts=1,
+                last_cause=None,
+            )
+        self._journal.append(fn)
+        try:
+            result = fn(self._session)
+        except AnchorlineError:
+            # Refused (Conflict, MessageNotFound) before it wrote anything: a replay of
+            # the rest of the transaction must not run it again.
+            self._journal.pop()
+            raise
+        except psycopg.Error as e:
+            try:
+                result = self._retry(e, commit=False)
+            except BaseException:
+                self._failed = True
+                raise
+        except BaseException:
+            self._failed = True
+            raise
+        else:
+            self._results.append(result)
+        self._queued = self._queued or queues
+        return result
+
+    def _retry(self, error: psycopg.Error, *, commit: bool) -> Any:
+        """Replay the journal on a fresh attempt until it passes or the policy gives up."""
+        attempts = Attempts(self._host, self._started)
+        ambiguous = False  # whether a COMMIT may have committed although it failed
+        while True:
+            ambiguous = ambiguous or (commit and not keeps_connection(error))
+            let_go(self._host, self._conn)
+            self._conn = self._session = None
+            attempts.again(error)
+            try:
+                conn = attempts.connection()
+                session = self._attach(conn)
+                if ambiguous and crud.landed(conn, self._results):
+                    return None
+                results = [fn(session) for fn in self._journal]
+                if commit:
+                    conn.commit()
+                self._results = results
+                return results[-1] if results else None
+            except psycopg.Error as e:
+                error = e
+
+    def _release(self) -> None:
+        conn, self._conn, self._session = self._conn, None, None
+        if conn is not None:
+            self._host.connections.put(conn)
+
+    def _abort(self) -> None:
+        """Roll back after a failure without masking it; the connection is handed back."""
+        try:
+            self.rollback()
+        except Exception:
+            conn, self._conn, self._session = self._conn, None, None
+            if conn is not None:
+                self._host.connections.discard(conn)
