@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
-from anchorline.errors import AnchorlineError, IndexBusy, IndexUnavailable
+from anchorline.errors import AnchorlineError, ConfigurationError, IndexBusy, IndexUnavailable
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -71,7 +71,19 @@ def index_location(index: str, db_path: str) -> str:
     if index == "local":
         if db_path == ":memory:":
             return ":memory:"
+        if "://" in db_path:
+            raise ConfigurationError(
+                "index: 'local' is a folder next to a database file, and a database server has"
+                " none; give a Qdrant server URL (or a folder path, for the processes of one"
+                " machine)"
+            )
         return str(Path(db_path).with_name(Path(db_path).name + ".index"))
+    if "://" in db_path and "://" not in index and index != ":memory:":
+        log.warning(
+            "index %s: an embedded index folder serves the processes of one machine; with a"
+            " database server, agents on other machines need a Qdrant server URL",
+            index,
+        )
     return index
 
 

@@ -383,6 +383,8 @@ def _is_folder(location: str) -> bool:
 def _open(args: argparse.Namespace) -> Pipeline:
     needs: Needs = args.needs
     db: str = args.db
+    if args.index is None:
+        args.index = DEFAULT_INDEX if "://" not in db else "none"
     index: str | None = parse_index(args.index)  # a mistyped location is the first thing to say
     if not db:
         raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
@@ -449,9 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--index",
-        default=os.environ.get(INDEX_ENV) or DEFAULT_INDEX,
+        default=os.environ.get(INDEX_ENV) or None,
         help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
-        f" or none (default: ${INDEX_ENV} or {DEFAULT_INDEX})",
+        f" or none (default: ${INDEX_ENV}, else {DEFAULT_INDEX} for a database file and none"
+        " for a database server)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
