@@ -20,6 +20,7 @@ import pytest
 
 from anchorline import (
     Add,
+    ConfigurationError,
     Conflict,
     Delete,
     IncompatibleStore,
@@ -636,3 +637,14 @@ def test_the_triggers_queue_what_each_write_means_for_the_index(store: PostgresS
     assert sorted((i.message_id, i.action) for i in items) == sorted(
         [(streamed, "upsert"), (kept, "payload"), (gone, "delete")]
     )
+
+
+def test_the_pool_bound_comes_from_the_environment_and_a_bad_one_is_refused(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANCHORLINE_POOL_MAX", "2")
+    with PostgresStore(postgres_url) as store:
+        assert store.connections.pool.max_size == 2
+    monkeypatch.setenv("ANCHORLINE_POOL_MAX", "many")
+    with pytest.raises(ConfigurationError, match="ANCHORLINE_POOL_MAX: must be a whole number"):
+        PostgresStore(postgres_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -39,6 +40,20 @@ def _transient(error: psycopg.Error) -> bool:
     return "FATAL" not in text or refused_for_now(text)
 
 
+#: The environment variable that bounds each store's pool when ``pool_max`` is not given.
+POOL_MAX_ENV = "ANCHORLINE_POOL_MAX"
+
+
+def _pool_max_from_env() -> int:
+    value = os.environ.get(POOL_MAX_ENV) or "4"
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{POOL_MAX_ENV}: must be a whole number of connections, got {value!r}"
+        ) from None
+
+
 class PostgresStore:
     """The Anchorline tables (schema ``anchorline``) of the PostgreSQL database at ``url``.
 
@@ -47,8 +62,9 @@ class PostgresStore:
     schema ``anchorline`` holding other tables, raises ``IncompatibleStore``);
     other schemas of the database are left alone.
 
-    Connections come from a bounded pool of ``pool_min`` to ``pool_max`` (default
-    1 to 4) autocommit connections, opened here and closed by :meth:`close`: up to
+    Connections come from a bounded pool of ``pool_min`` (default 1) to ``pool_max``
+    (default ``$ANCHORLINE_POOL_MAX``, else 4) autocommit connections, opened here
+    and closed by :meth:`close`: up to
     ``pool_max`` threads write or read at once, the others wait for a connection
     (within the policy's deadline). Each write transaction holds one connection
     until it commits or rolls back. Every server error reaches the caller as a
@@ -63,9 +79,11 @@ class PostgresStore:
         *,
         durability: str = "normal",
         pool_min: int = 1,
-        pool_max: int = 4,
+        pool_max: int | None = None,
         name: str | None = None,
     ) -> None:
+        if pool_max is None:
+            pool_max = _pool_max_from_env()
         if not 0 <= pool_min <= pool_max or pool_max < 1:
             raise ConfigurationError(
                 f"pool_min, pool_max: need 0 <= pool_min <= pool_max and pool_max >= 1,"
