@@ -31,10 +31,11 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _DEFS: dict[str, dict[str, Any]] = {
     "id": {
-        "description": f"A non-empty string of at most {MAX_ID_LENGTH} characters.",
+        "description": f"A non-empty string of at most {MAX_ID_LENGTH} characters, without NUL.",
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_ID_LENGTH,
+        "pattern": "^[^\\u0000]*$",
     },
     "role": {"description": "Who wrote the message.", "enum": sorted(ROLES)},
     "content": {

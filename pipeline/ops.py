@@ -82,6 +82,8 @@ def _check_id(field: str, value: object) -> None:
         raise InvalidOp(f"{field}: must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidOp(f"{field}: longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:  # no store holds one the same way (PostgreSQL text cannot)
+        raise InvalidOp(f"{field}: contains a NUL character (\\x00)")
     if not value.isascii():
         try:
             value.encode()

@@ -104,6 +104,7 @@ VALID: list[dict[str, Any]] = [
 ]
 
 INVALID: list[dict[str, Any]] = [
+    {"kind": "delete", "message_id": "m\x00"},
     {},
     {"conversation_id": "c1", "role": "user", "content": "hi"},
     {**ADD, "kind": "append"},
@@ -155,7 +156,11 @@ def test_invalid_op_dicts_fail_the_schema_and_parse_op(data: dict[str, Any]) -> 
         parse_op(data)
 
 
-ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=MAX_ID_LENGTH)
+ids = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=1,
+    max_size=MAX_ID_LENGTH,
+)
 numbers = st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 json_values = st.recursive(
     st.none() | st.booleans() | numbers | st.text(),

@@ -19,7 +19,9 @@ from anchorline import (
     parse_op,
 )
 
-ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+ids = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+)
 json_scalars = (
     st.none()
     | st.booleans()
@@ -151,6 +153,11 @@ def test_defaults_match_the_contract() -> None:
             "set is not JSON",
         ),
         ({"kind": "delete", "message_id": "\ud800"}, "message_id", "lone surrogate"),
+        (
+            {"kind": "reserve", "conversation_id": "a\x00b", "role": "user"},
+            "conversation_id",
+            "NUL character",
+        ),
     ],
 )
 def test_parse_op_rejects_bad_dicts_naming_the_field(
