@@ -4,13 +4,14 @@ checks that refuse an op before it writes anything."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from anchorline.errors import Conflict
 from anchorline.ops import Add, Content, Reserve
-from anchorline.results import Message
+from anchorline.results import Message, Status
 
 #: The ``messages`` columns in the order :func:`message_from_row` reads them.
 COLUMNS = (
@@ -77,3 +78,50 @@ def completed(stored: Message, content: Content, metadata: dict[str, Any], now: 
         status="complete",
         updated_at=max(now, stored.updated_at + 1),
     )
+
+
+def inserted(
+    op: Add | Reserve, message_id: str, content: Content, status: Status, now: int
+) -> Message:
+    """The message a fresh add or reserve wrote."""
+    return Message(
+        id=message_id,
+        conversation_id=op.conversation_id,
+        role=op.role,
+        content=content,
+        metadata=op.metadata,
+        status=status,
+        client_message_id=op.client_message_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def after_conflict(
+    op: Add | Reserve,
+    message_id: str,
+    now: int,
+    same_id: Message | None,
+    by_client_id: Callable[[], Message | None],
+    complete: Callable[[Message], Message],
+) -> tuple[Message, bool]:
+    """What an add or reserve means when its insert met a stored row; the message and
+    whether it was already stored (``deduplicated``).
+
+    ``same_id`` is the stored row with the op's id. If it is this very write (an
+    attempt whose COMMIT was reported failed although it landed), the replay is
+    done. Otherwise a repeated ``client_message_id`` names the stored message
+    (``by_client_id``): an Add meeting its own reserved placeholder completes it
+    (``complete``), anything else returns it as stored. An id taken by another
+    message is a :class:`Conflict`.
+    """
+    if same_id is not None and same_id.created_at == now and same_id.role == op.role:
+        return same_id, False
+    if op.client_message_id is not None:
+        stored = by_client_id()
+        if stored is not None:
+            check_replay(stored, op)
+            if isinstance(op, Add) and stored.status == "reserved":
+                return complete(stored), False
+            return stored, True
+    raise Conflict(f"message_id: a message with id {message_id!r} already exists")

@@ -21,7 +21,13 @@ import psycopg
 from psycopg import ClientCursor
 
 from anchorline.errors import Conflict, InvalidOp, MessageNotFound
-from anchorline.memory.rows import check_expected, check_replay, completed, message_from_row
+from anchorline.memory.rows import (
+    after_conflict,
+    check_expected,
+    completed,
+    inserted,
+    message_from_row,
+)
 from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
 from anchorline.results import (
     Added,
@@ -145,30 +151,15 @@ def _insert(
         ),
     )
     if cursor.rowcount == 0:
-        same_id = get_message(db, message_id, lock=True)
-        if same_id is not None and same_id.created_at == now and same_id.role == op.role:
-            # This very write, made by an attempt whose COMMIT was lost with its
-            # connection although it committed: the replay finds it, and is done.
-            return same_id, False
-        if op.client_message_id is not None:
-            stored = _by_client_id(db, op.conversation_id, op.client_message_id)
-            if stored is not None:
-                check_replay(stored, op)
-                if isinstance(op, Add) and stored.status == "reserved":
-                    return _complete(db, stored, op, now), False
-                return stored, True
-        raise Conflict(f"message_id: a message with id {message_id!r} already exists")
-    return Message(
-        id=message_id,
-        conversation_id=op.conversation_id,
-        role=op.role,
-        content=content,
-        metadata=op.metadata,
-        status=status,
-        client_message_id=op.client_message_id,
-        created_at=now,
-        updated_at=now,
-    ), False
+        return after_conflict(
+            op,
+            message_id,
+            now,
+            get_message(db, message_id, lock=True),
+            lambda: _by_client_id(db, op.conversation_id, op.client_message_id or ""),
+            lambda stored: _complete(db, stored, op, now),  # type: ignore[arg-type]
+        )
+    return inserted(op, message_id, content, status, now), False
 
 
 def _complete(db: Executes, stored: Message, op: Add, now: int) -> Message:

@@ -22,10 +22,11 @@ from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.rows import (
     COLUMNS,
+    after_conflict,
     check_expected,
-    check_replay,
     completed,
     decode_metadata,
+    inserted,
     message_from_row,
 )
 from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
@@ -103,30 +104,15 @@ def _insert(
         ),
     )
     if conn.changes() == 0:
-        same_id = get_message(conn, mid)
-        if same_id is not None and same_id.created_at == now and same_id.role == op.role:
-            # This very write, made by an attempt whose COMMIT reported an error
-            # although it reached the disk: the replay finds it, and is done.
-            return same_id, False
-        if op.client_message_id is not None:
-            stored = _by_client_id(conn, op.conversation_id, op.client_message_id)
-            if stored is not None:
-                check_replay(stored, op)
-                if isinstance(op, Add) and stored.status == "reserved":
-                    return _complete(conn, stored, op, now), False
-                return stored, True
-        raise Conflict(f"message_id: a message with id {mid!r} already exists")
-    return Message(
-        id=mid,
-        conversation_id=op.conversation_id,
-        role=op.role,
-        content=content,
-        metadata=op.metadata,
-        status=status,
-        client_message_id=op.client_message_id,
-        created_at=now,
-        updated_at=now,
-    ), False
+        return after_conflict(
+            op,
+            mid,
+            now,
+            get_message(conn, mid),
+            lambda: _by_client_id(conn, op.conversation_id, op.client_message_id or ""),
+            lambda stored: _complete(conn, stored, op, now),  # type: ignore[arg-type]
+        )
+    return inserted(op, mid, content, status, now), False
 
 
 def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Message:
