@@ -4,14 +4,22 @@ checks that refuse an op before it writes anything."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from anchorline.errors import Conflict
 from anchorline.ops import Add, Content, Reserve
-from anchorline.results import Message, Status
+from anchorline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Message,
+    Reserved,
+    Status,
+    Updated,
+)
 
 #: The ``messages`` columns in the order :func:`message_from_row` reads them.
 COLUMNS = (
@@ -125,3 +133,20 @@ def after_conflict(
                 return complete(stored), False
             return stored, True
     raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+
+
+def landed(results: Sequence[object], get_message: Callable[[str], Message | None]) -> bool:
+    """Whether the writes that gave ``results`` are in the database, after a COMMIT that
+    reported an error (or whose answer was lost with its connection): every message
+    they touched is stored exactly as their last result left it, or is gone if they
+    deleted it."""
+    final: dict[str, Message | None] = {}
+    for result in results:
+        if isinstance(result, Deleted):
+            if result.existed:
+                final[result.message_id] = None
+        elif isinstance(result, Added | Reserved | ContentUpdated | Updated):
+            final[result.message.id] = result.message
+    if not final:
+        return False
+    return all(get_message(message_id) == expected for message_id, expected in final.items())

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import ClientCursor
 
 from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.memory import rows
 from anchorline.memory.rows import (
     after_conflict,
     check_expected,
@@ -310,18 +311,8 @@ def restore_message(db: Executes, message: Message) -> bool:
 
 def landed(db: Executes, results: Sequence[Any]) -> bool:
     """Whether the writes that gave ``results`` are in the database (after a COMMIT whose
-    answer was lost with the connection): every message they touched is stored exactly as
-    their last result left it, or is gone if they deleted it."""
-    final: dict[str, Message | None] = {}
-    for result in results:
-        if isinstance(result, Deleted):
-            if result.existed:
-                final[result.message_id] = None
-        elif isinstance(result, Added | Reserved | ContentUpdated | Updated):
-            final[result.message.id] = result.message
-    if not final:
-        return False
-    return all(get_message(db, message_id) == expected for message_id, expected in final.items())
+    answer was lost with the connection)."""
+    return rows.landed(results, lambda message_id: get_message(db, message_id))
 
 
 # --- reads ------------------------------------------------------------------

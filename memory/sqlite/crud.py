@@ -20,6 +20,7 @@ import attrs
 
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory import rows
 from anchorline.memory.rows import (
     COLUMNS,
     after_conflict,
@@ -269,28 +270,8 @@ def restore_message(conn: apsw.Connection, message: Message) -> Added | None:
 
 
 def landed(conn: apsw.Connection, results: list[Any]) -> bool:
-    """Whether the writes that gave ``results`` are in the database (after a failed COMMIT).
-
-    True when every message they touched is stored exactly as their last
-    result left it (or is gone, if they deleted it).
-    """
-    final: dict[str, Message | None] = {}
-    for result in results:
-        if isinstance(result, Deleted):
-            if result.existed:
-                final[result.message_id] = None
-        elif result is not None:
-            final[result.message.id] = result.message
-    if not final:
-        return False
-    for message_id, expected in final.items():
-        stored = get_message(conn, message_id)
-        if expected is None:
-            if stored is not None:
-                return False
-        elif stored != expected:
-            return False
-    return True
+    """Whether the writes that gave ``results`` are in the database (after a failed COMMIT)."""
+    return rows.landed(results, lambda message_id: get_message(conn, message_id))
 
 
 # --- reads ------------------------------------------------------------------
