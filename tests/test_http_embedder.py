@@ -112,6 +112,14 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddingServer]:
         started.close()
 
 
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 def embedder(server: EmbeddingServer, **kwargs: Any) -> HttpEmbedder:
     options: dict[str, Any] = {"dimension": DIMENSION, "retry": QUICK, "timeout": 5.0}
     return HttpEmbedder("test-model", base_url=server.base_url, **{**options, **kwargs})
@@ -207,9 +215,7 @@ def test_a_server_slower_than_the_timeout_is_retried_then_reported(
 
 
 def test_a_server_that_is_down_is_reported_as_unreachable() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens once it is closed
+    port = closed_port()
     down = HttpEmbedder("m", base_url=f"http://127.0.0.1:{port}/v1", dimension=4, retry=QUICK)
     with pytest.raises(IndexUnavailable, match=rf"127\.0\.0\.1:{port}/v1/embeddings could not"):
         down.embed(["hello"])
@@ -320,3 +326,14 @@ def test_the_cli_refuses_an_unknown_embedder_before_creating_anything(tmp_path: 
     from_env = run(tmp_path, "demo", ANCHORLINE_EMBEDDER="bert")
     assert from_env.returncode == 1 and "unknown embedder 'bert'" in from_env.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_opening_an_index_while_a_model_of_unknown_dimension_is_down_says_why(
+    db_path: str,
+) -> None:
+    port = closed_port()
+    down = HttpEmbedder("m", base_url=f"http://127.0.0.1:{port}/v1", retry=QUICK)
+    with pytest.raises(IndexUnavailable, match=rf"127\.0\.0\.1:{port}/v1/embeddings could not"):
+        Pipeline.open(db_path, index=":memory:", embedder=down)
+    with Pipeline.open(db_path) as pipeline:  # no index: the embedder is not asked
+        pipeline.persist(Add(conversation_id="c", role="user", content="kept"))
