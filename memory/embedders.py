@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import zlib
 from collections.abc import Sequence
 from itertools import pairwise
+
+from anchorline.embedding import Embedder
+from anchorline.errors import ConfigurationError
+
+#: Names the embedder of every pipeline that is not given one (see ``embedder_from_spec``).
+EMBEDDER_ENV = "ANCHORLINE_EMBEDDER"
+#: The API root of an ``openai:<model>`` embedder.
+EMBEDDER_URL_ENV = "ANCHORLINE_EMBEDDER_URL"
+DEFAULT_EMBEDDER_URL = "https://api.openai.com/v1"
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words so common they only add noise between unrelated texts.
@@ -59,3 +69,34 @@ class HashingEmbedder:
             vector[h % self.dimension] += weight if h & 0x80000000 else -weight
         norm = math.sqrt(sum(v * v for v in vector))
         return [v / norm for v in vector] if norm else vector
+
+
+EMBEDDER_FORMS = "'hashing' (the default) or 'openai:<model>'"
+
+
+def parse_embedder(spec: str) -> tuple[str, str]:
+    """A setting naming an embedder, checked: ``("hashing", "")`` or ``("openai", model)``.
+
+    Anything else raises ``ConfigurationError`` naming the value and the accepted forms.
+    """
+    kind, _, model = spec.strip().partition(":")
+    if kind.lower() == "hashing" and not model:
+        return "hashing", ""
+    if kind.lower() == "openai" and model.strip():
+        return "openai", model.strip()
+    raise ConfigurationError(f"embedder: unknown embedder {spec!r}; use {EMBEDDER_FORMS}")
+
+
+def embedder_from_spec(spec: str) -> Embedder:
+    """The embedder a setting names (see :func:`parse_embedder`).
+
+    ``openai:<model>`` is an :class:`~anchorline.memory.http_embedder.HttpEmbedder`
+    at ``$ANCHORLINE_EMBEDDER_URL`` (default ``https://api.openai.com/v1``) with
+    the key in ``$OPENAI_API_KEY``.
+    """
+    kind, model = parse_embedder(spec)
+    if kind == "hashing":
+        return HashingEmbedder()
+    from .http_embedder import HttpEmbedder
+
+    return HttpEmbedder(model, base_url=os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL)

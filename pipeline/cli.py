@@ -19,6 +19,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from anchorline.memory.embedders import (
+    DEFAULT_EMBEDDER_URL,
+    EMBEDDER_ENV,
+    EMBEDDER_FORMS,
+    EMBEDDER_URL_ENV,
+    parse_embedder,
+)
 from anchorline.memory.stores import storage_failures
 
 from .cli_ingest import Stopped, ingest_atomic, ingest_each
@@ -386,6 +393,7 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if args.index is None:
         args.index = DEFAULT_INDEX if "://" not in db else "none"
     index: str | None = parse_index(args.index)  # a mistyped location is the first thing to say
+    parse_embedder(args.embedder or os.environ.get(EMBEDDER_ENV) or "hashing")  # and then this
     if not db:
         raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
     if _is_file(db):
@@ -408,7 +416,8 @@ def _open(args: argparse.Namespace) -> Pipeline:
             index = None
     if needs.index == "unused":
         index = None
-    return Pipeline.open(db, index=index)
+    embedder = args.embedder if index is not None else None
+    return Pipeline.open(db, index=index, embedder=embedder)
 
 
 def _one_line(text: str) -> str:
@@ -455,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
         f" or none (default: ${INDEX_ENV}, else {DEFAULT_INDEX} for a database file and none"
         " for a database server)",
+    )
+    parser.add_argument(
+        "--embedder",
+        help=f"the index's embedder: {EMBEDDER_FORMS}, at ${EMBEDDER_URL_ENV} (default"
+        f" {DEFAULT_EMBEDDER_URL}) with the key in $OPENAI_API_KEY"
+        f" (default: ${EMBEDDER_ENV}, else hashing)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -156,7 +156,7 @@ class Pipeline:
         load_entrypoints: bool = True,
         retry: RetryPolicy | None = None,
         index: str | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | str | None = None,
         index_api_key: str | None = None,
         index_sync: bool = False,
         index_drain: bool = True,
@@ -175,7 +175,8 @@ class Pipeline:
         ``index`` turns on the vector index: ``"local"`` (embedded Qdrant in a
         folder next to the database), ``":memory:"``, a folder path, or a
         Qdrant server URL (``index_api_key`` or ``$ANCHORLINE_QDRANT_API_KEY``
-        for its key). ``embedder`` overrides the ``embedder`` hook.
+        for its key). ``embedder`` overrides the ``embedder`` hook: an object, or
+        ``"hashing"`` or ``"openai:<model>"`` (see ``docs/embedders.md``).
         ``index_sync=True`` indexes right after each write instead of in a
         background worker. ``index_drain=False`` searches the index but leaves
         the indexing to ``anchorline index-worker`` processes (many agent
@@ -186,6 +187,10 @@ class Pipeline:
         ``sweep_on_open=S`` runs :meth:`sweep` with ``older_than=S`` once open.
         ``durability="full"`` (or ``$ANCHORLINE_DURABILITY``) also survives power loss.
         """
+        if isinstance(embedder, str):
+            from anchorline.memory.embedders import embedder_from_spec
+
+            embedder = embedder_from_spec(embedder)
         settings = Settings(
             path=str(path),
             terminal=terminal,
