@@ -146,6 +146,9 @@ class Indexer:
                 log.info("index not drained on close (%s); it will be on the next open", e)
         if self.index is not None:
             self.index.close()
+        close = getattr(self.embedder, "close", None)  # an HTTP embedder's connections
+        if callable(close):
+            close()
 
     # --- write path ---------------------------------------------------------
 
