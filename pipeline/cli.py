@@ -315,11 +315,14 @@ _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Time the pipeline against raw apsw (and the peers, if installed) in one run."""
+    """Time the pipeline against raw apsw (and the peers, if installed) in one run; with
+    --db postgresql://..., its writes against raw psycopg on that server."""
     from .bench import QUICK, Config, disk_full, run_bench
     from .bench.report import print_report, write_json
 
     config = QUICK if args.quick else Config()
+    if args.bench_db is not None:
+        config = attrs.evolve(config, db=_bench_server(args.bench_db))
     if args.rounds is not None:
         if args.rounds < 1:
             raise CLIError(f"--rounds: must be at least 1, got {args.rounds}", status=2)
@@ -350,6 +353,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_json(report, args.json)
         out.print(Text(f"wrote {args.json}"))
     return 0
+
+
+def _bench_server(url: str) -> str:
+    import importlib.util
+
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("postgresql", "postgres"):
+        raise CLIError(
+            f"--db: the bench measures a PostgreSQL server, give a postgresql:// URL, got"
+            f" {url!r} (without --db it measures SQLite in a scratch folder)",
+            status=2,
+        )
+    if importlib.util.find_spec("psycopg") is None:
+        raise CLIError(
+            "--db: the PostgreSQL bench needs psycopg: pip install 'anchorline[postgres]'"
+        )
+    return url
 
 
 # --- opening the database ----------------------------------------------------
@@ -517,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
     bench.add_argument(
         "--dir", type=Path, metavar="PATH", help="scratch folder (default: the system's temp)"
+    )
+    bench.add_argument(
+        "--db",
+        dest="bench_db",
+        metavar="URL",
+        help="a postgresql:// URL: time the writes on that server, in scratch databases it"
+        " drops at the end (the user needs CREATEDB)",
     )
     return parser
 

@@ -6,11 +6,15 @@ import importlib.util
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from anchorline.bench import QUICK, run_bench
 from anchorline.bench.peers import peer_cases
+from anchorline.bench.postgres import with_database
+from anchorline.bench.workloads import CONTENT
 from anchorline.cli import main
+from tests.postgres_server import Server
 
 
 def test_quick_bench_reports_every_case_and_comparison_as_json(
@@ -219,3 +223,134 @@ def test_the_report_prints_install_hints_and_error_texts_as_they_are() -> None:
     assert "pip install 'anchorline[bench]'" in text
     assert "(TypeError: no [bold]field[/bold] [red])" in text
     assert "Peer [x] ran with journal_mode=wal, synchronous=[FULL]" in text
+
+
+# --- on a PostgreSQL server -----------------------------------------------------------
+
+
+def _scratch_left(conninfo: str, url: str) -> list[str]:
+    """The bench's databases left on the server, and any schema or table left in the
+    database it was given."""
+    import psycopg
+
+    from anchorline.bench.postgres import PREFIX
+
+    with psycopg.connect(conninfo) as conn:
+        left = [
+            name
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)
+            )
+        ]
+    with psycopg.connect(url) as conn:
+        left += [
+            f"{schema}.{table}"
+            for schema, table in conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+            )
+        ]
+        left += [
+            schema
+            for (schema,) in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'"
+                " AND nspname NOT IN ('public', 'information_schema')"
+            )
+        ]
+    return left
+
+
+def test_quick_bench_on_postgres_times_each_write_against_its_twin_and_leaves_nothing(
+    postgres_server: Server, postgres_url: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--db", postgres_url, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["store"].startswith("PostgreSQL at postgresql://")
+    for name in ("persist(Add)", "raw insert", "reserve + final", "raw insert + update",
+                 "persist_many(100)", "raw executemany(100)", "4 writers persist(Add)",
+                 "4 writers raw insert", "raw insert in BEGIN/COMMIT"):  # fmt: skip
+        assert len(report["cases"][name]["samples"]) == QUICK.rounds, name
+        assert all(s > 0 for s in report["cases"][name]["samples"]), name
+    assert not any(name.startswith(("last 50", "search", "stream")) for name in report["cases"])
+    labels = {c["label"]: c for c in report["comparisons"]}
+    for label, target in (
+        ("persist(Add) vs raw insert", ">= 0.80x"),
+        ("reserve + final vs raw pair", ">= 0.80x"),
+        ("persist_many(100) vs raw executemany(100)", ">= 0.70x"),
+        ("4 writers persist(Add) vs 4 writers raw insert", ">= 0.80x"),
+    ):
+        assert labels[label]["target"] == target, label
+        assert labels[label]["ratio"]["median"] > 0 and labels[label]["met"] in (True, False)
+    assert any(key.startswith("PostgreSQL ") and "fsync=" in value
+               for key, value in report["peer_settings"].items())  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "4 writers persist(Add)" in printed and "fsync=off" in printed
+    assert _scratch_left(postgres_server.conninfo, postgres_url) == []
+
+
+def test_the_postgres_twins_write_the_rows_the_pipeline_writes(
+    postgres_server: Server, postgres_url: str
+) -> None:
+    import psycopg
+
+    from anchorline.bench.postgres import RAW_SCHEMA, Scratch, postgres_cases, writers
+
+    counts = {"add": 3, "pair": 2, "many": 2 * 4, "writers": 2 * 3}
+    with Scratch(postgres_url) as scratch, writers(2) as pool:
+        cases, _ = postgres_cases(scratch, pool, ops=3, pairs=2, batches=2, batch_size=4,
+                                  writer_ops=3)  # fmt: skip
+        for case in cases:
+            case.prepare()(case.count)
+        rows = {}
+        for name in scratch.names:
+            label = name.rpartition("_")[2]
+            with psycopg.connect(with_database(postgres_url, name)) as conn:
+                for schema in ("anchorline", RAW_SCHEMA):
+                    rows[label, schema] = conn.execute(
+                        "SELECT id, conversation_id, role, content, metadata, status,"
+                        f" client_message_id, created_at, updated_at FROM {schema}.messages"
+                        " ORDER BY rowid"
+                    ).fetchall()
+    assert sorted(label for label, _ in rows) == sorted(2 * list(counts))
+    for label, count in counts.items():
+        ours, theirs = rows[label, "anchorline"], rows[label, RAW_SCHEMA]
+        assert [r[1:7] for r in ours] == [r[1:7] for r in theirs], label
+        assert len(ours) == count and ours[0][5] == "complete", label
+        for side in (ours, theirs):
+            ids = [r[0] for r in side]
+            assert len(set(ids)) == count and all(i[14] == "7" for i in ids), label
+            assert all(r[7] <= r[8] for r in side), label
+    assert rows["add", "anchorline"][0][3] == json.dumps(CONTENT)
+    assert _scratch_left(postgres_server.conninfo, postgres_url) == []
+
+
+def test_a_postgres_bench_stopped_by_ctrl_c_drops_its_databases_and_ends_its_writers(
+    postgres_server: Server, postgres_url: str
+) -> None:
+    import multiprocessing
+
+    seen: list[str] = []
+
+    def interrupt(text: str) -> None:
+        seen.append(text)
+        if text.startswith("round 1/") and len(seen) > 8:
+            raise KeyboardInterrupt  # as Ctrl-C would, halfway through the first round
+
+    config = attrs.evolve(QUICK, db=postgres_url)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, progress=interrupt)
+    assert any(text.startswith("round 1/") for text in seen)
+    assert _scratch_left(postgres_server.conninfo, postgres_url) == []
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("db", ["bench.db", "sqlite:///bench.db"])
+def test_the_bench_takes_only_a_postgres_url_for_db(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--quick", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert "--db: the bench measures a PostgreSQL server" in err
+    assert len(err.strip().splitlines()) == 1

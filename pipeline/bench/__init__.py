@@ -44,13 +44,17 @@ class Config:
     peer_batch_size: int = 100
     peers: bool = True
     quick: bool = False
+    #: A ``postgresql://`` URL: measure the write cases on that server instead of SQLite.
+    db: str | None = None
+    writers: int = 4
+    writer_ops: int = 1000
 
 
 #: A smoke run of a few seconds: it proves every case works, its figures mean little.
 QUICK = Config(
     rounds=2, ops=50, pairs=25, batches=1, batch_size=100, turns=10, reads=50,
     read_sizes=(1_000, 5_000), queries=3, search_sizes=(100, 500), peer_items=20,
-    peer_batches=2, peer_batch_size=10, quick=True,
+    peer_batches=2, peer_batch_size=10, writer_ops=10, quick=True,
 )  # fmt: skip
 
 
@@ -66,7 +70,13 @@ def run_bench(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
-    """Run every case in ``config``, in one process, in alternating rounds."""
+    """Run every case in ``config``, in one process, in alternating rounds.
+
+    With ``config.db``, the write cases on that PostgreSQL server (see
+    :mod:`anchorline.bench.postgres`) instead.
+    """
+    if config.db is not None:
+        return run_postgres_bench(config, progress)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -109,6 +119,33 @@ def run_bench(
         skipped=skipped,
         facts=facts,
         seconds=time.perf_counter() - started,
+    )
+
+
+def run_postgres_bench(config: Config, progress: Callable[[str], None] | None = None) -> Report:
+    """The write cases on the PostgreSQL server at ``config.db``, each against its raw
+    psycopg twin, one and ``config.writers`` writers at a time. Every scratch database is
+    dropped at the end, however the run ends."""
+    from .postgres import Scratch, postgres_cases, writers
+
+    assert config.db is not None
+    started = time.perf_counter()
+    with Scratch(config.db) as scratch, writers(config.writers) as pool:
+        facts = scratch.facts()
+        cases, comparisons = postgres_cases(
+            scratch, pool, ops=config.ops, pairs=config.pairs, batches=config.batches,
+            batch_size=config.batch_size, writer_ops=config.writer_ops, progress=progress,
+        )  # fmt: skip
+        timed = run_rounds(cases, config.rounds, progress, sync=not config.quick)
+    return Report(
+        rounds=config.rounds,
+        quick=config.quick,
+        timed=timed,
+        compared=compare(timed, comparisons),
+        skipped=[],
+        facts=facts,
+        seconds=time.perf_counter() - started,
+        store=f"PostgreSQL at {scratch.location}",
     )
 
 

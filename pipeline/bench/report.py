@@ -27,6 +27,8 @@ class Report:
     skipped: list[str]
     facts: dict[str, str]
     seconds: float
+    #: What the write cases ran on.
+    store: str = "SQLite"
 
 
 _PACKAGES = ("anchorline", "pluggy", "attrs", "cattrs", "qdrant-client", "openai-agents",
@@ -80,7 +82,8 @@ def print_report(report: Report, console: Console) -> None:
             f" {report.seconds:.0f} s"
         )
     )
-    cases = Table(title=f"Anchorline bench: {report.rounds} alternating rounds")
+    title = f"Anchorline bench on {report.store}: {report.rounds} alternating rounds"
+    cases = Table(title=Text(title))
     for column in ("case", "unit", "median", "min-max", "rate"):
         cases.add_column(column, justify="left" if column in ("case", "unit") else "right")
     for name, timed in report.timed.items():
@@ -113,6 +116,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "machine": machine(),
         "rounds": report.rounds,
         "quick": report.quick,
+        "store": report.store,
         "seconds": round(report.seconds, 1),
         "cases": {
             name: {

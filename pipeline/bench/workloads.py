@@ -172,7 +172,7 @@ def _raw_insert(conn: apsw.Connection, count: int) -> None:
 # --- 2. reserve, then the final content ---------------------------------------
 
 
-def _reserve_final(pipeline: Pipeline, count: int) -> None:
+def reserve_final(pipeline: Pipeline, count: int) -> None:
     persist = pipeline.persist
     for _ in range(count):
         reserved = persist(Reserve(conversation_id=CONVERSATION, role="assistant"))
@@ -270,7 +270,7 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
         Case(name="raw insert", unit="op", count=ops,
              prepare=_timed_raw(workdir / "raw-add.db", _raw_insert)),
         Case(name="reserve + final", unit="pair", count=pairs,
-             prepare=timed_pipeline(workdir / "pair.db", _reserve_final)),
+             prepare=timed_pipeline(workdir / "pair.db", reserve_final)),
         Case(name="raw insert + update", unit="pair", count=pairs,
              prepare=_timed_raw(workdir / "raw-pair.db", _raw_insert_update)),
         Case(name=batch, unit="batch", count=batches,
