@@ -15,11 +15,12 @@ from typing import Protocol
 
 import attrs
 
-from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,
+    Forgotten,
     IndexStatus,
     Message,
     Reserved,
@@ -66,6 +67,11 @@ class Transaction(Protocol):
         store holds its id with an ``updated_at`` at or after the message's; True if it
         was written. For copying a store: a second copy finishes the first. Another
         message holding its ``client_message_id`` is a ``Conflict``."""
+        ...
+
+    def forget(self, op: Forget) -> Forgotten:
+        """Delete every message of the conversation (placeholders included) and queue
+        the deletion of their index points; ``deleted`` counts the messages."""
         ...
 
     def commit(self) -> None:

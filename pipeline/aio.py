@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .ops import Content, PersistOp, Reserve, UpdateContent
-from .results import Hit, IndexStatus, Message, PersistResult, Reserved
+from .results import Forgotten, Hit, IndexStatus, Message, PersistResult, Reserved
 from .runner import Expected, Pipeline, check_ops
 from .streaming import StreamHandle, reserve_op
 from .sweeping import SweepReport
@@ -84,6 +84,10 @@ class AsyncPipeline:
 
     async def sweep(self, older_than: float = 60.0) -> SweepReport:
         return await self._run(self.pipeline.sweep, older_than)
+
+    async def forget(self, conversation_id: str) -> Forgotten:
+        """:meth:`Pipeline.forget <anchorline.Pipeline.forget>` in a worker thread."""
+        return await self._run(self.pipeline.forget, conversation_id)
 
     def stream(
         self,

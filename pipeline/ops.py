@@ -1,4 +1,4 @@
-"""The five write ops: frozen, keyword-only attrs classes tagged by ``kind``.
+"""The write ops: frozen, keyword-only attrs classes tagged by ``kind``.
 
 An op is validated when it is built, so an op that exists is well formed:
 ids are non-empty strings, ``role`` is known, and ``content`` and ``metadata``
@@ -244,5 +244,26 @@ class Delete:
     message_id: str = attrs.field(validator=_valid_id)
 
 
-PersistOp: TypeAlias = Add | Reserve | UpdateContent | Update | Delete
-OP_TYPES: Final[tuple[type[PersistOp], ...]] = (Add, Reserve, UpdateContent, Update, Delete)
+@attrs.frozen(kw_only=True)
+class Forget:
+    """Delete every message of a conversation, and its points in the index.
+
+    Forgetting an unknown conversation is not an error. See
+    ``docs/ops-format.md`` for what each store does to erase the text.
+
+    :param conversation_id: the conversation to forget.
+    """
+
+    kind: ClassVar[Literal["forget"]] = "forget"
+    conversation_id: str = attrs.field(validator=_valid_id)
+
+
+PersistOp: TypeAlias = Add | Reserve | UpdateContent | Update | Delete | Forget
+OP_TYPES: Final[tuple[type[PersistOp], ...]] = (
+    Add,
+    Reserve,
+    UpdateContent,
+    Update,
+    Delete,
+    Forget,
+)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
 
-from .ops import Add, Content, Delete, PersistOp, Reserve, Update, UpdateContent
+from .ops import Add, Content, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 
 Status: TypeAlias = Literal["reserved", "complete"]
 
@@ -88,7 +88,16 @@ class IndexStatus:
     last_error: str | None = None
 
 
-PersistResult: TypeAlias = Added | Reserved | ContentUpdated | Updated | Deleted
+@attrs.frozen(kw_only=True)
+class Forgotten:
+    """Result of :class:`~anchorline.ops.Forget`: how many messages were deleted."""
+
+    kind: ClassVar[Literal["forget"]] = "forget"
+    conversation_id: str
+    deleted: int
+
+
+PersistResult: TypeAlias = Added | Reserved | ContentUpdated | Updated | Deleted | Forgotten
 
 RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {
     Add: Added,
@@ -96,4 +105,5 @@ RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {
     UpdateContent: ContentUpdated,
     Update: Updated,
     Delete: Deleted,
+    Forget: Forgotten,
 }

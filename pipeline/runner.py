@@ -13,7 +13,7 @@ import pluggy
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
-from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from .ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
 from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
 from .results import (
@@ -21,6 +21,7 @@ from .results import (
     Added,
     ContentUpdated,
     Deleted,
+    Forgotten,
     Hit,
     IndexStatus,
     Message,
@@ -80,6 +81,8 @@ def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> Pers
             f" (kind {getattr(result, 'kind', None)!r}) for the {describe(op)};"
             f" expected {expected.__name__}"
         )
+    if isinstance(result, Forgotten):
+        return result
     wanted = getattr(op, "message_id", None)
     if wanted is not None:
         got = result.message_id if isinstance(result, Deleted) else result.message.id
@@ -231,6 +234,8 @@ class Pipeline:
     @overload
     def persist(self, op: Delete, *, expect_updated_at: Expected = None) -> Deleted: ...
     @overload
+    def persist(self, op: Forget, *, expect_updated_at: Expected = None) -> Forgotten: ...
+    @overload
     def persist(
         self, op: PersistOp | Mapping[str, Any], *, expect_updated_at: Expected = None
     ) -> PersistResult: ...
@@ -348,6 +353,13 @@ class Pipeline:
         # The write is already durable: an observer's error is logged and
         # neither fails the op nor skips the other observers.
         call_each(self._after_persist, op=op, result=result, context=context)
+
+    def forget(self, conversation_id: str) -> Forgotten:
+        """Delete every message of the conversation and, through the outbox, its points
+        in the index: a :class:`~anchorline.ops.Forget` op through the chain, so plugins
+        see it like any write. See ``docs/ops-format.md`` for what erasure takes on
+        each store."""
+        return self.persist(Forget(conversation_id=conversation_id))
 
     # --- reads --------------------------------------------------------------
 

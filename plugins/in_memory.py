@@ -20,11 +20,12 @@ from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.rows import check_expected, check_replay, completed
-from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,
+    Forgotten,
     Message,
     PersistResult,
     Reserved,
@@ -85,7 +86,7 @@ class InMemoryTerminal:
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
         expected = None
-        if context.expected and not isinstance(op, Add | Reserve):
+        if context.expected and not isinstance(op, Add | Reserve | Forget):
             expected = context.expected.pop(op.message_id, None)
         if context.unit is None:
             undo = _Undo(self._lock)
@@ -130,6 +131,8 @@ class InMemoryTerminal:
                 check_expected(existing, expected)
                 self._remove(existing, undo)
             return Deleted(message_id=op.message_id, existed=existing is not None)
+        if isinstance(op, Forget):
+            return self._forget(op, undo)
         raise TypeError(f"not an op: {op!r}")
 
     def _insert(
@@ -198,6 +201,12 @@ class InMemoryTerminal:
             raise MessageNotFound(message_id)
         check_expected(message, expected)
         return message
+
+    def _forget(self, op: Forget, undo: _Undo) -> Forgotten:
+        doomed = [m for m in self.messages.values() if m.conversation_id == op.conversation_id]
+        for message in doomed:
+            self._remove(message, undo)
+        return Forgotten(conversation_id=op.conversation_id, deleted=len(doomed))
 
     # --- reads --------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.interface import Store
 from anchorline.memory.stores import open_store, resolve_durability
-from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import Message, PersistResult
 from anchorline.settings import Settings
 
@@ -33,7 +33,7 @@ class StoreTerminal:
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
             return self._persist_alone(op, context)
         expected = None
-        if context.expected and not isinstance(op, Add | Reserve):
+        if context.expected and not isinstance(op, Add | Reserve | Forget):
             expected = context.expected.pop(op.message_id, None)
         tx = unit.join(self._key, self.store.begin)
         # Ids and times are fixed before the write, so a retry writes the same row.
@@ -47,6 +47,8 @@ class StoreTerminal:
             return tx.update(op, now=wall_ms(), expected=expected)
         if isinstance(op, Delete):
             return tx.delete(op, expected=expected)
+        if isinstance(op, Forget):
+            return tx.forget(op)
         raise TypeError(f"not an op: {op!r}")
 
     def _persist_alone(self, op: PersistOp, context: Context) -> PersistResult:

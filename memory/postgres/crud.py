@@ -29,11 +29,21 @@ from anchorline.memory.rows import (
     inserted,
     message_from_row,
 )
-from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
+from anchorline.ops import (
+    Add,
+    Content,
+    Delete,
+    Forget,
+    Reserve,
+    Update,
+    UpdateContent,
+    encode_json,
+)
 from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,
+    Forgotten,
     Message,
     Reserved,
     Status,
@@ -365,3 +375,13 @@ def scan(
     params = (after_id, limit) if after_id is not None else (limit,)
     rows = db.execute(f"{_SELECT}{clause} ORDER BY id LIMIT %s", params).fetchall()
     return [message_from_row(row) for row in rows]
+
+
+# --- forgetting a conversation ---------------------------------------------
+
+
+def forget_conversation(db: Executes, op: Forget) -> Forgotten:
+    """Delete every message of the conversation; the index triggers queue their points'
+    deletion. The rows' bytes stay in the table's pages until ``VACUUM`` reuses them."""
+    cursor = db.execute(f"DELETE FROM {MESSAGES} WHERE conversation_id = %s", (op.conversation_id,))
+    return Forgotten(conversation_id=op.conversation_id, deleted=cursor.rowcount)

@@ -29,8 +29,16 @@ import psycopg_pool
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
-from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
-from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
+from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Forgotten,
+    Message,
+    Reserved,
+    Updated,
+)
 
 from . import crud
 from .connection import Connections
@@ -204,6 +212,11 @@ class PostgresTransaction:
             lambda db: crud.restore_message(db, message), queues=message.status == "complete"
         )
         return written
+
+    def forget(self, op: Forget) -> Forgotten:
+        """Delete every message of the conversation (see the ``Transaction`` protocol)."""
+        result: Forgotten = self.run(lambda db: crud.forget_conversation(db, op), queues=True)
+        return result
 
     def commit(self) -> None:
         """Commit, retrying under the policy; on failure roll back and raise."""

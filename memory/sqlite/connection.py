@@ -112,6 +112,9 @@ def connect(
             call(policy, conn, lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall())
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows and freed pages are overwritten with zeros, so a forgotten
+        # conversation leaves no text in the file once the WAL is checkpointed.
+        conn.execute("PRAGMA secure_delete = ON")
     except apsw.Error as e:
         conn.close()
         raise storage_error(e, path) from e

@@ -30,11 +30,21 @@ from anchorline.memory.rows import (
     inserted,
     message_from_row,
 )
-from anchorline.ops import Add, Content, Delete, Reserve, Update, UpdateContent, encode_json
+from anchorline.ops import (
+    Add,
+    Content,
+    Delete,
+    Forget,
+    Reserve,
+    Update,
+    UpdateContent,
+    encode_json,
+)
 from anchorline.results import (
     Added,
     ContentUpdated,
     Deleted,
+    Forgotten,
     Message,
     Reserved,
     Status,
@@ -334,3 +344,15 @@ def list_complete(conn: apsw.Connection, after_id: str | None, limit: int) -> li
 def scan(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
     """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
     return _page(conn, "1", after_id, limit)
+
+
+# --- forgetting a conversation ---------------------------------------------
+
+
+@atomic
+def forget_conversation(conn: apsw.Connection, op: Forget) -> Forgotten:
+    """Delete every message of the conversation; the index triggers queue their points'
+    deletion. With ``secure_delete`` on (the store's connection sets it), the freed
+    space is overwritten with zeros."""
+    conn.execute("DELETE FROM messages WHERE conversation_id = ?", (op.conversation_id,))
+    return Forgotten(conversation_id=op.conversation_id, deleted=conn.changes())

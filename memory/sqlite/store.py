@@ -14,8 +14,16 @@ import apsw
 
 from anchorline.errors import StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
-from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
-from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
+from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.results import (
+    Added,
+    ContentUpdated,
+    Deleted,
+    Forgotten,
+    Message,
+    Reserved,
+    Updated,
+)
 
 from . import crud
 from .connection import connect
@@ -41,6 +49,7 @@ _RESERVE = _joining(crud.reserve_message)
 _UPDATE_CONTENT = _joining(crud.update_message_content)
 _UPDATE = _joining(crud.update_message_metadata)
 _DELETE = _joining(crud.delete_message)
+_FORGET = _joining(crud.forget_conversation)
 
 
 class SQLiteTransaction(Transaction):
@@ -72,6 +81,9 @@ class SQLiteTransaction(Transaction):
 
     def restore(self, message: Message) -> bool:
         return self.run(lambda c: crud.restore_message(c, message)) is not None
+
+    def forget(self, op: Forget) -> Forgotten:
+        return self.run(lambda c: _FORGET(c, op))
 
 
 def _get_messages(conn: apsw.Connection, message_ids: Sequence[str]) -> list[Message]:
