@@ -1,0 +1,174 @@
+"""A session for the OpenAI Agents SDK that keeps its items in an Anchorline pipeline.
+
+``AnchorlineSession(session_id, pipeline)`` satisfies ``agents.memory.Session``:
+pass it as ``Runner.run(agent, input, session=...)``. Each item is one message
+of the conversation ``session_id``, written through the pipeline's hook chain
+(so every plugin sees it) and read back exactly as it was given. Install with
+``pip install 'anchorline[openai-agents]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from agents.memory import SessionSettings
+from agents.memory.session_settings import resolve_session_limit
+
+from anchorline.ops import Add, Delete
+from anchorline.results import Message
+
+from .items import item_content, message_text, stored_item
+
+if TYPE_CHECKING:
+    from agents.items import TResponseInputItem
+
+    from anchorline.runner import Pipeline
+
+T = TypeVar("T")
+
+#: The ``type`` of the content block that holds an SDK item, as the SDK gave it.
+ITEM_TYPE = "openai_agents.item"
+
+_TOOL_TYPES = frozenset(
+    {
+        "function_call",
+        "function_call_output",
+        "computer_call",
+        "computer_call_output",
+        "file_search_call",
+        "web_search_call",
+        "local_shell_call",
+        "local_shell_call_output",
+        "shell_call",
+        "shell_call_output",
+        "apply_patch_call",
+        "apply_patch_call_output",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "code_interpreter_call",
+        "image_generation_call",
+    }
+)
+
+
+def item_role(item: dict[str, Any]) -> str:
+    """The Anchorline role an SDK item is stored under: its own ``role`` when it is a
+    message (``developer`` counts as ``system``), ``tool`` for tool calls and their
+    outputs, ``assistant`` for anything else the model produced (reasoning, say)."""
+    role = item.get("role")
+    if role in ("user", "assistant", "system"):
+        return cast(str, role)
+    if role == "developer":
+        return "system"
+    if item.get("type") in _TOOL_TYPES:
+        return "tool"
+    return "assistant"
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """The readable text of an SDK item, for search: message text and tool output."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    output = item.get("output")
+    return output if isinstance(output, str) else ""
+
+
+def as_item(message: Message) -> TResponseInputItem:
+    """The SDK item a message holds; a message written another way (``pipeline.persist``)
+    reads as a plain message with its role (``tool`` as ``assistant``) and its text."""
+    item = stored_item(message, ITEM_TYPE)
+    if item is None:
+        role = "assistant" if message.role == "tool" else message.role
+        item = {"role": role, "content": message_text(message)}
+    return cast("TResponseInputItem", item)
+
+
+class AnchorlineSession:
+    """The conversation ``session_id`` of ``pipeline`` as an Agents SDK ``Session``.
+
+    Items are written with ``persist_many`` (one transaction per call, each item
+    an ``Add`` that plugins see), read back oldest first, popped with a guarded
+    ``Delete``, and cleared with :meth:`Pipeline.forget <anchorline.Pipeline.forget>`.
+    Each message's content is a ``text`` block with the item's readable text
+    (what the index embeds), then a block of type ``openai_agents.item`` holding
+    the item exactly as the SDK gave it.
+
+    The pipeline's calls run in a worker thread, so the event loop never waits
+    on the database. ``session_settings`` gives ``get_items`` its default limit.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        pipeline: Pipeline,
+        *,
+        session_settings: SessionSettings | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.pipeline = pipeline
+        self.session_settings: SessionSettings | None = session_settings or SessionSettings()
+
+    def __repr__(self) -> str:
+        return f"AnchorlineSession({self.session_id!r}, {self.pipeline!r})"
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _read(self, limit: int | None) -> list[Message]:
+        return self.pipeline.messages(self.session_id, limit=limit)
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The session's items, oldest first; ``limit`` keeps the newest ``limit``."""
+        limit = resolve_session_limit(limit, self.session_settings)
+        messages = await self._call(self._read, limit)
+        return [as_item(m) for m in messages]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items``, all in one transaction."""
+        if not items:
+            return
+        ops = [self._op(cast(dict[str, Any], item)) for item in items]
+        await self._call(self.pipeline.persist_many, ops)
+
+    def _op(self, item: dict[str, Any]) -> Add:
+        content = item_content(item, ITEM_TYPE, item_text(item))
+        return Add(conversation_id=self.session_id, role=item_role(item), content=content)
+
+    def _pop(self) -> Message | None:
+        while True:
+            newest = self.pipeline.messages(self.session_id, limit=1)
+            if not newest:
+                return None
+            message = newest[0]
+            deleted = self.pipeline.persist(
+                Delete(message_id=message.id),
+                expect_updated_at={message.id: message.updated_at},
+            )
+            if deleted.existed:
+                return message
+            # Popped by another writer between the read and the delete: try the next one.
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove the newest item and return it; ``None`` when the session is empty."""
+        message = await self._call(self._pop)
+        return None if message is None else as_item(message)
+
+    async def clear_session(self) -> None:
+        """Forget every item of the session (and its index points)."""
+        await self._call(self.pipeline.forget, self.session_id)
+
+
+__all__ = ["ITEM_TYPE", "AnchorlineSession", "as_item", "item_role", "item_text"]

@@ -1,0 +1,201 @@
+"""AnchorlineSession against the real OpenAI Agents SDK: its Session protocol, and its Runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from agents import Agent, ModelResponse, RunConfig, Runner, Usage, function_tool
+from agents.memory import Session, SessionSettings
+from agents.models.interface import Model
+from openai.types.responses import (
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
+
+from anchorline import Add, Pipeline, hookimpl
+from anchorline.integrations.openai_agents import AnchorlineSession
+
+ITEMS: list[Any] = [
+    {"role": "user", "content": "What is 2 + 3?"},
+    {"role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
+    {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": "Add the numbers."}],
+        "encrypted_content": "gAAAAB...",
+    },
+    {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": "add",
+        "arguments": '{"a": 2, "b": 3}',
+        "status": "completed",
+    },
+    {"type": "function_call_output", "call_id": "call_1", "output": "5"},
+    {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "5", "annotations": [], "logprobs": []}],
+    },
+]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_it_is_an_agents_sdk_session(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline)
+    assert isinstance(session, Session)
+    assert session.session_id == "s1"
+
+
+def test_every_kind_of_item_reads_back_exactly(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline)
+    run(session.add_items(ITEMS[:3]))
+    run(session.add_items(ITEMS[3:]))
+    assert run(session.get_items()) == ITEMS
+    assert run(session.get_items(limit=2)) == ITEMS[-2:]
+    roles = [m.role for m in pipeline.messages("s1")]
+    assert roles == ["user", "system", "assistant", "tool", "tool", "assistant"]
+
+
+def test_the_default_limit_comes_from_session_settings(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline, session_settings=SessionSettings(limit=1))
+    run(session.add_items(ITEMS))
+    assert run(session.get_items()) == ITEMS[-1:]
+    assert run(session.get_items(limit=3)) == ITEMS[-3:]
+
+
+def test_pop_item_removes_the_newest_and_clear_forgets_the_session_only(
+    pipeline: Pipeline,
+) -> None:
+    session, other = AnchorlineSession("s1", pipeline), AnchorlineSession("s2", pipeline)
+    run(session.add_items(ITEMS))
+    run(other.add_items(ITEMS[:1]))
+    assert run(session.pop_item()) == ITEMS[-1]
+    assert run(session.get_items()) == ITEMS[:-1]
+    run(session.clear_session())
+    assert run(session.get_items()) == []
+    assert run(session.pop_item()) is None
+    assert run(other.get_items()) == ITEMS[:1]
+
+
+def test_a_message_written_through_the_pipeline_reads_as_a_plain_item(pipeline: Pipeline) -> None:
+    pipeline.persist(Add(conversation_id="s1", role="user", content="typed elsewhere"))
+    assert run(AnchorlineSession("s1", pipeline).get_items()) == [
+        {"role": "user", "content": "typed elsewhere"}
+    ]
+
+
+class _Watcher:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    @hookimpl
+    def after_persist(self, op: Any, result: Any, context: Any) -> None:
+        self.kinds.append(op.kind)
+
+
+def test_plugins_see_every_write(pipeline: Pipeline) -> None:
+    watcher = _Watcher()
+    pipeline.plugin_manager.register(watcher)
+    session = AnchorlineSession("s1", pipeline)
+    run(session.add_items(ITEMS))
+    run(session.pop_item())
+    run(session.clear_session())
+    assert watcher.kinds == ["add"] * len(ITEMS) + ["delete", "forget"]
+
+
+# --- the SDK's own Runner, with a scripted model ------------------------------------
+
+
+@function_tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+class ScriptedModel(Model):
+    """Answers each call with the next scripted output, and keeps what it was sent."""
+
+    def __init__(self, outputs: list[list[Any]]) -> None:
+        self.outputs = outputs
+        self.inputs: list[Any] = []
+
+    async def get_response(
+        self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any
+    ) -> ModelResponse:
+        self.inputs.append(json.loads(json.dumps(input)))
+        return ModelResponse(output=self.outputs.pop(0), usage=Usage(), response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+
+def _say(text: str, n: int) -> ResponseOutputMessage:
+    return ResponseOutputMessage(
+        id=f"msg_{n}",
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
+
+
+def _call_add(a: int, b: int) -> ResponseFunctionToolCall:
+    return ResponseFunctionToolCall(
+        id="fc_1",
+        type="function_call",
+        call_id="call_1",
+        name="add",
+        arguments=json.dumps({"a": a, "b": b}),
+        status="completed",
+    )
+
+
+def test_runner_resumes_a_conversation_across_runs_and_processes(tmp_path: Path) -> None:
+    model = ScriptedModel([[_call_add(2, 3)], [_say("2 + 3 = 5", 1)], [_say("It was 5.", 2)]])
+    agent = Agent(name="calc", instructions="Add numbers.", model=model, tools=[add])
+    config = RunConfig(tracing_disabled=True)
+    db = str(tmp_path / "chat.db")
+
+    with Pipeline.open(db, load_entrypoints=False) as pipeline:
+        session = AnchorlineSession("user-7", pipeline)
+        first = run(Runner.run(agent, "What is 2 + 3?", session=session, run_config=config))
+        assert first.final_output == "2 + 3 = 5"
+    with Pipeline.open(db, load_entrypoints=False) as pipeline:  # a new process, say
+        session = AnchorlineSession("user-7", pipeline)
+        second = run(Runner.run(agent, "What was it?", session=session, run_config=config))
+        assert second.final_output == "It was 5."
+        items = run(session.get_items())
+    sent = model.inputs[-1]
+    kinds = [item.get("type", "message") for item in sent]
+    assert kinds == ["message", "function_call", "function_call_output", "message", "message"]
+    assert sent[0]["content"] == "What is 2 + 3?" and sent[-1]["content"] == "What was it?"
+    assert sent[2]["output"] == "5"
+    assert [item.get("type", "message") for item in items] == [*kinds, "message"]
+    assert items[:-1] == sent
+
+
+def test_runner_sends_only_the_limited_history(tmp_path: Path) -> None:
+    limit = 2
+    model = ScriptedModel([[_say("one", 1)], [_say("two", 2)]])
+    agent = Agent(name="a", model=model)
+    config = RunConfig(tracing_disabled=True)
+    with Pipeline.open(str(tmp_path / "chat.db"), load_entrypoints=False) as pipeline:
+        session = AnchorlineSession("s", pipeline, session_settings=SessionSettings(limit=limit))
+        run(Runner.run(agent, "first", session=session, run_config=config))
+        run(Runner.run(agent, "second", session=session, run_config=config))
+        assert len(run(session.get_items(limit=None))) == limit
+        assert len(pipeline.messages("s")) == 4
+    assert [i.get("content") for i in model.inputs[-1]][-1] == "second"
+    assert len(model.inputs[-1]) == limit + 1
