@@ -1,0 +1,121 @@
+"""Pydantic AI message histories kept in an Anchorline pipeline.
+
+Save what a run added, load it back as the next run's ``message_history``::
+
+    history = load_history(pipeline, "c1")
+    result = agent.run_sync("What next?", message_history=history)
+    save_history(pipeline, "c1", result.new_messages())
+
+Each ``ModelMessage`` is one message of the conversation, written through the
+pipeline's hook chain; it reads back equal to what was saved
+(``ModelMessagesTypeAdapter``). Install with ``pip install 'anchorline[pydantic-ai]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+
+from anchorline.ops import Add
+from anchorline.results import Message, PersistResult
+from anchorline.runner import Pipeline
+
+from .items import item_content, stored_item
+
+#: The ``type`` of the content block that holds a ``ModelMessage`` as JSON.
+ITEM_TYPE = "pydantic_ai.message"
+
+
+def message_role(message: ModelMessage) -> str:
+    """The Anchorline role a ``ModelMessage`` is stored under: ``assistant`` for a model
+    response; for a request, ``user`` if it carries a user prompt, else ``tool`` if it
+    returns tool results, else ``system``."""
+    if isinstance(message, ModelResponse):
+        return "assistant"
+    kinds = {type(part) for part in message.parts}
+    if UserPromptPart in kinds:
+        return "user"
+    if ToolReturnPart in kinds:
+        return "tool"
+    return "system"
+
+
+def message_text(message: ModelMessage) -> str:
+    """The readable text of a ``ModelMessage``, for search: prompts and model text."""
+    texts = [
+        part.content
+        for part in message.parts
+        if isinstance(part, TextPart | SystemPromptPart | UserPromptPart)
+        and isinstance(part.content, str)
+    ]
+    return "\n".join(texts)
+
+
+def history_ops(conversation_id: str, messages: Sequence[ModelMessage]) -> list[Add]:
+    """The ``Add`` ops that store ``messages`` in the conversation, in order."""
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
+    return [
+        Add(
+            conversation_id=conversation_id,
+            role=message_role(message),
+            content=item_content(item, ITEM_TYPE, message_text(message)),
+        )
+        for message, item in zip(messages, dumped, strict=True)
+    ]
+
+
+def save_history(
+    pipeline: Pipeline, conversation_id: str, messages: Sequence[ModelMessage]
+) -> list[PersistResult]:
+    """Append ``messages`` (say ``result.new_messages()``) to the conversation, in one
+    transaction."""
+    if not messages:
+        return []
+    return pipeline.persist_many(history_ops(conversation_id, messages))
+
+
+def as_model_messages(messages: Sequence[Message]) -> list[ModelMessage]:
+    """The ``ModelMessage`` list stored in ``messages``; a message written another way
+    (``pipeline.persist``) reads as a user prompt or a model text response."""
+    items: list[Any] = []
+    for message in messages:
+        item = stored_item(message, ITEM_TYPE)
+        if item is not None:
+            items.append(item)
+            continue
+        text = message.content if isinstance(message.content, str) else ""
+        if message.role == "user":
+            items.append(ModelRequest(parts=[UserPromptPart(content=text)]))
+        elif message.role == "system":
+            items.append(ModelRequest(parts=[SystemPromptPart(content=text)]))
+        else:
+            items.append(ModelResponse(parts=[TextPart(content=text)]))
+    loaded: list[ModelMessage] = ModelMessagesTypeAdapter.validate_python(items)
+    return loaded
+
+
+def load_history(pipeline: Pipeline, conversation_id: str) -> list[ModelMessage]:
+    """The conversation as a ``message_history`` for ``agent.run``, oldest first."""
+    return as_model_messages(pipeline.messages(conversation_id))
+
+
+__all__ = [
+    "ITEM_TYPE",
+    "as_model_messages",
+    "history_ops",
+    "load_history",
+    "message_role",
+    "message_text",
+    "save_history",
+]
