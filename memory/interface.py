@@ -223,8 +223,16 @@ class Store(Protocol):
         """The stored messages among ``message_ids``, in no particular order."""
         ...
 
-    def list_messages(self, conversation_id: str, limit: int | None) -> list[Message]:
-        """The conversation's messages, oldest first; ``limit`` keeps the newest ``limit``."""
+    def list_messages(
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> list[Message]:
+        """The conversation's messages in seq order; ``limit`` alone keeps the newest
+        ``limit``, with ``after_seq`` the first ``limit`` whose seq is greater; ``roles``
+        keeps those roles only."""
         ...
 
     def list_reserved(self, updated_before: int, limit: int) -> list[Message]:

@@ -21,11 +21,14 @@ from anchorline.results import (
     Updated,
 )
 
-#: The ``messages`` columns in the order :func:`message_from_row` reads them.
+#: The ``messages`` columns a write supplies, in the order :func:`message_from_row` reads
+#: them (``seq``, which the store assigns, comes last: see :data:`READ_COLUMNS`).
 COLUMNS = (
     "id, conversation_id, role, content, metadata, status, client_message_id,"
     " created_at, updated_at"
 )
+#: What a read selects: :data:`COLUMNS` and ``seq``.
+READ_COLUMNS = COLUMNS + ", seq"
 
 
 def decode_metadata(text: str) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def decode_metadata(text: str) -> dict[str, Any]:
 
 
 def message_from_row(row: tuple[Any, ...]) -> Message:
-    """A row of :data:`COLUMNS` (content and metadata as JSON text) as a ``Message``."""
+    """A row of :data:`READ_COLUMNS` (content and metadata as JSON text) as a ``Message``."""
     return Message(
         id=row[0],
         conversation_id=row[1],
@@ -45,6 +48,7 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
         client_message_id=row[6],
         created_at=row[7],
         updated_at=row[8],
+        seq=row[9],
     )
 
 
@@ -89,7 +93,7 @@ def completed(stored: Message, content: Content, metadata: dict[str, Any], now: 
 
 
 def inserted(
-    op: Add | Reserve, message_id: str, content: Content, status: Status, now: int
+    op: Add | Reserve, message_id: str, content: Content, status: Status, now: int, seq: int
 ) -> Message:
     """The message a fresh add or reserve wrote."""
     return Message(
@@ -102,6 +106,7 @@ def inserted(
         client_message_id=op.client_message_id,
         created_at=now,
         updated_at=now,
+        seq=seq,
     )
 
 

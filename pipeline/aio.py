@@ -66,8 +66,18 @@ class AsyncPipeline:
     async def get(self, message_id: str) -> Message | None:
         return await self._run(self.pipeline.get, message_id)
 
-    async def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
-        return await self._run(self.pipeline.messages, conversation_id, limit)
+    async def messages(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        after_seq: int | None = None,
+        roles: Iterable[str] | None = None,
+    ) -> list[Message]:
+        roles = None if roles is None else list(roles)
+        return await self._run(
+            self.pipeline.messages, conversation_id, limit=limit, after_seq=after_seq, roles=roles
+        )
 
     async def search(
         self, query: str, *, conversation_id: str | None = None, limit: int = 10

@@ -77,13 +77,24 @@ def get_message(message_id: str, context: Context) -> Message | None:
 
 @hookspec(firstresult=True)
 def list_messages(
-    conversation_id: str, limit: int | None, context: Context
+    conversation_id: str,
+    limit: int | None,
+    after_seq: int | None,
+    roles: tuple[str, ...] | None,
+    context: Context,
 ) -> list[Message] | None:
-    """Read a conversation's messages, oldest first.
+    """Read a conversation's messages in ``seq`` order (oldest first).
 
     :param conversation_id: the conversation to read.
-    :param limit: if not ``None``, only the most recent ``limit`` messages.
+    :param limit: if not ``None``, at most ``limit`` messages: the most recent ones,
+        or with ``after_seq`` the first ones after it.
+    :param after_seq: if not ``None``, only messages whose ``seq`` is greater (a page
+        forward from the last message seen).
+    :param roles: if not ``None``, only messages whose role is among them (sorted).
     :param context: the call's context.
+
+    An implementation may take only some of these arguments (pluggy passes what
+    it names); one that answers the read should honour all of them.
 
     Return the list (possibly empty) to answer the read; ``None`` passes it on.
     Stops at the first non-None result.

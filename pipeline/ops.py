@@ -150,6 +150,8 @@ class Add:
     :param client_message_id: the caller's own key for the message, unique within
         the conversation: an op repeated with it returns the stored message
         (``deduplicated``) instead of writing a second one.
+    :param parent_id: the conversation this one was started from (a sub-agent's
+        thread); recorded when the conversation is created, ignored after.
     """
 
     kind: ClassVar[Literal["add"]] = "add"
@@ -159,6 +161,7 @@ class Add:
     metadata: Metadata = attrs.field(factory=dict)
     message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
     client_message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    parent_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
     content_json: str = attrs.field(init=False, eq=False, repr=False)
     metadata_json: str = attrs.field(init=False, eq=False, repr=False)
 
@@ -179,6 +182,8 @@ class Reserve:
     :param client_message_id: the caller's own key for the message, unique within
         the conversation: an op repeated with it returns the stored message
         (``deduplicated``) instead of writing a second one.
+    :param parent_id: the conversation this one was started from (a sub-agent's
+        thread); recorded when the conversation is created, ignored after.
     """
 
     kind: ClassVar[Literal["reserve"]] = "reserve"
@@ -187,6 +192,7 @@ class Reserve:
     metadata: Metadata = attrs.field(factory=dict)
     message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
     client_message_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
+    parent_id: str | None = attrs.field(default=None, validator=_valid_optional_id)
     metadata_json: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -13,7 +13,13 @@ Status: TypeAlias = Literal["reserved", "complete"]
 
 @attrs.frozen(kw_only=True)
 class Message:
-    """A stored message. Timestamps are integer milliseconds since the epoch."""
+    """A stored message. Timestamps are integer milliseconds since the epoch.
+
+    ``seq`` is the message's place in its conversation: assigned by the store
+    when the message is created (1, 2, 3, ... per conversation; strictly
+    increasing, never reused after a delete, gaps possible). ``0`` means no
+    store assigned one (a ``Message`` a plugin built itself).
+    """
 
     id: str
     conversation_id: str
@@ -24,6 +30,7 @@ class Message:
     created_at: int
     updated_at: int
     client_message_id: str | None = None
+    seq: int = 0
 
 
 @attrs.frozen(kw_only=True)

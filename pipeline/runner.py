@@ -13,7 +13,7 @@ import pluggy
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
-from .ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
+from .ops import ROLES, Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 from .parsing import parse_op
 from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
 from .results import (
@@ -377,15 +377,36 @@ class Pipeline:
             )
         return message
 
-    def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
-        """The conversation's messages, oldest first; ``limit`` keeps the newest ``limit``."""
+    def messages(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        after_seq: int | None = None,
+        roles: Iterable[str] | None = None,
+    ) -> list[Message]:
+        """The conversation's messages in ``seq`` order (oldest first).
+
+        ``limit`` alone keeps the newest ``limit``; with ``after_seq`` the read
+        pages forward: the first ``limit`` (or all) messages whose seq is
+        greater. ``roles`` keeps only messages of those roles.
+        """
         self._check_open()
         if not isinstance(conversation_id, str) or not conversation_id:
             raise InvalidOp("conversation_id: must be a non-empty string")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
+        if after_seq is not None and (type(after_seq) is not int or after_seq < 0):
+            raise InvalidOp(f"after_seq: must be a non-negative integer or None, got {after_seq!r}")
+        wanted = None if roles is None else check_roles(roles)
         hook = self.plugin_manager.hook.list_messages
-        found = hook(conversation_id=conversation_id, limit=limit, context=Context(self))
+        found = hook(
+            conversation_id=conversation_id,
+            limit=limit,
+            after_seq=after_seq,
+            roles=wanted,
+            context=Context(self),
+        )
         return check_messages(hook, found)
 
     # --- the vector index ---------------------------------------------------
@@ -453,6 +474,17 @@ class Pipeline:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Pipeline {self.settings.path!r} {state}>"
+
+
+def check_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    """``roles`` as a sorted tuple of known roles, or :class:`InvalidOp` naming the stranger."""
+    if isinstance(roles, str):
+        raise InvalidOp(f"roles: must be an iterable of role names, not the string {roles!r}")
+    wanted = tuple(sorted(set(roles)))
+    for role in wanted:
+        if role not in ROLES:
+            raise InvalidOp(f"roles: {role!r} is not one of {', '.join(sorted(ROLES))}")
+    return wanted
 
 
 def call_each(hook: pluggy.HookCaller, **kwargs: Any) -> None:

@@ -70,11 +70,24 @@ class _Undo:
             self._lock = None
 
 
+@attrs.define
+class _Conversation:
+    """A conversation's row: its parent, the next seq, its count and activity times."""
+
+    id: str
+    parent_id: str | None
+    next_seq: int
+    message_count: int
+    first_at: int
+    last_at: int
+
+
 class InMemoryTerminal:
     """A terminal that keeps messages in memory. Register it with ``terminal=``."""
 
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
+        self.conversations: dict[str, _Conversation] = {}
         self._client_ids: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
 
@@ -163,9 +176,26 @@ class InMemoryTerminal:
             client_message_id=op.client_message_id,
             created_at=now,
             updated_at=now,
+            seq=self._next_seq(op, now, undo),
         )
         self._put(message, undo)
         return message, True
+
+    def _next_seq(self, op: Add | Reserve, now: int, undo: _Undo) -> int:
+        """Hand out the conversation's next seq, counting the new message."""
+        row = self.conversations.get(op.conversation_id)
+        if row is None:
+            cid = op.conversation_id
+            row = self.conversations[cid] = _Conversation(cid, op.parent_id, 1, 0, now, now)
+            undo.steps.append(lambda: self.conversations.__delitem__(cid))
+        else:
+            before = attrs.evolve(row)
+            undo.steps.append(lambda: self.conversations.__setitem__(before.id, before))
+        seq = row.next_seq
+        row.next_seq += 1
+        row.message_count += 1
+        row.last_at = max(row.last_at, now)
+        return seq
 
     def _replace(self, current: Message, undo: _Undo, **changes: Any) -> Message:
         now = max(wall_ms(), current.updated_at + 1)
@@ -183,6 +213,10 @@ class InMemoryTerminal:
 
     def _remove(self, message: Message, undo: _Undo) -> None:
         self._unstore(message)
+        row = self.conversations[message.conversation_id]
+        before = attrs.evolve(row)
+        row.message_count -= 1
+        undo.steps.append(lambda: self.conversations.__setitem__(before.id, before))
         undo.steps.append(lambda: self._store(message))
 
     def _store(self, message: Message) -> None:
@@ -216,16 +250,45 @@ class InMemoryTerminal:
             message = self.messages.get(message_id)
         return None if message is None else _detached(message)
 
-    @hookimpl(trylast=True)
     def list_messages(
-        self, conversation_id: str, limit: int | None, context: Context
+        self,
+        conversation_id: str,
+        limit: int | None,
+        context: Context | None = None,
+        after_seq: int | None = None,
+        roles: tuple[str, ...] | None = None,
     ) -> list[Message]:
+        """The conversation's messages in seq order (``Pipeline.messages``'s arguments).
+
+        Callable directly by a plugin that redirects reads here.
+        """
         with self._lock:
-            found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
-        found.sort(key=lambda m: (m.created_at, m.id))
+            found = [
+                m
+                for m in self.messages.values()
+                if m.conversation_id == conversation_id
+                and (after_seq is None or m.seq > after_seq)
+                and (roles is None or m.role in roles)
+            ]
+        found.sort(key=lambda m: m.seq)
         if limit is not None:
-            found = found[len(found) - limit :] if limit else []
+            if after_seq is not None:
+                found = found[:limit]
+            else:
+                found = found[len(found) - limit :] if limit else []
         return [_detached(m) for m in found]
+
+    # The hook takes every argument (pluggy passes none that has a default).
+    @hookimpl(trylast=True, specname="list_messages")
+    def _list_messages_hook(
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None,
+        roles: tuple[str, ...] | None,
+        context: Context,
+    ) -> list[Message]:
+        return self.list_messages(conversation_id, limit, context, after_seq, roles)
 
     @hookimpl(trylast=True)
     def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:

@@ -67,9 +67,14 @@ class StoreTerminal:
 
     @hookimpl(trylast=True)
     def list_messages(
-        self, conversation_id: str, limit: int | None, context: Context
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None,
+        roles: tuple[str, ...] | None,
+        context: Context,
     ) -> list[Message]:
-        return self.store.list_messages(conversation_id, limit)
+        return self.store.list_messages(conversation_id, limit, after_seq, roles)
 
     @hookimpl(trylast=True)
     def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:

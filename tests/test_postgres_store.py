@@ -118,7 +118,7 @@ def test_processes_opening_a_new_database_at_once_create_its_schema_once(
             opener.kill()
     assert [opener.returncode for opener in openers] == [0] * 4, outcomes
     rows = sql(postgres_url, "SELECT key, value FROM anchorline.anchorline_meta ORDER BY key")
-    assert rows == [("application", "anchorline"), ("schema_version", "1")]
+    assert rows == [("application", "anchorline"), ("schema_version", "2")]
     contents = sql(postgres_url, "SELECT content FROM anchorline.messages ORDER BY content")
     assert [json.loads(c) for (c,) in contents] == ["p0", "p1", "p2", "p3"]
 

@@ -103,20 +103,23 @@ def test_a_version_1_file_is_upgraded_in_place_with_its_messages(tmp_path: Path)
     conn.execute(INDEX_TRIGGERS)
     conn.close()
     with Pipeline.open(str(path), load_entrypoints=False) as pipeline:
-        assert [(m.id, m.content, m.status) for m in pipeline.messages("c")] == [
-            ("m1", "hello", "complete"),
-            ("m2", [], "reserved"),
+        assert [(m.id, m.content, m.status, m.seq) for m in pipeline.messages("c")] == [
+            ("m1", "hello", "complete", 1),
+            ("m2", [], "reserved", 2),
         ]
+        added = pipeline.persist(Add(conversation_id="c", role="user", content="next"))
+        assert added.message.seq == 3
         replay = pipeline.persist(
             Add(conversation_id="c", role="user", content="hello", client_message_id="turn-1")
         )
         assert replay.deduplicated and replay.message.id == "m1"
         pipeline.persist(UpdateContent(message_id="m2", content="answer"))
     conn = apsw.Connection(str(path))
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "conversations" not in tables
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(conversations)")]
+    assert columns[:3] == ["id", "parent_id", "next_seq"]  # the new table, not version 1's
     version = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'schema_version'")
-    assert version.fetchone() == ("2",)
+    assert version.fetchone() == ("3",)
     # The index triggers came back with the rebuilt table: the final write was queued.
-    assert conn.execute("SELECT message_id FROM index_outbox").fetchall() == [("m2",)]
+    queued = {r[0] for r in conn.execute("SELECT message_id FROM index_outbox")}
+    assert queued == {"m2", added.message.id}
     conn.close()

@@ -53,15 +53,32 @@ from anchorline.results import (
 from .schema import SCHEMA
 
 MESSAGES = f"{SCHEMA}.messages"
+CONVERSATIONS = f"{SCHEMA}.conversations"
 COLUMNS = (
     "id, conversation_id, role, content, metadata, status, client_message_id,"
     " created_at, updated_at"
 )
-_INSERT = (
-    f"INSERT INTO {MESSAGES} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT DO NOTHING"
+#: What a read selects: :data:`COLUMNS` and ``seq`` (``rows.message_from_row``'s order).
+READ_COLUMNS = COLUMNS + ", seq"
+# One statement: the conversation's row is upserted (and so locked until the
+# transaction ends) and hands the message its seq.
+_INSERT = f"""WITH c AS (
+    INSERT INTO {CONVERSATIONS} AS c (id, parent_id, next_seq, message_count, first_at, last_at)
+    VALUES (%(conversation)s, %(parent)s, 2, 1, %(now)s, %(now)s)
+    ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + 1,
+        message_count = c.message_count + 1, last_at = GREATEST(c.last_at, excluded.last_at)
+    RETURNING next_seq - 1 AS seq)
+INSERT INTO {MESSAGES} ({COLUMNS}, seq)
+SELECT %(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
+       %(now)s, %(now)s, c.seq FROM c
+ON CONFLICT DO NOTHING RETURNING seq"""
+# The insert met a stored row: give back the seq and the count it took (the row is
+# still locked by this transaction, so nobody took a later seq meanwhile).
+_UNTAKE = (
+    f"UPDATE {CONVERSATIONS} SET next_seq = next_seq - 1, message_count = message_count - 1"
+    " WHERE id = %s"
 )
-_SELECT = f"SELECT {COLUMNS} FROM {MESSAGES}"
+_SELECT = f"SELECT {READ_COLUMNS} FROM {MESSAGES}"
 
 
 class Executes(Protocol):
@@ -147,21 +164,22 @@ def _insert(
 ) -> tuple[Message, bool]:
     """Insert the message; return it, and whether it was already stored."""
     check_storable(op, message_id)
-    cursor = db.execute(
+    row = db.execute(
         _INSERT,
-        (
-            message_id,
-            op.conversation_id,
-            op.role,
-            content_json,
-            op.metadata_json,
-            status,
-            op.client_message_id,
-            now,
-            now,
-        ),
-    )
-    if cursor.rowcount == 0:
+        {
+            "conversation": op.conversation_id,
+            "parent": op.parent_id,
+            "now": now,
+            "id": message_id,
+            "role": op.role,
+            "content": content_json,
+            "metadata": op.metadata_json,
+            "status": status,
+            "client": op.client_message_id,
+        },
+    ).fetchone()
+    if row is None:
+        db.execute(_UNTAKE, (op.conversation_id,))
         return after_conflict(
             op,
             message_id,
@@ -170,7 +188,7 @@ def _insert(
             lambda: _by_client_id(db, op.conversation_id, op.client_message_id or ""),
             lambda stored: _complete(db, stored, op, now),  # type: ignore[arg-type]
         )
-    return inserted(op, message_id, content, status, now), False
+    return inserted(op, message_id, content, status, now, row[0]), False
 
 
 def _complete(db: Executes, stored: Message, op: Add, now: int) -> Message:
@@ -209,7 +227,7 @@ _UPDATE_CONTENT = f"""UPDATE {MESSAGES}
     SET content = %(content)s, status = %(status)s, updated_at = GREATEST(%(now)s, updated_at + 1)
     WHERE id = %(id)s AND (%(final)s OR status = 'reserved')
       AND (%(expected)s::bigint IS NULL OR updated_at = %(expected)s::bigint)
-    RETURNING conversation_id, role, metadata, client_message_id, created_at, updated_at"""
+    RETURNING conversation_id, role, metadata, client_message_id, created_at, updated_at, seq"""
 
 
 def update_message_content(
@@ -247,6 +265,7 @@ def update_message_content(
             client_message_id=row[3],
             created_at=row[4],
             updated_at=row[5],
+            seq=row[6],
         )
     )
 
@@ -263,30 +282,47 @@ def update_message_metadata(db: Executes, op: Update, *, now: int, expected: int
     return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
 
 
+_DELETE = f"""WITH d AS (
+    DELETE FROM {MESSAGES} WHERE id = %(id)s
+        AND (%(expected)s::bigint IS NULL OR updated_at = %(expected)s::bigint)
+    RETURNING conversation_id, seq),
+u AS (UPDATE {CONVERSATIONS} AS c SET message_count = c.message_count - 1
+      FROM d WHERE c.id = d.conversation_id)
+SELECT conversation_id, seq FROM d"""
+
+
 def delete_message(db: Executes, op: Delete, *, expected: int | None) -> Deleted:
     """Delete the message; an unknown id gives ``existed=False``."""
     if "\x00" in op.message_id:
         return Deleted(message_id=op.message_id, existed=False)
-    if expected is None:
-        cursor = db.execute(f"DELETE FROM {MESSAGES} WHERE id = %s", (op.message_id,))
-        return Deleted(message_id=op.message_id, existed=cursor.rowcount > 0)
-    cursor = db.execute(
-        f"DELETE FROM {MESSAGES} WHERE id = %s AND updated_at = %s", (op.message_id, expected)
-    )
-    if cursor.rowcount == 0:
+    row = db.execute(_DELETE, {"id": op.message_id, "expected": expected}).fetchone()
+    if row is None and expected is not None:
         stored = get_message(db, op.message_id)
         if stored is not None:
             check_expected(stored, expected)
-    return Deleted(message_id=op.message_id, existed=cursor.rowcount > 0)
+    return Deleted(message_id=op.message_id, existed=row is not None)
 
 
 _RESTORE = (
-    f"INSERT INTO {MESSAGES} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO {MESSAGES} ({COLUMNS}, seq)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,"
     " role = excluded.role, content = excluded.content, metadata = excluded.metadata,"
     " status = excluded.status, client_message_id = excluded.client_message_id,"
     " created_at = excluded.created_at, updated_at = excluded.updated_at"
     f" WHERE {MESSAGES}.updated_at < excluded.updated_at"
+    " RETURNING xmax = 0"
+)
+# A copy keeps the seq it brings (0: the next one), and moves the counter past it.
+_RESTORE_SEQ = f"""INSERT INTO {CONVERSATIONS} AS c
+    (id, next_seq, message_count, first_at, last_at)
+    VALUES (%(id)s, GREATEST(%(seq)s, 1) + 1, 0, %(at)s, %(at)s)
+    ON CONFLICT (id) DO UPDATE SET next_seq = CASE WHEN %(seq)s > 0
+        THEN GREATEST(c.next_seq, %(seq)s + 1) ELSE c.next_seq + 1 END
+    RETURNING CASE WHEN %(seq)s > 0 THEN %(seq)s ELSE next_seq - 1 END"""
+_COUNT_ONE = (
+    f"UPDATE {CONVERSATIONS} SET message_count = message_count + 1,"
+    " last_at = GREATEST(last_at, %s) WHERE id = %s"
 )
 
 
@@ -302,7 +338,12 @@ def restore_message(db: Executes, message: Message) -> bool:
                 f" {holder.id!r} in conversation {message.conversation_id!r},"
                 f" not {message.id!r}"
             )
-    cursor = db.execute(
+    at = message.created_at
+    seq_row = db.execute(
+        _RESTORE_SEQ, {"id": message.conversation_id, "seq": message.seq, "at": at}
+    ).fetchone()
+    assert seq_row is not None
+    row = db.execute(
         _RESTORE,
         (
             message.id,
@@ -314,9 +355,12 @@ def restore_message(db: Executes, message: Message) -> bool:
             message.client_message_id,
             message.created_at,
             message.updated_at,
+            seq_row[0],
         ),
-    )
-    return cursor.rowcount > 0
+    ).fetchone()
+    if row is not None and row[0]:  # a new row, not an older copy brought up to date
+        db.execute(_COUNT_ONE, (at, message.conversation_id))
+    return row is not None
 
 
 def landed(db: Executes, results: Sequence[Any]) -> bool:
@@ -334,24 +378,34 @@ def get_messages(db: Executes, message_ids: Sequence[str]) -> list[Message]:
     return [message_from_row(row) for row in rows]
 
 
-def list_messages(db: Executes, conversation_id: str, limit: int | None) -> list[Message]:
-    """The conversation's messages, oldest first; with ``limit``, only the newest ``limit``."""
+def list_messages(
+    db: Executes,
+    conversation_id: str,
+    limit: int | None,
+    after_seq: int | None = None,
+    roles: Sequence[str] | None = None,
+) -> list[Message]:
+    """The conversation's messages in seq order (see the SQLite store's ``list_messages``)."""
     if "\x00" in conversation_id:
         return []
+    where = "conversation_id = %s"
+    params: list[Any] = [conversation_id]
+    if roles is not None:
+        where += " AND role = ANY(%s)"
+        params.append(list(roles))
+    if after_seq is not None:
+        where += " AND seq > %s"
+        params.append(after_seq)
     if limit is None:
-        rows = db.execute(
-            f"{_SELECT} WHERE conversation_id = %s ORDER BY created_at, rowid",
-            (conversation_id,),
-        ).fetchall()
+        sql = f"{_SELECT} WHERE {where} ORDER BY seq"
+    elif after_seq is not None:
+        sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT %s"
+        params.append(limit)
     else:
-        rows = db.execute(
-            f"""SELECT {COLUMNS} FROM (
-                    SELECT {COLUMNS}, rowid FROM {MESSAGES} WHERE conversation_id = %s
-                    ORDER BY created_at DESC, rowid DESC LIMIT %s) AS newest
-                ORDER BY created_at, rowid""",
-            (conversation_id, limit),
-        ).fetchall()
-    return [message_from_row(row) for row in rows]
+        sql = f"""SELECT * FROM ({_SELECT} WHERE {where} ORDER BY seq DESC LIMIT %s) AS newest
+                  ORDER BY seq"""
+        params.append(limit)
+    return [message_from_row(row) for row in db.execute(sql, params).fetchall()]
 
 
 def list_reserved(db: Executes, updated_before: int, limit: int) -> list[Message]:

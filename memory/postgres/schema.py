@@ -17,7 +17,7 @@ import psycopg
 from anchorline.errors import IncompatibleStore
 
 SCHEMA = "anchorline"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Taken (per transaction) by whoever creates the schema or switches on indexing:
 #: ``CREATE ... IF NOT EXISTS`` run by two sessions at once fails on catalog keys.
 LOCK = "SELECT pg_advisory_xact_lock(1095648072, 1)"  # 0x414E4348, "ANCH"
@@ -47,11 +47,11 @@ CREATE TABLE {SCHEMA}.messages (
     updated_at BIGINT NOT NULL,
     rowid BIGINT GENERATED ALWAYS AS IDENTITY
 );
-CREATE INDEX messages_by_conversation ON {SCHEMA}.messages (conversation_id, created_at, rowid);
 CREATE UNIQUE INDEX messages_by_client_id ON {SCHEMA}.messages (conversation_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
 CREATE INDEX messages_reserved ON {SCHEMA}.messages (updated_at) WHERE status = 'reserved';
 
+{{log}}
 CREATE TABLE {SCHEMA}.index_outbox (
     message_id TEXT COLLATE "C" PRIMARY KEY,
     action TEXT NOT NULL CHECK (action IN ('upsert', 'payload', 'delete')),
@@ -88,6 +88,58 @@ BEGIN
     RETURN NEW;
 END
 $$;
+"""
+
+# The conversation log (docs/conversation-log.md). A message takes its seq from
+# its conversation's row, upserted in the INSERT's own statement: the row stays
+# locked until the transaction ends, so two writers to one conversation take
+# turns and never hand out one seq twice. Changes get their cursor from
+# changes_head at the end of the transaction (see transaction.py), which is
+# what makes cursor order commit order.
+LOG_DDL = f"""
+ALTER TABLE {SCHEMA}.messages ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX messages_by_seq ON {SCHEMA}.messages (conversation_id, seq);
+CREATE TABLE {SCHEMA}.conversations (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    parent_id TEXT COLLATE "C",
+    next_seq BIGINT NOT NULL,
+    message_count BIGINT NOT NULL,
+    first_at BIGINT NOT NULL,
+    last_at BIGINT NOT NULL
+);
+CREATE INDEX conversations_by_parent ON {SCHEMA}.conversations (parent_id)
+    WHERE parent_id IS NOT NULL;
+CREATE TABLE {SCHEMA}.changes (
+    cursor BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    final BOOLEAN NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
+    conversation_id TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE TABLE {SCHEMA}.changes_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last BIGINT NOT NULL
+);
+INSERT INTO {SCHEMA}.changes_head VALUES (1, 0);
+"""
+DDL = DDL.replace("{log}", LOG_DDL)
+
+# Version 2 numbers each conversation's messages (in created_at and rowid order),
+# keeps a row per conversation, and starts the change feed (empty).
+_FROM_V1 = f"""
+DROP INDEX IF EXISTS {SCHEMA}.messages_by_conversation;
+{LOG_DDL.split(";", 1)[0]};
+UPDATE {SCHEMA}.messages AS m SET seq = n.seq FROM (
+    SELECT rowid, row_number() OVER (PARTITION BY conversation_id ORDER BY created_at, rowid)
+        AS seq FROM {SCHEMA}.messages) AS n
+WHERE m.rowid = n.rowid;
+{LOG_DDL.split(";", 1)[1]}
+INSERT INTO {SCHEMA}.conversations (id, next_seq, message_count, first_at, last_at)
+    SELECT conversation_id, max(seq) + 1, count(*), min(created_at), max(created_at)
+    FROM {SCHEMA}.messages GROUP BY conversation_id;
+UPDATE {SCHEMA}.anchorline_meta SET value = '2' WHERE key = 'schema_version';
 """
 
 # Created when indexing is first switched on for the database, so a database
@@ -170,4 +222,9 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
                 )
     meta = _meta(conn)
     _check(meta, where)
+    if int(meta["schema_version"]) < SCHEMA_VERSION:
+        with conn.transaction():
+            conn.execute(LOCK)
+            if int(_meta(conn)["schema_version"]) == 1:  # unless another session upgraded it
+                conn.execute(_FROM_V1)
     return "index_enabled" in meta

@@ -181,9 +181,15 @@ class PostgresStore:
         """The stored messages among ``message_ids``, in no particular order."""
         return self.read(lambda c: crud.get_messages(c, message_ids))
 
-    def list_messages(self, conversation_id: str, limit: int | None) -> list[Message]:
+    def list_messages(
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> list[Message]:
         """The conversation's messages, oldest first; ``limit`` keeps the newest ``limit``."""
-        return self.read(lambda c: crud.list_messages(c, conversation_id, limit))
+        return self.read(lambda c: crud.list_messages(c, conversation_id, limit, after_seq, roles))
 
     def list_reserved(self, updated_before: int, limit: int) -> list[Message]:
         """Placeholders last written before ``updated_before`` (ms), oldest first."""

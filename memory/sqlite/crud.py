@@ -11,7 +11,7 @@ a retried write produces exactly the same row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import update_wrapper
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -23,6 +23,7 @@ from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
     COLUMNS,
+    READ_COLUMNS,
     after_conflict,
     check_expected,
     completed,
@@ -54,8 +55,22 @@ from anchorline.results import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# One statement: the seq comes from the conversation's row (the insert trigger
+# moves it on), so a batch can run this very INSERT with executemany.
 _INSERT = (
-    f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    f"INSERT INTO messages ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " coalesce((SELECT next_seq FROM conversations WHERE id = ?2), 1))"
+    " ON CONFLICT DO NOTHING RETURNING seq"
+)
+# A copy keeps the seq it brings (the trigger moves the counter past it).
+_RESTORE = (
+    f"INSERT INTO messages ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " coalesce(nullif(?10, 0), (SELECT next_seq FROM conversations WHERE id = ?2), 1))"
+    " ON CONFLICT DO NOTHING"
+)
+_PARENT = (
+    "INSERT INTO conversations (id, parent_id, next_seq, message_count, first_at, last_at)"
+    " VALUES (?, ?, 1, 0, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -82,7 +97,7 @@ def atomic(
 
 def _by_client_id(conn: apsw.Connection, conversation_id: str, client_id: str) -> Message | None:
     row = conn.execute(
-        f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND client_message_id = ?",
+        f"SELECT {READ_COLUMNS} FROM messages WHERE conversation_id = ? AND client_message_id = ?",
         (conversation_id, client_id),
     ).fetchone()
     return None if row is None else message_from_row(row)
@@ -100,7 +115,9 @@ def _insert(
     """Insert the message; return it, and whether it was already stored."""
     mid = message_id or op.message_id or new_message_id()
     now = now or clock.now()
-    conn.execute(
+    if op.parent_id is not None:  # recorded when the conversation is created
+        conn.execute(_PARENT, (op.conversation_id, op.parent_id, now, now))
+    row = conn.execute(
         _INSERT,
         (
             mid,
@@ -113,8 +130,8 @@ def _insert(
             now,
             now,
         ),
-    )
-    if conn.changes() == 0:
+    ).fetchone()
+    if row is None:
         return after_conflict(
             op,
             mid,
@@ -123,7 +140,7 @@ def _insert(
             lambda: _by_client_id(conn, op.conversation_id, op.client_message_id or ""),
             lambda stored: _complete(conn, stored, op, now),  # type: ignore[arg-type]
         )
-    return inserted(op, mid, content, status, now), False
+    return inserted(op, mid, content, status, now, row[0]), False
 
 
 def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Message:
@@ -133,6 +150,8 @@ def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Mess
         " WHERE id = ?",
         (op.content_json, encode_json(message.metadata), message.updated_at, stored.id),
     )
+    # The update trigger logged an update_content; in the feed, this write is the add.
+    conn.execute("UPDATE changes SET kind = 'add' WHERE cursor = (SELECT max(cursor) FROM changes)")
     return message
 
 
@@ -188,7 +207,7 @@ def update_message_content(
         """UPDATE messages SET content = ?1, status = ?2, updated_at = max(?3, updated_at + 1)
             WHERE id = ?4 AND (?5 OR status = 'reserved') AND (?6 IS NULL OR updated_at = ?6)
             RETURNING conversation_id, role, metadata, client_message_id, created_at,
-                      updated_at""",
+                      updated_at, seq""",
         (op.content_json, status, now, op.message_id, op.final, expect_updated_at),
     ).fetchone()
     if row is None:
@@ -209,6 +228,7 @@ def update_message_content(
             client_message_id=row[3],
             created_at=row[4],
             updated_at=row[5],
+            seq=row[6],
         )
     )
 
@@ -267,14 +287,15 @@ def restore_message(conn: apsw.Connection, message: Message) -> Added | None:
         message.client_message_id,
         message.created_at,
         message.updated_at,
+        message.seq,
     )
-    conn.execute(_INSERT, row)
+    conn.execute(_RESTORE, row)
     if not conn.changes():  # the id is stored: an older copy is brought up to date
         conn.execute(
             """UPDATE messages SET conversation_id = ?2, role = ?3, content = ?4, metadata = ?5,
                    status = ?6, client_message_id = ?7, created_at = ?8, updated_at = ?9
                WHERE id = ?1 AND updated_at < ?9""",
-            row,
+            row[:9],
         )
     return Added(message=message, deduplicated=False) if conn.changes() else None
 
@@ -288,34 +309,46 @@ def landed(conn: apsw.Connection, results: list[Any]) -> bool:
 
 
 def get_message(conn: apsw.Connection, message_id: str) -> Message | None:
-    row = conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {READ_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
     return None if row is None else message_from_row(row)
 
 
 def list_messages(
-    conn: apsw.Connection, conversation_id: str, limit: int | None = None
+    conn: apsw.Connection,
+    conversation_id: str,
+    limit: int | None = None,
+    after_seq: int | None = None,
+    roles: Sequence[str] | None = None,
 ) -> list[Message]:
-    """The conversation's messages, oldest first; with ``limit``, only the newest ``limit``."""
+    """The conversation's messages in seq order: all of them; with ``limit``, the newest
+    ``limit``; with ``after_seq``, the first ``limit`` (or all) whose seq is greater.
+    ``roles`` keeps only messages of those roles."""
+    where = "conversation_id = ?"
+    params: list[Any] = [conversation_id]
+    if roles is not None:
+        where += f" AND role IN ({', '.join('?' * len(roles))})"
+        params.extend(roles)
+    if after_seq is not None:
+        where += " AND seq > ?"
+        params.append(after_seq)
     if limit is None:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY created_at, rowid",
-            (conversation_id,),
-        )
+        sql = f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY seq"
+    elif after_seq is not None:
+        sql = f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY seq LIMIT ?"
+        params.append(limit)
     else:
-        rows = conn.execute(
-            f"""SELECT {COLUMNS} FROM (
-                    SELECT rowid AS r, * FROM messages WHERE conversation_id = ?
-                    ORDER BY created_at DESC, rowid DESC LIMIT ?)
-                ORDER BY created_at, r""",
-            (conversation_id, limit),
-        )
-    return [message_from_row(row) for row in rows]
+        sql = f"""SELECT * FROM (SELECT {READ_COLUMNS} FROM messages WHERE {where}
+                  ORDER BY seq DESC LIMIT ?) ORDER BY seq"""
+        params.append(limit)
+    return [message_from_row(row) for row in conn.execute(sql, params)]
 
 
 def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> list[Message]:
     """Messages still ``reserved`` and last written before ``updated_before``, oldest first."""
     rows = conn.execute(
-        f"""SELECT {COLUMNS} FROM messages WHERE status = 'reserved' AND updated_at < ?
+        f"""SELECT {READ_COLUMNS} FROM messages WHERE status = 'reserved' AND updated_at < ?
             ORDER BY updated_at LIMIT ?""",
         (updated_before, limit),
     )
@@ -326,11 +359,11 @@ def _page(conn: apsw.Connection, where: str, after_id: str | None, limit: int) -
     # Two statements, not "?1 IS NULL OR id > ?1", which keeps SQLite off the id index.
     if after_id is None:
         rows = conn.execute(
-            f"SELECT {COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?", (limit,)
+            f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?", (limit,)
         )
     else:
         rows = conn.execute(
-            f"SELECT {COLUMNS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT {READ_COLUMNS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
     return [message_from_row(row) for row in rows]

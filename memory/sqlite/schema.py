@@ -6,7 +6,7 @@ import apsw
 
 from anchorline.errors import IncompatibleStore
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x414E4348  # "ANCH": marks the file as Anchorline's in its header
 
 _ROLES = "'user', 'assistant', 'system', 'tool'"
@@ -19,10 +19,11 @@ _ENQUEUE = """
         attempts = 0, last_error = NULL, next_attempt_at = 0;"""
 
 # Every b-tree a write touches costs a WAL page per commit, so messages keep
-# only the indexes the reads need: by id, by conversation in order, by client
-# id, and the reserved placeholders the sweep looks for.
+# only the indexes the reads need: by id, by conversation in order (seq, which
+# is also what makes a duplicate seq impossible), by client id, and the
+# reserved placeholders the sweep looks for.
 _MESSAGE_INDEXES = """
-CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at);
+CREATE UNIQUE INDEX messages_by_seq ON messages (conversation_id, seq);
 CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
 CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
@@ -39,9 +40,78 @@ def _messages_table(name: str) -> str:
     status TEXT NOT NULL CHECK (status IN ('reserved', 'complete')),
     client_message_id TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );"""
 
+
+# The conversation log (docs/conversation-log.md). A conversation's row holds the
+# next seq to hand out: the message INSERT reads it in a subquery, the insert
+# trigger moves it past the new seq, so a seq is never handed out twice, even
+# after a delete. Changes are ids only, in commit order (SQLite has one writer),
+# ``cursor`` being the rowid: trimming always keeps the newest row, so a cursor
+# is never reused.
+LOG_TABLES = """
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    parent_id TEXT,
+    next_seq INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    first_at INTEGER NOT NULL,
+    last_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX conversations_by_parent ON conversations (parent_id) WHERE parent_id IS NOT NULL;
+CREATE TABLE changes (
+    cursor INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+"""
+
+_CHANGE = """
+    INSERT INTO changes (kind, final, message_id, conversation_id, seq, at)
+    VALUES ({kind}, {row}.status = 'complete', {row}.id, {row}.conversation_id, {row}.seq, {at});"""
+
+# Written by triggers, like the index intents: whatever writes a message (the
+# terminal, a batch, a direct CRUD call) logs it in the same transaction, and a
+# write costs no extra round trip from Python.
+LOG_TRIGGERS = f"""
+CREATE TRIGGER log_on_insert AFTER INSERT ON messages
+BEGIN
+    INSERT INTO conversations (id, next_seq, message_count, first_at, last_at)
+    VALUES (NEW.conversation_id, NEW.seq + 1, 1, NEW.created_at, NEW.created_at)
+    ON CONFLICT (id) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq),
+        message_count = message_count + 1, last_at = max(last_at, excluded.last_at);{
+    _CHANGE.format(
+        kind="CASE NEW.status WHEN 'complete' THEN 'add' ELSE 'reserve' END",
+        row="NEW",
+        at="NEW.updated_at",
+    )
+}
+END;
+
+CREATE TRIGGER log_on_content AFTER UPDATE OF content ON messages
+BEGIN {_CHANGE.format(kind="'update_content'", row="NEW", at="NEW.updated_at")}
+END;
+
+CREATE TRIGGER log_on_metadata AFTER UPDATE OF metadata ON messages
+WHEN OLD.content IS NEW.content AND OLD.status IS NEW.status
+BEGIN {_CHANGE.format(kind="'update'", row="NEW", at="NEW.updated_at")}
+END;
+
+CREATE TRIGGER log_on_delete AFTER DELETE ON messages
+BEGIN
+    UPDATE conversations SET message_count = message_count - 1 WHERE id = OLD.conversation_id;{
+    _CHANGE.format(
+        kind="'delete'", row="OLD", at="CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    ).replace("OLD.status = 'complete'", "0")
+}
+END;
+"""
 
 SCHEMA = f"""
 CREATE TABLE anchorline_meta (
@@ -51,6 +121,7 @@ CREATE TABLE anchorline_meta (
 
 {_messages_table("messages")}
 {_MESSAGE_INDEXES}
+{{log_tables}}
 CREATE TABLE index_outbox (
     message_id TEXT PRIMARY KEY,
     action TEXT NOT NULL CHECK (action IN ('upsert', 'payload', 'delete')),
@@ -61,7 +132,7 @@ CREATE TABLE index_outbox (
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
     lease_until INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-"""
+""".replace("{log_tables}", LOG_TABLES)
 
 # Intents to index are written by triggers, so they commit with the message
 # write whatever wrote it: the terminal, a direct CRUD call, another process.
@@ -117,8 +188,28 @@ INSERT INTO messages_v2 (rowid, id, conversation_id, role, content, metadata, st
 DROP TABLE messages;
 DROP TABLE conversations;
 ALTER TABLE messages_v2 RENAME TO messages;
-{_MESSAGE_INDEXES}
 UPDATE anchorline_meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+# Version 3 numbers each conversation's messages (seq, in created_at and rowid
+# order), keeps a row per conversation, and starts the change feed (empty: it
+# begins at the upgrade).
+_FROM_V2 = f"""
+DROP INDEX IF EXISTS messages_by_conversation;
+DROP INDEX IF EXISTS messages_by_client_id;
+DROP INDEX IF EXISTS messages_reserved;
+WITH numbered AS (
+    SELECT rowid AS r,
+           row_number() OVER (PARTITION BY conversation_id ORDER BY created_at, rowid) AS n
+    FROM messages)
+UPDATE messages SET seq = numbered.n FROM numbered WHERE messages.rowid = numbered.r;
+{_MESSAGE_INDEXES}
+{LOG_TABLES}
+INSERT INTO conversations (id, next_seq, message_count, first_at, last_at)
+    SELECT conversation_id, max(seq) + 1, count(*), min(created_at), max(created_at)
+    FROM messages GROUP BY conversation_id;
+{LOG_TRIGGERS}
+UPDATE anchorline_meta SET value = '3' WHERE key = 'schema_version';
 """
 
 
@@ -169,6 +260,7 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
         # Another process may have initialised the file while we waited for the lock.
         if "anchorline_meta" not in _tables(conn, where):
             conn.execute(SCHEMA)
+            conn.execute(LOG_TRIGGERS)
             conn.execute(
                 "INSERT INTO anchorline_meta VALUES"
                 " ('schema_version', ?), ('application', 'anchorline')",
@@ -184,7 +276,7 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
 
 
 def _upgrade(conn: apsw.Connection) -> None:
-    """Bring a version 1 file to the current schema in one transaction."""
+    """Bring an older file to the current schema in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         if _version(conn) == 1:  # unless another process upgraded it while we waited
@@ -194,6 +286,11 @@ def _upgrade(conn: apsw.Connection) -> None:
             ).fetchone()
             if indexed:  # dropping the old table dropped its triggers
                 conn.execute(INDEX_TRIGGERS)
+        if _version(conn) == 2:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+            if "seq" not in columns:
+                conn.execute("ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+            conn.execute(_FROM_V2)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -185,8 +185,22 @@ class SQLiteStore:
     def get_messages(self, message_ids: Sequence[str]) -> list[Message]:
         return self.read(partial(_get_messages, message_ids=message_ids))
 
-    def list_messages(self, conversation_id: str, limit: int | None) -> list[Message]:
-        return self.read(partial(crud.list_messages, conversation_id=conversation_id, limit=limit))
+    def list_messages(
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> list[Message]:
+        return self.read(
+            partial(
+                crud.list_messages,
+                conversation_id=conversation_id,
+                limit=limit,
+                after_seq=after_seq,
+                roles=roles,
+            )
+        )
 
     def list_reserved(self, updated_before: int, limit: int) -> list[Message]:
         return self.read(partial(crud.list_reserved, updated_before=updated_before, limit=limit))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import re
 import secrets
 import signal
@@ -55,8 +56,16 @@ EXPLICIT = "raw insert in BEGIN/COMMIT"
 PREFIX = "anchorline_bench_"
 Side = Literal["pipeline", "raw"]
 
-_VALUES = ", ".join(["%s"] * 9)
-RAW_INSERT = f"INSERT INTO {RAW_SCHEMA}.messages ({COLUMNS}) VALUES ({_VALUES})"
+_VALUES = ", ".join(["%s"] * 10)
+# The raw twin numbers its rows itself (seq, unique across the writer processes and
+# increasing, as an application would); the conversation's row is what persist adds.
+RAW_INSERT = f"INSERT INTO {RAW_SCHEMA}.messages ({COLUMNS}, seq) VALUES ({_VALUES})"
+
+
+def _raw_seq() -> int:
+    return time.time_ns() * 1024 + os.getpid() % 1024
+
+
 RAW_UPDATE = (
     f"UPDATE {RAW_SCHEMA}.messages SET content = %s, status = %s, updated_at = %s WHERE id = %s"
 )
@@ -184,7 +193,10 @@ def raw_connection(url: str) -> psycopg.Connection[Any]:
 
 
 def _row(message_id: str, content_json: str, status: str, now: int) -> tuple[Any, ...]:
-    return (message_id, CONVERSATION, "assistant", content_json, "{}", status, None, now, now)
+    return (
+        message_id, CONVERSATION, "assistant", content_json, "{}", status, None, now, now,
+        _raw_seq(),
+    )  # fmt: skip
 
 
 def raw_insert(conn: psycopg.Connection[Any], count: int) -> None:

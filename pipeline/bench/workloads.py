@@ -44,11 +44,14 @@ CONTENT_JSON = json.dumps(CONTENT)
 _CUTS = [len(CONTENT) * k // 50 for k in range(51)]
 DELTAS = [CONTENT[a:b] for a, b in itertools.pairwise(_CUTS)]
 
-RAW_INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The raw twin numbers its rows itself (seq), as an application would: the store's
+# triggers (the conversation's row, the change feed) are what persist adds.
+RAW_INSERT = f"INSERT INTO messages ({COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+RAW_SEQ = itertools.count(1)
 RAW_UPDATE = "UPDATE messages SET content = ?, status = ?, updated_at = ? WHERE id = ?"
-RAW_LAST_50 = f"""SELECT {COLUMNS} FROM (
-    SELECT rowid AS r, * FROM messages WHERE conversation_id = ?
-    ORDER BY created_at DESC, rowid DESC LIMIT ?) ORDER BY created_at, r"""
+RAW_LAST_50 = f"""SELECT {COLUMNS}, seq FROM (
+    SELECT * FROM messages WHERE conversation_id = ?
+    ORDER BY seq DESC LIMIT ?) ORDER BY seq"""
 
 
 def fresh(path: Path) -> Path:
@@ -164,7 +167,7 @@ def _raw_insert(conn: apsw.Connection, count: int) -> None:
         execute(
             RAW_INSERT,
             (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete", None,
-             now, now),
+             now, now, next(RAW_SEQ)),
         )  # fmt: skip
         execute("COMMIT")
 
@@ -183,8 +186,10 @@ def _raw_reserve(conn: apsw.Connection) -> str:
     message_id, now = new_message_id(), wall_ms()
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
-        RAW_INSERT, (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now)
-    )
+        RAW_INSERT,
+        (message_id, CONVERSATION, "assistant", "[]", "{}", "reserved", None, now, now,
+         next(RAW_SEQ)),
+    )  # fmt: skip
     conn.execute("COMMIT")
     return message_id
 
@@ -222,7 +227,7 @@ def _raw_executemany(size: int) -> Callable[[apsw.Connection, int], None]:
             now = wall_ms()
             rows = [
                 (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete",
-                 None, now, now)
+                 None, now, now, next(RAW_SEQ))
                 for _ in range(size)
             ]  # fmt: skip
             conn.execute("BEGIN IMMEDIATE")
@@ -319,10 +324,10 @@ PER_CONVERSATION = 200
 
 _FILL = f"""
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
-INSERT INTO messages ({COLUMNS})
+INSERT INTO messages ({COLUMNS}, seq)
 SELECT printf('%08x-0000-7000-8000-%012x', i / 65536, i), 'c' || (i / {PER_CONVERSATION}),
        CASE i % 2 WHEN 0 THEN 'user' ELSE 'assistant' END, ?2, '{{}}', 'complete', NULL,
-       1700000000000 + i, 1700000000000 + i
+       1700000000000 + i, 1700000000000 + i, i % {PER_CONVERSATION} + 1
 FROM n"""
 
 
