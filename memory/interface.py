@@ -15,9 +15,10 @@ from typing import Protocol
 
 import attrs
 
-from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -72,6 +73,12 @@ class Transaction(Protocol):
     def forget(self, op: Forget) -> Forgotten:
         """Delete every message of the conversation (placeholders included) and queue
         the deletion of their index points; ``deleted`` counts the messages."""
+        ...
+
+    def compact(self, op: Compact, *, message_id: str, now: int) -> Compacted:
+        """Write the compaction row (role ``compaction``, the summary as its content,
+        ``first_kept_seq`` in its metadata) with the conversation's next seq. It is
+        never queued for the index."""
         ...
 
     def commit(self) -> None:

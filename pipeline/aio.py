@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .ops import Content, PersistOp, Reserve, UpdateContent
-from .results import Forgotten, Hit, IndexStatus, Message, PersistResult, Reserved
+from .results import Compacted, Forgotten, Hit, IndexStatus, Message, PersistResult, Reserved
 from .runner import Expected, Pipeline, check_ops
 from .streaming import StreamHandle, reserve_op
 from .sweeping import SweepReport
@@ -98,6 +98,23 @@ class AsyncPipeline:
     async def forget(self, conversation_id: str) -> Forgotten:
         """:meth:`Pipeline.forget <anchorline.Pipeline.forget>` in a worker thread."""
         return await self._run(self.pipeline.forget, conversation_id)
+
+    async def compact(
+        self,
+        conversation_id: str,
+        summary: Content,
+        first_kept_seq: int,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> Compacted:
+        """:meth:`Pipeline.compact <anchorline.Pipeline.compact>` in a worker thread."""
+        return await self._run(
+            self.pipeline.compact, conversation_id, summary, first_kept_seq, metadata=metadata
+        )
+
+    async def context(self, conversation_id: str, *, as_of_seq: int | None = None) -> list[Message]:
+        """:meth:`Pipeline.context <anchorline.Pipeline.context>` in a worker thread."""
+        return await self._run(self.pipeline.context, conversation_id, as_of_seq=as_of_seq)
 
     def stream(
         self,

@@ -16,6 +16,8 @@ import attrs
 from .errors import InvalidOp
 
 ROLES: Final = frozenset({"user", "assistant", "system", "tool"})
+#: The role of the rows that record a compaction (written by ``Compact`` only).
+COMPACTION_ROLE: Final = "compaction"
 MAX_ID_LENGTH: Final = 256
 MAX_JSON_DEPTH: Final = 64
 
@@ -264,7 +266,54 @@ class Forget:
     conversation_id: str = attrs.field(validator=_valid_id)
 
 
-PersistOp: TypeAlias = Add | Reserve | UpdateContent | Update | Delete | Forget
+def _valid_seq(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 0:
+        raise InvalidOp(f"{attribute.name}: must be an integer >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Compact:
+    """Record a summary that stands in for every message of a conversation before a seq.
+
+    The compaction is itself a row of the conversation's log (role
+    ``compaction``, with its own seq, never indexed): ``Pipeline.context``
+    returns the latest one and the messages from ``first_kept_seq`` on, and
+    ``Pipeline.messages`` still returns the whole history.
+
+    :param conversation_id: the conversation to compact.
+    :param summary: what a model should see instead of the earlier messages: the
+        text, or a list of content blocks (dicts with a string ``type``).
+    :param first_kept_seq: the seq of the first message kept as it is; every
+        message before it is stood in for by the summary.
+    :param metadata: any JSON object, stored with the compaction (its key
+        ``first_kept_seq`` is set from the field above).
+    """
+
+    kind: ClassVar[Literal["compact"]] = "compact"
+    conversation_id: str = attrs.field(validator=_valid_id)
+    summary: Content
+    first_kept_seq: int = attrs.field(validator=_valid_seq)
+    metadata: Metadata = attrs.field(factory=dict)
+    content_json: str = attrs.field(init=False, eq=False, repr=False)
+    metadata_json: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            content_json = _content_json(self.summary)
+        except InvalidOp as e:
+            raise InvalidOp(str(e).replace("content", "summary", 1)) from None
+        _cache(self, "content_json", content_json)
+        metadata = self.stored_metadata()
+        _cache(self, "metadata_json", _metadata_json(metadata))
+
+    def stored_metadata(self) -> Metadata:
+        """The metadata the compaction row holds: the op's, and ``first_kept_seq``."""
+        if type(self.metadata) is not dict:
+            raise InvalidOp(f"metadata: must be a dict, got {type(self.metadata).__name__}")
+        return {**self.metadata, "first_kept_seq": self.first_kept_seq}
+
+
+PersistOp: TypeAlias = Add | Reserve | UpdateContent | Update | Delete | Forget | Compact
 OP_TYPES: Final[tuple[type[PersistOp], ...]] = (
     Add,
     Reserve,
@@ -272,4 +321,5 @@ OP_TYPES: Final[tuple[type[PersistOp], ...]] = (
     Update,
     Delete,
     Forget,
+    Compact,
 )

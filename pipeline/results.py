@@ -6,7 +6,17 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
 
-from .ops import Add, Content, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
+from .ops import (
+    Add,
+    Compact,
+    Content,
+    Delete,
+    Forget,
+    PersistOp,
+    Reserve,
+    Update,
+    UpdateContent,
+)
 
 Status: TypeAlias = Literal["reserved", "complete"]
 
@@ -104,7 +114,18 @@ class Forgotten:
     deleted: int
 
 
-PersistResult: TypeAlias = Added | Reserved | ContentUpdated | Updated | Deleted | Forgotten
+@attrs.frozen(kw_only=True)
+class Compacted:
+    """Result of :class:`~anchorline.ops.Compact`: the compaction row as stored (role
+    ``compaction``, the summary as its content, ``first_kept_seq`` in its metadata)."""
+
+    kind: ClassVar[Literal["compact"]] = "compact"
+    message: Message
+
+
+PersistResult: TypeAlias = (
+    Added | Reserved | ContentUpdated | Updated | Deleted | Forgotten | Compacted
+)
 
 RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {
     Add: Added,
@@ -113,4 +134,5 @@ RESULT_FOR: Final[dict[type[PersistOp], type[PersistResult]]] = {
     Update: Updated,
     Delete: Deleted,
     Forget: Forgotten,
+    Compact: Compacted,
 }

@@ -10,15 +10,29 @@ from typing import TYPE_CHECKING, Any, overload
 
 import pluggy
 
+from . import compaction
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
-from .ops import ROLES, Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
+from .ops import (
+    COMPACTION_ROLE,
+    ROLES,
+    Add,
+    Compact,
+    Content,
+    Delete,
+    Forget,
+    PersistOp,
+    Reserve,
+    Update,
+    UpdateContent,
+)
 from .parsing import parse_op
 from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
 from .results import (
     RESULT_FOR,
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -236,6 +250,8 @@ class Pipeline:
     @overload
     def persist(self, op: Forget, *, expect_updated_at: Expected = None) -> Forgotten: ...
     @overload
+    def persist(self, op: Compact, *, expect_updated_at: Expected = None) -> Compacted: ...
+    @overload
     def persist(
         self, op: PersistOp | Mapping[str, Any], *, expect_updated_at: Expected = None
     ) -> PersistResult: ...
@@ -361,6 +377,37 @@ class Pipeline:
         each store."""
         return self.persist(Forget(conversation_id=conversation_id))
 
+    def compact(
+        self,
+        conversation_id: str,
+        summary: Content,
+        first_kept_seq: int,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> Compacted:
+        """Record ``summary`` as standing in for every message before ``first_kept_seq``:
+        a :class:`~anchorline.ops.Compact` op through the chain. The compaction is a row of
+        the log with its own seq; :meth:`context` starts from the latest one, and
+        :meth:`messages` still returns every message."""
+        return self.persist(
+            Compact(
+                conversation_id=conversation_id,
+                summary=summary,
+                first_kept_seq=first_kept_seq,
+                metadata=metadata if metadata is not None else {},
+            )
+        )
+
+    def context(self, conversation_id: str, *, as_of_seq: int | None = None) -> list[Message]:
+        """What a model should see of the conversation: the latest compaction (a message of
+        role ``compaction`` whose content is the summary), then the messages from its
+        ``first_kept_seq`` on, in seq order. Without a compaction, every message.
+        ``as_of_seq`` rebuilds the context as it stood once that seq was written."""
+        self._check_open()
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise InvalidOp("conversation_id: must be a non-empty string")
+        return compaction.context(self, conversation_id, compaction.check_as_of_seq(as_of_seq))
+
     # --- reads --------------------------------------------------------------
 
     def get(self, message_id: str) -> Message | None:
@@ -482,8 +529,9 @@ def check_roles(roles: Iterable[str]) -> tuple[str, ...]:
         raise InvalidOp(f"roles: must be an iterable of role names, not the string {roles!r}")
     wanted = tuple(sorted(set(roles)))
     for role in wanted:
-        if role not in ROLES:
-            raise InvalidOp(f"roles: {role!r} is not one of {', '.join(sorted(ROLES))}")
+        if role not in ROLES and role != COMPACTION_ROLE:
+            known = ", ".join(sorted({*ROLES, COMPACTION_ROLE}))
+            raise InvalidOp(f"roles: {role!r} is not one of {known}")
     return wanted
 
 

@@ -15,14 +15,26 @@ from typing import Any
 
 import attrs
 
+from anchorline.compaction import compaction_message
 from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.rows import check_expected, check_replay, completed
-from anchorline.ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
+from anchorline.ops import (
+    COMPACTION_ROLE,
+    Add,
+    Compact,
+    Delete,
+    Forget,
+    PersistOp,
+    Reserve,
+    Update,
+    UpdateContent,
+)
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -99,7 +111,7 @@ class InMemoryTerminal:
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
         expected = None
-        if context.expected and not isinstance(op, Add | Reserve | Forget):
+        if context.expected and not isinstance(op, Add | Reserve | Forget | Compact):
             expected = context.expected.pop(op.message_id, None)
         if context.unit is None:
             undo = _Undo(self._lock)
@@ -146,6 +158,8 @@ class InMemoryTerminal:
             return Deleted(message_id=op.message_id, existed=existing is not None)
         if isinstance(op, Forget):
             return self._forget(op, undo)
+        if isinstance(op, Compact):
+            return self._compact(op, undo)
         raise TypeError(f"not an op: {op!r}")
 
     def _insert(
@@ -181,12 +195,13 @@ class InMemoryTerminal:
         self._put(message, undo)
         return message, True
 
-    def _next_seq(self, op: Add | Reserve, now: int, undo: _Undo) -> int:
+    def _next_seq(self, op: Add | Reserve | Compact, now: int, undo: _Undo) -> int:
         """Hand out the conversation's next seq, counting the new message."""
         row = self.conversations.get(op.conversation_id)
         if row is None:
             cid = op.conversation_id
-            row = self.conversations[cid] = _Conversation(cid, op.parent_id, 1, 0, now, now)
+            parent_id = None if isinstance(op, Compact) else op.parent_id
+            row = self.conversations[cid] = _Conversation(cid, parent_id, 1, 0, now, now)
             undo.steps.append(lambda: self.conversations.__delitem__(cid))
         else:
             before = attrs.evolve(row)
@@ -242,6 +257,19 @@ class InMemoryTerminal:
             self._remove(message, undo)
         return Forgotten(conversation_id=op.conversation_id, deleted=len(doomed))
 
+    def _compact(self, op: Compact, undo: _Undo) -> Compacted:
+        now = clock.now()
+        seq = self._next_seq(op, now, undo)
+        message = compaction_message(op, new_message_id(), now, seq)
+        self._put(copy.deepcopy(message), undo)
+        return Compacted(message=message)
+
+    @hookimpl
+    def index_text(self, message: Message, context: Context) -> str | None:
+        """A compaction has no text to index: its summary stands in for messages that are
+        indexed themselves."""
+        return "" if message.role == COMPACTION_ROLE else None
+
     # --- reads --------------------------------------------------------------
 
     @hookimpl(trylast=True)
@@ -268,7 +296,7 @@ class InMemoryTerminal:
                 for m in self.messages.values()
                 if m.conversation_id == conversation_id
                 and (after_seq is None or m.seq > after_seq)
-                and (roles is None or m.role in roles)
+                and (m.role in roles if roles is not None else m.role != COMPACTION_ROLE)
             ]
         found.sort(key=lambda m: m.seq)
         if limit is not None:

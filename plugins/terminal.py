@@ -10,7 +10,17 @@ from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.interface import Store
 from anchorline.memory.stores import open_store, resolve_durability
-from anchorline.ops import Add, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
+from anchorline.ops import (
+    COMPACTION_ROLE,
+    Add,
+    Compact,
+    Delete,
+    Forget,
+    PersistOp,
+    Reserve,
+    Update,
+    UpdateContent,
+)
 from anchorline.results import Message, PersistResult
 from anchorline.settings import Settings
 
@@ -33,7 +43,7 @@ class StoreTerminal:
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
             return self._persist_alone(op, context)
         expected = None
-        if context.expected and not isinstance(op, Add | Reserve | Forget):
+        if context.expected and not isinstance(op, Add | Reserve | Forget | Compact):
             expected = context.expected.pop(op.message_id, None)
         tx = unit.join(self._key, self.store.begin)
         # Ids and times are fixed before the write, so a retry writes the same row.
@@ -49,6 +59,8 @@ class StoreTerminal:
             return tx.delete(op, expected=expected)
         if isinstance(op, Forget):
             return tx.forget(op)
+        if isinstance(op, Compact):
+            return tx.compact(op, message_id=new_message_id(), now=clock.now())
         raise TypeError(f"not an op: {op!r}")
 
     def _persist_alone(self, op: PersistOp, context: Context) -> PersistResult:
@@ -79,6 +91,12 @@ class StoreTerminal:
     @hookimpl(trylast=True)
     def list_reserved(self, updated_before: int, limit: int, context: Context) -> list[Message]:
         return self.store.list_reserved(updated_before, limit)
+
+    @hookimpl
+    def index_text(self, message: Message, context: Context) -> str | None:
+        """A compaction has no text to index: its summary stands in for messages that are
+        indexed themselves."""
+        return "" if message.role == COMPACTION_ROLE else None
 
     @hookimpl
     def pipeline_closing(self, context: Context) -> None:

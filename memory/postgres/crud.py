@@ -20,6 +20,7 @@ import attrs
 import psycopg
 from psycopg import ClientCursor
 
+from anchorline.compaction import compaction_message
 from anchorline.errors import Conflict, InvalidOp, MessageNotFound
 from anchorline.memory import rows
 from anchorline.memory.rows import (
@@ -30,7 +31,9 @@ from anchorline.memory.rows import (
     message_from_row,
 )
 from anchorline.ops import (
+    COMPACTION_ROLE,
     Add,
+    Compact,
     Content,
     Delete,
     Forget,
@@ -41,6 +44,7 @@ from anchorline.ops import (
 )
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -393,6 +397,8 @@ def list_messages(
     if roles is not None:
         where += " AND role = ANY(%s)"
         params.append(list(roles))
+    else:  # compactions are read when asked for by role
+        where += " AND role <> 'compaction'"
     if after_seq is not None:
         where += " AND seq > %s"
         params.append(after_seq)
@@ -438,4 +444,34 @@ def forget_conversation(db: Executes, op: Forget) -> Forgotten:
     """Delete every message of the conversation; the index triggers queue their points'
     deletion. The rows' bytes stay in the table's pages until ``VACUUM`` reuses them."""
     cursor = db.execute(f"DELETE FROM {MESSAGES} WHERE conversation_id = %s", (op.conversation_id,))
+    if cursor.rowcount:
+        db.execute(
+            f"UPDATE {CONVERSATIONS} SET message_count = message_count - %s WHERE id = %s",
+            (cursor.rowcount, op.conversation_id),
+        )
     return Forgotten(conversation_id=op.conversation_id, deleted=cursor.rowcount)
+
+
+# --- compaction -----------------------------------------------------------
+
+
+def compact_conversation(db: Executes, op: Compact, *, message_id: str, now: int) -> Compacted:
+    """Write the compaction row, with the conversation's next seq."""
+    row = db.execute(
+        _INSERT,
+        {
+            "conversation": op.conversation_id,
+            "parent": None,
+            "now": now,
+            "id": message_id,
+            "role": COMPACTION_ROLE,
+            "content": op.content_json,
+            "metadata": op.metadata_json,
+            "status": "complete",
+            "client": None,
+        },
+    ).fetchone()
+    if row is None:
+        db.execute(_UNTAKE, (op.conversation_id,))
+        raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+    return Compacted(message=compaction_message(op, message_id, now, row[0]))

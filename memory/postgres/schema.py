@@ -22,7 +22,7 @@ SCHEMA_VERSION = 2
 #: ``CREATE ... IF NOT EXISTS`` run by two sessions at once fails on catalog keys.
 LOCK = "SELECT pg_advisory_xact_lock(1095648072, 1)"  # 0x414E4348, "ANCH"
 
-_ROLES = "'user', 'assistant', 'system', 'tool'"
+_ROLES = "'user', 'assistant', 'system', 'tool', 'compaction'"
 
 # Every index a write touches costs a b-tree insert per message, so messages keep
 # only the indexes the reads need (as in SQLite): by id, by conversation in order,
@@ -227,4 +227,15 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
             conn.execute(LOCK)
             if int(_meta(conn)["schema_version"]) == 1:  # unless another session upgraded it
                 conn.execute(_FROM_V1)
+                conn.execute(_ALLOW_COMPACTION)
     return "index_enabled" in meta
+
+
+# Part of version 2: the messages table also takes the role ``compaction`` (the
+# rows ``Compact`` writes). A wider CHECK holds for every stored row, so it is
+# added NOT VALID: no scan of the table.
+_ALLOW_COMPACTION = f"""
+ALTER TABLE {SCHEMA}.messages DROP CONSTRAINT IF EXISTS messages_role_check;
+ALTER TABLE {SCHEMA}.messages ADD CONSTRAINT messages_role_check
+    CHECK (role IN ({_ROLES})) NOT VALID;
+"""

@@ -29,9 +29,10 @@ import psycopg_pool
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
-from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -216,6 +217,14 @@ class PostgresTransaction:
     def forget(self, op: Forget) -> Forgotten:
         """Delete every message of the conversation (see the ``Transaction`` protocol)."""
         result: Forgotten = self.run(lambda db: crud.forget_conversation(db, op), queues=True)
+        return result
+
+    def compact(self, op: Compact, *, message_id: str, now: int) -> Compacted:
+        """Write the compaction row (see the ``Transaction`` protocol)."""
+        result: Compacted = self.run(
+            lambda db: crud.compact_conversation(db, op, message_id=message_id, now=now),
+            queues=True,
+        )
         return result
 
     def commit(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 import attrs
 
+from anchorline.compaction import compaction_message
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory import rows
@@ -32,7 +33,9 @@ from anchorline.memory.rows import (
     message_from_row,
 )
 from anchorline.ops import (
+    COMPACTION_ROLE,
     Add,
+    Compact,
     Content,
     Delete,
     Forget,
@@ -43,6 +46,7 @@ from anchorline.ops import (
 )
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -330,6 +334,8 @@ def list_messages(
     if roles is not None:
         where += f" AND role IN ({', '.join('?' * len(roles))})"
         params.extend(roles)
+    else:  # compactions are read when asked for by role
+        where += " AND role <> 'compaction'"
     if after_seq is not None:
         where += " AND seq > ?"
         params.append(after_seq)
@@ -389,3 +395,30 @@ def forget_conversation(conn: apsw.Connection, op: Forget) -> Forgotten:
     space is overwritten with zeros."""
     conn.execute("DELETE FROM messages WHERE conversation_id = ?", (op.conversation_id,))
     return Forgotten(conversation_id=op.conversation_id, deleted=conn.changes())
+
+
+# --- compaction -----------------------------------------------------------
+
+
+@atomic
+def compact_conversation(
+    conn: apsw.Connection, op: Compact, *, message_id: str, now: int
+) -> Compacted:
+    """Write the compaction row, with the conversation's next seq."""
+    row = conn.execute(
+        _INSERT,
+        (
+            message_id,
+            op.conversation_id,
+            COMPACTION_ROLE,
+            op.content_json,
+            op.metadata_json,
+            "complete",
+            None,
+            now,
+            now,
+        ),
+    ).fetchone()
+    if row is None:
+        raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+    return Compacted(message=compaction_message(op, message_id, now, row[0]))

@@ -9,7 +9,7 @@ from anchorline.errors import IncompatibleStore
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x414E4348  # "ANCH": marks the file as Anchorline's in its header
 
-_ROLES = "'user', 'assistant', 'system', 'tool'"
+_ROLES = "'user', 'assistant', 'system', 'tool', 'compaction'"
 
 _ENQUEUE = """
     INSERT INTO index_outbox (message_id, action, enqueued_at)
@@ -291,6 +291,7 @@ def _upgrade(conn: apsw.Connection) -> None:
             if "seq" not in columns:
                 conn.execute("ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
             conn.execute(_FROM_V2)
+            allow_compaction_role(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -316,3 +317,26 @@ def enable_index(conn: apsw.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def allow_compaction_role(conn: apsw.Connection) -> None:
+    """Part of version 3: the messages table also takes the role ``compaction`` (the
+    rows ``Compact`` writes). Widening a CHECK changes nothing on disk, so the table's
+    definition is edited in place (SQLite's documented procedure for loosening a
+    constraint) rather than the table copied. Run inside the upgrade's transaction."""
+    sql = str(
+        conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+        ).fetchall()[0][0]
+    )
+    if "'compaction'" not in sql:  # a table rebuilt from version 1 already takes it
+        version = int(str(conn.execute("PRAGMA schema_version").fetchall()[0][0]))
+        conn.execute("PRAGMA writable_schema = ON")
+        try:
+            conn.execute(
+                "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'messages'",
+                (sql.replace("'tool')", "'tool', 'compaction')", 1),),
+            )
+            conn.execute(f"PRAGMA schema_version = {version + 1}")
+        finally:
+            conn.execute("PRAGMA writable_schema = OFF")

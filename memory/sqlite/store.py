@@ -14,9 +14,10 @@ import apsw
 
 from anchorline.errors import StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
-from anchorline.ops import Add, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Forgotten,
@@ -50,6 +51,7 @@ _UPDATE_CONTENT = _joining(crud.update_message_content)
 _UPDATE = _joining(crud.update_message_metadata)
 _DELETE = _joining(crud.delete_message)
 _FORGET = _joining(crud.forget_conversation)
+_COMPACT = _joining(crud.compact_conversation)
 
 
 class SQLiteTransaction(Transaction):
@@ -84,6 +86,9 @@ class SQLiteTransaction(Transaction):
 
     def forget(self, op: Forget) -> Forgotten:
         return self.run(lambda c: _FORGET(c, op))
+
+    def compact(self, op: Compact, *, message_id: str, now: int) -> Compacted:
+        return self.run(lambda c: _COMPACT(c, op, message_id=message_id, now=now))
 
 
 def _get_messages(conn: apsw.Connection, message_ids: Sequence[str]) -> list[Message]:

@@ -1,0 +1,74 @@
+"""What a model should see of a conversation: its latest compaction, then what it kept.
+
+A compaction (:class:`~anchorline.ops.Compact`) is a row of the conversation's
+log with the role ``compaction``: its content is the summary, its metadata's
+``first_kept_seq`` the first message it keeps. ``Pipeline.messages`` leaves
+these rows out unless asked for (``roles=["compaction"]``); :func:`context`
+reads them through the same read hook.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidOp
+from .ops import COMPACTION_ROLE, Compact
+from .results import Message
+
+if TYPE_CHECKING:
+    from .runner import Pipeline
+
+
+def compaction_message(op: Compact, message_id: str, now: int, seq: int) -> Message:
+    """The row a store wrote for ``op``: role ``compaction``, the summary as content."""
+    return Message(
+        id=message_id,
+        conversation_id=op.conversation_id,
+        role=COMPACTION_ROLE,
+        content=op.summary,
+        metadata=op.stored_metadata(),
+        status="complete",
+        created_at=now,
+        updated_at=now,
+        seq=seq,
+    )
+
+
+def first_kept_seq(compaction: Message) -> int:
+    """The seq of the first message ``compaction`` keeps (every earlier one it stands in
+    for)."""
+    value: Any = compaction.metadata.get("first_kept_seq")
+    return value if type(value) is int else 0
+
+
+def check_as_of_seq(as_of_seq: object) -> int | None:
+    """``as_of_seq`` if it is ``None`` or an integer >= 0, or :class:`InvalidOp`."""
+    if as_of_seq is not None and (type(as_of_seq) is not int or as_of_seq < 0):
+        raise InvalidOp(f"as_of_seq: must be a non-negative integer or None, got {as_of_seq!r}")
+    return as_of_seq
+
+
+def latest_compaction(
+    pipeline: Pipeline, conversation_id: str, as_of_seq: int | None
+) -> Message | None:
+    """The conversation's newest compaction at or before ``as_of_seq`` (any, if ``None``)."""
+    if as_of_seq is None:
+        newest = pipeline.messages(conversation_id, limit=1, roles=[COMPACTION_ROLE])
+        return newest[0] if newest else None
+    found = None
+    for compaction in pipeline.messages(conversation_id, roles=[COMPACTION_ROLE]):
+        if compaction.seq > as_of_seq:
+            break
+        found = compaction
+    return found
+
+
+def context(pipeline: Pipeline, conversation_id: str, as_of_seq: int | None) -> list[Message]:
+    """The latest compaction (if any), then every message from its ``first_kept_seq`` on,
+    in seq order; with ``as_of_seq``, the same as it stood once that seq was written."""
+    compaction = latest_compaction(pipeline, conversation_id, as_of_seq)
+    after = None if compaction is None else max(first_kept_seq(compaction) - 1, 0)
+    kept = pipeline.messages(conversation_id, after_seq=after)
+    if as_of_seq is not None:
+        kept = [message for message in kept if message.seq <= as_of_seq]
+    return kept if compaction is None else [compaction, *kept]
