@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from agents.memory import SessionSettings
 from agents.memory.session_settings import resolve_session_limit
 
-from anchorline.ops import Add, Delete
+from anchorline.compaction import first_kept_seq
+from anchorline.errors import Conflict
+from anchorline.ops import COMPACTION_ROLE, ROLES, Add, Compact, Delete
 from anchorline.results import Message
 
 from .items import item_content, message_text, stored_item
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from anchorline.runner import Pipeline
 
 T = TypeVar("T")
+_ALL_ROLES = (*sorted(ROLES), COMPACTION_ROLE)
 
 #: The ``type`` of the content block that holds an SDK item, as the SDK gave it.
 ITEM_TYPE = "openai_agents.item"
@@ -96,6 +99,27 @@ def as_item(message: Message) -> TResponseInputItem:
     return cast("TResponseInputItem", item)
 
 
+def as_items(message: Message) -> list[TResponseInputItem]:
+    """The items a message of the context stands for: a compaction's summary items
+    (or its text as one user message), else the message's one item."""
+    if message.role != COMPACTION_ROLE:
+        return [as_item(message)]
+    blocks = message.content if isinstance(message.content, list) else []
+    items = [
+        cast("TResponseInputItem", block["item"])
+        for block in blocks
+        if block.get("type") == ITEM_TYPE and isinstance(block.get("item"), dict)
+    ]
+    if items or not message_text(message):
+        return items
+    return [cast("TResponseInputItem", {"role": "user", "content": message_text(message)})]
+
+
+def summary(items: list[TResponseInputItem]) -> list[dict[str, Any]]:
+    """A compaction's summary holding ``items``: one ``openai_agents.item`` block each."""
+    return [{"type": ITEM_TYPE, "item": item} for item in items]
+
+
 class AnchorlineSession:
     """The conversation ``session_id`` of ``pipeline`` as an Agents SDK ``Session``.
 
@@ -127,14 +151,23 @@ class AnchorlineSession:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def _read(self, limit: int | None) -> list[Message]:
-        return self.pipeline.messages(self.session_id, limit=limit)
+    def _read(self, limit: int | None) -> list[TResponseInputItem]:
+        if limit == 0:
+            return []
+        context = self.pipeline.context(self.session_id)
+        items = [item for message in context for item in as_items(message)]
+        return items if limit is None else items[-limit:]
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        """The session's items, oldest first; ``limit`` keeps the newest ``limit``."""
+        """The session's items, oldest first; ``limit`` keeps the newest ``limit``.
+
+        After a compaction, the items are the compaction's (what the SDK's
+        compaction returned) followed by those added since: the pipeline's
+        :meth:`context <anchorline.Pipeline.context>`. ``pipeline.messages``
+        still holds every item ever added.
+        """
         limit = resolve_session_limit(limit, self.session_settings)
-        messages = await self._call(self._read, limit)
-        return [as_item(m) for m in messages]
+        return await self._call(self._read, limit)
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items``, all in one transaction."""
@@ -147,28 +180,68 @@ class AnchorlineSession:
         content = item_content(item, ITEM_TYPE, item_text(item))
         return Add(conversation_id=self.session_id, role=item_role(item), content=content)
 
-    def _pop(self) -> Message | None:
+    def _pop(self) -> TResponseInputItem | None:
         while True:
-            newest = self.pipeline.messages(self.session_id, limit=1)
-            if not newest:
+            context = self.pipeline.context(self.session_id)
+            if not context:
                 return None
-            message = newest[0]
-            deleted = self.pipeline.persist(
-                Delete(message_id=message.id),
-                expect_updated_at={message.id: message.updated_at},
-            )
-            if deleted.existed:
-                return message
-            # Popped by another writer between the read and the delete: try the next one.
+            newest = context[-1]
+            guard = {newest.id: newest.updated_at}
+            if newest.role != COMPACTION_ROLE:
+                if self.pipeline.persist(
+                    Delete(message_id=newest.id), expect_updated_at=guard
+                ).existed:
+                    return as_item(newest)
+                continue  # popped by another writer meanwhile: try the next one
+            # The newest item is the compaction's last: the compaction is written again
+            # without it, in one transaction.
+            items = as_items(newest)
+            if not items:
+                return None
+            try:
+                self.pipeline.persist_many(
+                    [
+                        Delete(message_id=newest.id),
+                        Compact(
+                            conversation_id=self.session_id,
+                            summary=summary(items[:-1]),
+                            first_kept_seq=first_kept_seq(newest),
+                        ),
+                    ],
+                    expect_updated_at=guard,
+                )
+            except Conflict:
+                continue
+            return items[-1]
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove the newest item and return it; ``None`` when the session is empty."""
-        message = await self._call(self._pop)
-        return None if message is None else as_item(message)
+        return await self._call(self._pop)
 
     async def clear_session(self) -> None:
         """Forget every item of the session (and its index points)."""
         await self._call(self.pipeline.forget, self.session_id)
 
+    def _compact(self, items: list[TResponseInputItem]) -> None:
+        newest = self.pipeline.messages(self.session_id, limit=1, roles=_ALL_ROLES)
+        after = newest[0].seq + 1 if newest else 0
+        self.pipeline.compact(self.session_id, summary(items), after)
 
-__all__ = ["ITEM_TYPE", "AnchorlineSession", "as_item", "item_role", "item_text"]
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        """Make ``items`` the whole session, as the SDK's ``OpenAIResponsesCompactionSession``
+        asks after ``responses.compact``: recorded as a compaction
+        (:meth:`Pipeline.compact <anchorline.Pipeline.compact>`) that stands in for every
+        item so far, so the full history stays in the log."""
+        await self._call(self._compact, items)
+        return True
+
+
+__all__ = [
+    "ITEM_TYPE",
+    "AnchorlineSession",
+    "as_item",
+    "as_items",
+    "item_role",
+    "item_text",
+    "summary",
+]

@@ -6,10 +6,11 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from .test_openai_agents import ScriptedModel, _say
+from .test_openai_agents import COMPACTED, ScriptedModel, _FakeResponses, _say
 
 PAGE = Path(__file__).parents[2] / "docs" / "integrations.md"
 
@@ -27,7 +28,8 @@ def test_the_integrations_md_examples_run_and_print_what_they_say(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")  # no trace export, no network
     model = ScriptedModel([[_say("San Francisco", 1)], [_say("California", 2)]])
-    namespace: dict[str, object] = {"model": model}
+    client = SimpleNamespace(responses=_FakeResponses(COMPACTED))
+    namespace: dict[str, object] = {"model": model, "client": client}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for block in blocks:

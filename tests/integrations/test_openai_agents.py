@@ -6,10 +6,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from agents import Agent, ModelResponse, RunConfig, Runner, Usage, function_tool
-from agents.memory import Session, SessionSettings
+from agents.memory import OpenAIResponsesCompactionSession, Session, SessionSettings
 from agents.models.interface import Model
 from openai.types.responses import (
     ResponseFunctionToolCall,
@@ -199,3 +200,78 @@ def test_runner_sends_only_the_limited_history(tmp_path: Path) -> None:
         assert len(pipeline.messages("s")) == 4
     assert [i.get("content") for i in model.inputs[-1]][-1] == "second"
     assert len(model.inputs[-1]) == limit + 1
+
+
+# --- compaction: the SDK's compaction session over an Anchorline session ------------
+
+
+class _FakeResponses:
+    def __init__(self, output: list[Any]) -> None:
+        self.output = output
+        self.calls: list[dict[str, Any]] = []
+
+    async def compact(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return SimpleNamespace(output=self.output, usage=None)
+
+
+COMPACTED: list[Any] = [
+    {"role": "user", "content": "What is 2 + 3?"},
+    {"type": "compaction", "id": "cmp_1", "encrypted_content": "opaque"},
+]
+
+
+def _compacting(pipeline: Pipeline) -> tuple[OpenAIResponsesCompactionSession, _FakeResponses]:
+    responses = _FakeResponses(COMPACTED)
+    client = SimpleNamespace(responses=responses)
+    session = OpenAIResponsesCompactionSession(
+        "s1",
+        AnchorlineSession("s1", pipeline),
+        client=client,  # type: ignore[arg-type]
+    )
+    return session, responses
+
+
+def test_run_compaction_records_a_compaction_and_keeps_the_history(pipeline: Pipeline) -> None:
+    session, responses = _compacting(pipeline)
+    run(session.add_items(ITEMS))
+    run(session.run_compaction({"force": True, "compaction_mode": "input"}))
+    assert responses.calls[0]["input"][0] == ITEMS[0]
+    assert run(session.get_items()) == COMPACTED
+    assert len(pipeline.messages("s1")) == len(ITEMS)  # the history is all there
+    [compaction, *after] = pipeline.context("s1")
+    assert compaction.role == "compaction" and after == []
+    run(session.add_items([{"role": "user", "content": "and 4 + 4?"}]))
+    assert run(session.get_items()) == [*COMPACTED, {"role": "user", "content": "and 4 + 4?"}]
+    assert run(session.get_items(limit=2)) == [
+        COMPACTED[-1],
+        {"role": "user", "content": "and 4 + 4?"},
+    ]
+
+
+def test_pop_item_reaches_into_the_compaction(pipeline: Pipeline) -> None:
+    session, _ = _compacting(pipeline)
+    run(session.add_items(ITEMS))
+    run(session.run_compaction({"force": True, "compaction_mode": "input"}))
+    run(session.add_items([{"role": "user", "content": "next"}]))
+    assert run(session.pop_item()) == {"role": "user", "content": "next"}
+    assert run(session.pop_item()) == COMPACTED[-1]
+    assert run(session.get_items()) == COMPACTED[:1]
+    assert run(session.pop_item()) == COMPACTED[0]
+    assert run(session.get_items()) == []
+    assert run(session.pop_item()) is None
+    assert len(pipeline.messages("s1")) == len(ITEMS)
+
+
+def test_runner_continues_from_the_compacted_history(tmp_path: Path) -> None:
+    model = ScriptedModel([[_say("5", 1)], [_say("8", 2)]])
+    agent = Agent(name="calc", model=model)
+    config = RunConfig(tracing_disabled=True)
+    with Pipeline.open(str(tmp_path / "chat.db"), load_entrypoints=False) as pipeline:
+        session, _ = _compacting(pipeline)
+        run(Runner.run(agent, "What is 2 + 3?", session=session, run_config=config))
+        run(session.run_compaction({"force": True, "compaction_mode": "input"}))
+        run(Runner.run(agent, "and 4 + 4?", session=session, run_config=config))
+        assert len(pipeline.messages("s1")) == 4
+    assert model.inputs[-1][:2] == COMPACTED
+    assert model.inputs[-1][2]["content"] == "and 4 + 4?"
