@@ -152,11 +152,18 @@ class AnchorlineSession:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _read(self, limit: int | None) -> list[TResponseInputItem]:
+        if limit is None:
+            context = self.pipeline.context(self.session_id)
+            return [item for message in context for item in as_items(message)]
         if limit == 0:
             return []
-        context = self.pipeline.context(self.session_id)
-        items = [item for message in context for item in as_items(message)]
-        return items if limit is None else items[-limit:]
+        # The newest ``limit`` messages, and the compaction only if they do not fill it.
+        latest = self.pipeline.messages(self.session_id, limit=1, roles=[COMPACTION_ROLE])
+        newest = self.pipeline.messages(self.session_id, limit=limit)
+        if not latest:
+            return [as_item(message) for message in newest]
+        kept = [as_item(m) for m in newest if m.seq >= first_kept_seq(latest[0])]
+        return kept if len(kept) == limit else [*as_items(latest[0]), *kept][-limit:]
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The session's items, oldest first; ``limit`` keeps the newest ``limit``.

@@ -19,7 +19,7 @@ from openai.types.responses import (
 )
 
 from anchorline import Add, Pipeline, hookimpl
-from anchorline.integrations.openai_agents import AnchorlineSession
+from anchorline.integrations.openai_agents import AnchorlineSession, summary
 
 ITEMS: list[Any] = [
     {"role": "user", "content": "What is 2 + 3?"},
@@ -275,3 +275,15 @@ def test_runner_continues_from_the_compacted_history(tmp_path: Path) -> None:
         assert len(pipeline.messages("s1")) == 4
     assert model.inputs[-1][:2] == COMPACTED
     assert model.inputs[-1][2]["content"] == "and 4 + 4?"
+
+
+def test_a_compaction_that_keeps_items_reads_with_and_without_a_limit(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline)
+    run(session.add_items(ITEMS[:3]))
+    kept = pipeline.messages("s1")[-1]
+    summary_item = {"role": "user", "content": "the question, in short"}
+    pipeline.compact("s1", summary([summary_item]), kept.seq)
+    assert run(session.get_items()) == [summary_item, ITEMS[2]]
+    assert run(session.get_items(limit=1)) == [ITEMS[2]]
+    assert run(session.get_items(limit=2)) == [summary_item, ITEMS[2]]
+    assert run(session.get_items(limit=5)) == [summary_item, ITEMS[2]]
