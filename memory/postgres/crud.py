@@ -394,7 +394,9 @@ def list_messages(
         return []
     where = "conversation_id = %s"
     params: list[Any] = [conversation_id]
-    if roles is not None:
+    if roles == (COMPACTION_ROLE,):  # a literal, so the planner uses the partial index
+        where += " AND role = 'compaction'"
+    elif roles is not None:
         where += " AND role = ANY(%s)"
         params.append(list(roles))
     else:  # compactions are read when asked for by role

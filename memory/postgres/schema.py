@@ -231,6 +231,12 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
     return "index_enabled" in meta
 
 
+# The compactions of a conversation, newest first, without a walk over its messages.
+_COMPACTIONS_INDEX = f"""CREATE INDEX IF NOT EXISTS messages_compactions
+    ON {SCHEMA}.messages (conversation_id, seq) WHERE role = 'compaction';
+"""
+DDL += _COMPACTIONS_INDEX
+
 # Part of version 2: the messages table also takes the role ``compaction`` (the
 # rows ``Compact`` writes). A wider CHECK holds for every stored row, so it is
 # added NOT VALID: no scan of the table.
@@ -238,4 +244,4 @@ _ALLOW_COMPACTION = f"""
 ALTER TABLE {SCHEMA}.messages DROP CONSTRAINT IF EXISTS messages_role_check;
 ALTER TABLE {SCHEMA}.messages ADD CONSTRAINT messages_role_check
     CHECK (role IN ({_ROLES})) NOT VALID;
-"""
+{_COMPACTIONS_INDEX}"""

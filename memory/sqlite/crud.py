@@ -331,7 +331,9 @@ def list_messages(
     ``roles`` keeps only messages of those roles."""
     where = "conversation_id = ?"
     params: list[Any] = [conversation_id]
-    if roles is not None:
+    if roles == (COMPACTION_ROLE,):  # a literal, so SQLite uses its partial index
+        where += " AND role = 'compaction'"
+    elif roles is not None:
         where += f" AND role IN ({', '.join('?' * len(roles))})"
         params.extend(roles)
     else:  # compactions are read when asked for by role

@@ -27,6 +27,7 @@ CREATE UNIQUE INDEX messages_by_seq ON messages (conversation_id, seq);
 CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
 CREATE INDEX messages_reserved ON messages (updated_at) WHERE status = 'reserved';
+CREATE INDEX messages_compactions ON messages (conversation_id, seq) WHERE role = 'compaction';
 """
 
 
