@@ -14,6 +14,7 @@ pipeline's hook chain; it reads back equal to what was saved
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_ai.messages import (
@@ -27,11 +28,12 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from anchorline.ops import Add
-from anchorline.results import Message, PersistResult
+from anchorline.ops import COMPACTION_ROLE, Add
+from anchorline.results import Compacted, Message, PersistResult
 from anchorline.runner import Pipeline
 
 from .items import item_content, stored_item
+from .items import message_text as _text
 
 #: The ``type`` of the content block that holds a ``ModelMessage`` as JSON.
 ITEM_TYPE = "pydantic_ai.message"
@@ -106,13 +108,48 @@ def as_model_messages(messages: Sequence[Message]) -> list[ModelMessage]:
 
 
 def load_history(pipeline: Pipeline, conversation_id: str) -> list[ModelMessage]:
-    """The conversation as a ``message_history`` for ``agent.run``, oldest first."""
-    return as_model_messages(pipeline.messages(conversation_id))
+    """The conversation as a ``message_history`` for ``agent.run``, oldest first: its
+    :meth:`context <anchorline.Pipeline.context>`, so after a compaction, the summary
+    then the messages it keeps (``pipeline.messages`` still holds them all)."""
+    loaded: list[ModelMessage] = []
+    for message in pipeline.context(conversation_id):
+        if message.role != COMPACTION_ROLE:
+            loaded.extend(as_model_messages([message]))
+            continue
+        blocks = message.content if isinstance(message.content, list) else []
+        items = [
+            block["item"]
+            for block in blocks
+            if block.get("type") == ITEM_TYPE and isinstance(block.get("item"), dict)
+        ]
+        if items:
+            loaded.extend(ModelMessagesTypeAdapter.validate_python(items))
+        elif text := _text(message):
+            at = datetime.fromtimestamp(message.created_at / 1000, tz=UTC)
+            loaded.append(ModelRequest(parts=[SystemPromptPart(content=text, timestamp=at)]))
+    return loaded
+
+
+def compact_history(
+    pipeline: Pipeline,
+    conversation_id: str,
+    summary: str | Sequence[ModelMessage],
+    first_kept_seq: int,
+) -> Compacted:
+    """Record ``summary`` as standing in for every message before ``first_kept_seq``
+    (:meth:`Pipeline.compact <anchorline.Pipeline.compact>`): a text, loaded back as a
+    system prompt, or ``ModelMessage`` objects, loaded back as they are."""
+    if isinstance(summary, str):
+        return pipeline.compact(conversation_id, summary, first_kept_seq)
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(summary), mode="json")
+    blocks = [{"type": ITEM_TYPE, "item": item} for item in dumped]
+    return pipeline.compact(conversation_id, blocks, first_kept_seq)
 
 
 __all__ = [
     "ITEM_TYPE",
     "as_model_messages",
+    "compact_history",
     "history_ops",
     "load_history",
     "message_role",

@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.test import TestModel
 
 from anchorline import Add, Pipeline, hookimpl
-from anchorline.integrations.pydantic_ai import load_history, save_history
+from anchorline.integrations.pydantic_ai import compact_history, load_history, save_history
 
 
 def _agent() -> Agent[None, str]:
@@ -82,3 +88,31 @@ def test_messages_written_through_the_pipeline_read_as_prompts_and_answers(
     assert response.parts == [TextPart(content="answered")]
     result = _agent().run_sync("go on", message_history=[request, response])
     assert result.output
+
+
+def test_after_a_compaction_the_history_is_the_summary_then_what_it_keeps(
+    pipeline: Pipeline,
+) -> None:
+    agent = _agent()
+    first = agent.run_sync("What is 2 + 3?")
+    save_history(pipeline, "c1", first.new_messages())
+    second = agent.run_sync("And 4 + 4?", message_history=load_history(pipeline, "c1"))
+    save_history(pipeline, "c1", second.new_messages())
+    kept = pipeline.messages("c1")[len(first.new_messages())]
+    compact_history(pipeline, "c1", "The user asked for 2 + 3.", kept.seq)
+    history = load_history(pipeline, "c1")
+    [part] = history[0].parts
+    assert isinstance(part, SystemPromptPart) and part.content == "The user asked for 2 + 3."
+    assert history[1:] == second.new_messages()
+    assert len(pipeline.messages("c1")) == len(second.all_messages())  # all kept in the log
+    third = agent.run_sync("And now?", message_history=history)
+    assert third.output
+
+
+def test_a_summary_of_model_messages_loads_back_as_they_were(pipeline: Pipeline) -> None:
+    result = _agent().run_sync("What is 2 + 3?")
+    save_history(pipeline, "c1", result.new_messages())
+    summary = [ModelRequest(parts=[UserPromptPart(content="Sum two numbers.")])]
+    after = pipeline.messages("c1")[-1].seq + 1
+    compact_history(pipeline, "c1", summary, after)
+    assert load_history(pipeline, "c1") == summary
