@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import orjson
 
 from anchorline.errors import Conflict
 from anchorline.ops import Add, Content, Reserve
@@ -28,9 +29,22 @@ COLUMNS = (
 )
 
 
+def decode_json(text: str) -> Any:
+    """Stored JSON text as Python values.
+
+    orjson decodes a 500-byte content about 6 times faster than ``json``; the
+    rare text it refuses and ``json`` reads (an integer beyond 64 bits, a lone
+    surrogate escape) goes to ``json``, so every stored value reads back.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode_metadata(text: str) -> dict[str, Any]:
     """Stored metadata JSON as a dict."""
-    return {} if text == "{}" else json.loads(text)  # most messages carry none
+    return {} if text == "{}" else decode_json(text)  # most messages carry none
 
 
 def message_from_row(row: tuple[Any, ...]) -> Message:
@@ -39,7 +53,7 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
         id=row[0],
         conversation_id=row[1],
         role=row[2],
-        content=json.loads(row[3]),
+        content=decode_json(row[3]),
         metadata=decode_metadata(row[4]),
         status=row[5],
         client_message_id=row[6],

@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import apsw
 
@@ -339,6 +339,21 @@ def filled(path: Path, size: int) -> Path:
     return path
 
 
+_NAMES = [name.strip() for name in COLUMNS.split(",")]
+
+
+def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The read twin's answer: each row as a dict, its content and metadata decoded with
+    the standard ``json`` module."""
+    found = []
+    for row in rows:
+        message = dict(zip(_NAMES, row, strict=True))
+        message["content"] = json.loads(row[3])
+        message["metadata"] = json.loads(row[4])
+        found.append(message)
+    return found
+
+
 def size_label(size: int) -> str:
     if size >= 1_000_000:
         return f"{size / 1_000_000:g}M"
@@ -374,16 +389,27 @@ def read_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
                 raw.execute(RAW_LAST_50, (conversation, 50)).fetchall()
             return time.perf_counter() - started
 
+        def decoded(count: int, raw: apsw.Connection = raw, conversation: str = conversation
+                    ) -> float:  # fmt: skip
+            started = time.perf_counter()
+            for _ in range(count):
+                decode_rows(raw.execute(RAW_LAST_50, (conversation, 50)))
+            return time.perf_counter() - started
+
         cases += [
             Case(name=f"last 50 @ {label}", unit="read", count=reads,
                  prepare=ready(ours)),
             Case(name=f"raw last 50 @ {label}", unit="read", count=reads,
                  prepare=ready(theirs)),
+            Case(name=f"raw decoded last 50 @ {label}", unit="read", count=reads,
+                 prepare=ready(decoded), note="each row a dict, its JSON decoded by json"),
         ]  # fmt: skip
-        comparisons.append(
+        comparisons += [
             Comparison(label=f"last 50 @ {label} vs raw", ours=f"last 50 @ {label}",
-                       reference=f"raw last 50 @ {label}", kind="throughput")
-        )  # fmt: skip
+                       reference=f"raw last 50 @ {label}", kind="throughput"),
+            Comparison(label=f"last 50 @ {label} vs raw decoded", ours=f"last 50 @ {label}",
+                       reference=f"raw decoded last 50 @ {label}", kind="throughput", low=0.60),
+        ]  # fmt: skip
     smallest = size_label(sizes[0])
     for size in sizes[1:]:
         label = size_label(size)
