@@ -4,7 +4,7 @@ checks that refuse an op before it writes anything."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -149,13 +149,22 @@ def after_conflict(
     raise Conflict(f"message_id: a message with id {message_id!r} already exists")
 
 
+def _each(results: Sequence[object]) -> Iterator[object]:
+    """Every result, a batch's results (a list) taken one by one."""
+    for result in results:
+        if type(result) is list:
+            yield from result
+        else:
+            yield result
+
+
 def landed(results: Sequence[object], get_message: Callable[[str], Message | None]) -> bool:
     """Whether the writes that gave ``results`` are in the database, after a COMMIT that
     reported an error (or whose answer was lost with its connection): every message
     they touched is stored exactly as their last result left it, or is gone if they
     deleted it."""
     final: dict[str, Message | None] = {}
-    for result in results:
+    for result in _each(results):
         if isinstance(result, Deleted):
             if result.existed:
                 final[result.message_id] = None

@@ -142,6 +142,7 @@ class Pipeline:
         self.plugin_manager = plugin_manager
         hook = plugin_manager.hook
         self._persist = hook.persist
+        self._persist_batch = hook.persist_batch
         self._after_persist = hook.after_persist
         self._limits = settings.limits
         self._closed = False
@@ -283,18 +284,49 @@ class Pipeline:
         context = Context(self, unit, expected)
         results: list[PersistResult] = []
         persist = self._persist
+        # One call for the whole batch when no plugin would miss an op; its errors name
+        # their op themselves.
+        batched = bool(checked) and self._batches()
         try:
-            for op in checked:
-                results.append(check_result(persist, op, persist(op=op, context=context)))
+            if batched:
+                answer = self._persist_batch(ops=checked, context=context)
+                results = self._check_batch(checked, answer)
+            else:
+                for op in checked:
+                    results.append(check_result(persist, op, persist(op=op, context=context)))
             unit.commit()
         except BaseException as e:
             unit.rollback()
-            if isinstance(e, AnchorlineError) and len(results) < len(checked):
+            if isinstance(e, AnchorlineError) and not batched and len(results) < len(checked):
                 e.op_index = len(results)
             raise
         if self._after_persist.get_hookimpls():
             for op, result in zip(checked, results, strict=True):
                 self._notify(op, result, context)
+        return results
+
+    def _batches(self) -> bool:
+        """Whether ``persist_batch`` may take a whole batch: some plugin implements it, and
+        every plugin that implements ``persist`` does too (so none misses an op)."""
+        batching = {impl.plugin for impl in self._persist_batch.get_hookimpls()}
+        return bool(batching) and all(
+            impl.plugin in batching for impl in self._persist.get_hookimpls()
+        )
+
+    def _check_batch(self, ops: list[PersistOp], results: object) -> list[PersistResult]:
+        hook = self._persist_batch
+        if type(results) is not list or len(results) != len(ops):
+            got = f"{len(results)} results" if isinstance(results, list) else repr(results)
+            raise PluginError(
+                f"{hook.name}: {culprits(hook)} returned {got} for {len(ops)} ops;"
+                " expected one result per op"
+            )
+        for i, (op, result) in enumerate(zip(ops, results, strict=True)):
+            try:
+                check_result(hook, op, result)
+            except PluginError as e:
+                e.op_index = i
+                raise
         return results
 
     # --- the agent loop's helpers --------------------------------------------

@@ -56,6 +56,12 @@ class SQLiteTransaction(Transaction):
     def add(self, op: Add, *, message_id: str, now: int) -> Added:
         return self.run(lambda c: _ADD(c, op, message_id=message_id, now=now))
 
+    def add_many(
+        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
+    ) -> list[Added]:
+        """Write complete messages (one ``executemany``); each result as :meth:`add`'s."""
+        return self.run(lambda c: crud.add_messages(c, ops, message_ids, nows))
+
     def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
         return self.run(lambda c: _RESERVE(c, op, message_id=message_id, now=now))
 
