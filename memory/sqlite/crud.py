@@ -184,9 +184,15 @@ def _add_messages(
     )  # fmt: skip
     if conn.last_insert_rowid() == before + len(ops):
         return [
-            Added(message=inserted(op, mid, op.content, "complete", now))
+            Added(
+                message=Message(
+                    id=mid, conversation_id=op.conversation_id, role=op.role,
+                    content=op.content, metadata=op.metadata, status="complete",
+                    client_message_id=op.client_message_id, created_at=now, updated_at=now,
+                )
+            )
             for op, mid, now in zip(ops, message_ids, nows, strict=True)
-        ]
+        ]  # fmt: skip
     # Some met a stored row (a repeated client id, a taken id): settle each op in
     # order; a row this batch inserted reads back as the op's own write.
     results = []
