@@ -245,9 +245,17 @@ class Pipeline:
         read: if the stored message has changed since, the op raises
         ``Conflict`` and nothing is written.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         op = _as_op(op)
-        self._limits.check(op)
+        limits = self._limits
+        # An add within the limits needs no more than these two lengths.
+        if (
+            type(op) is not Add
+            or len(op.content_json) > limits.max_content_bytes
+            or len(op.metadata_json) > limits.max_metadata_bytes
+        ):
+            limits.check(op)
         unit = UnitOfWork()
         expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         context = Context(self, unit, expected)
@@ -257,7 +265,8 @@ class Pipeline:
         except BaseException:
             unit.rollback()
             raise
-        self._notify(op, result, context)
+        if self._after_persist.get_hookimpls():
+            self._notify(op, result, context)
         return result
 
     def persist_many(
