@@ -4,10 +4,11 @@ checks that refuse an op before it writes anything."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
+import orjson
 
 from anchorline.errors import Conflict
 from anchorline.ops import Add, Content, Reserve
@@ -31,9 +32,22 @@ COLUMNS = (
 READ_COLUMNS = COLUMNS + ", seq"
 
 
+def decode_json(text: str) -> Any:
+    """Stored JSON text as Python values.
+
+    orjson decodes a 500-byte content about 6 times faster than ``json``; the
+    rare text it refuses and ``json`` reads (an integer beyond 64 bits, a lone
+    surrogate escape) goes to ``json``, so every stored value reads back.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode_metadata(text: str) -> dict[str, Any]:
     """Stored metadata JSON as a dict."""
-    return {} if text == "{}" else json.loads(text)  # most messages carry none
+    return {} if text == "{}" else decode_json(text)  # most messages carry none
 
 
 def message_from_row(row: tuple[Any, ...]) -> Message:
@@ -42,7 +56,7 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
         id=row[0],
         conversation_id=row[1],
         role=row[2],
-        content=json.loads(row[3]),
+        content=decode_json(row[3]),
         metadata=decode_metadata(row[4]),
         status=row[5],
         client_message_id=row[6],
@@ -140,13 +154,22 @@ def after_conflict(
     raise Conflict(f"message_id: a message with id {message_id!r} already exists")
 
 
+def _each(results: Sequence[object]) -> Iterator[object]:
+    """Every result, a batch's results (a list) taken one by one."""
+    for result in results:
+        if type(result) is list:
+            yield from result
+        else:
+            yield result
+
+
 def landed(results: Sequence[object], get_message: Callable[[str], Message | None]) -> bool:
     """Whether the writes that gave ``results`` are in the database, after a COMMIT that
     reported an error (or whose answer was lost with its connection): every message
     they touched is stored exactly as their last result left it, or is gone if they
     deleted it."""
     final: dict[str, Message | None] = {}
-    for result in results:
+    for result in _each(results):
         if isinstance(result, Deleted):
             if result.existed:
                 final[result.message_id] = None

@@ -46,6 +46,23 @@ def persist(op: PersistOp, context: Context) -> PersistResult | None:
     """
 
 
+@hookspec(firstresult=True)
+def persist_batch(ops: list[PersistOp], context: Context) -> list[PersistResult] | None:
+    """Apply the ops of one ``Pipeline.persist_many`` call together: the batch form of
+    :func:`persist`, which a plugin opts into to write a batch faster than op by op.
+
+    :param ops: the validated ops, in order.
+    :param context: the call's context, shared by every op of the batch.
+
+    Return one result per op, in order, to answer the batch; ``None`` passes it
+    on. The runner calls this hook only when every plugin that implements
+    ``persist`` implements it too; otherwise each op goes through ``persist`` as
+    before, so a plugin that only implements ``persist`` still sees every op. An
+    error for one op should carry that op's position in ``op_index``.
+    Stops at the first non-None result.
+    """
+
+
 @hookspec
 def after_persist(op: PersistOp, result: PersistResult, context: Context) -> None:
     """Called once ``op`` is durable, for side effects such as indexing or metrics.

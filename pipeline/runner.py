@@ -159,6 +159,7 @@ class Pipeline:
         self.plugin_manager = plugin_manager
         hook = plugin_manager.hook
         self._persist = hook.persist
+        self._persist_batch = hook.persist_batch
         self._after_persist = hook.after_persist
         self._limits = settings.limits
         self._closed = False
@@ -265,9 +266,17 @@ class Pipeline:
         read: if the stored message has changed since, the op raises
         ``Conflict`` and nothing is written.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         op = _as_op(op)
-        self._limits.check(op)
+        limits = self._limits
+        # An add within the limits needs no more than these two lengths.
+        if (
+            type(op) is not Add
+            or len(op.content_json) > limits.max_content_bytes
+            or len(op.metadata_json) > limits.max_metadata_bytes
+        ):
+            limits.check(op)
         unit = UnitOfWork()
         expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         context = Context(self, unit, expected)
@@ -277,7 +286,8 @@ class Pipeline:
         except BaseException:
             unit.rollback()
             raise
-        self._notify(op, result, context)
+        if self._after_persist.get_hookimpls():
+            self._notify(op, result, context)
         return result
 
     def persist_many(
@@ -293,29 +303,71 @@ class Pipeline:
         self._check_open()
         expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         checked = []
+        limits = self._limits
+        most_content, most_metadata = limits.max_content_bytes, limits.max_metadata_bytes
         for i, op in enumerate(check_ops(ops)):
             try:
-                checked.append(_as_op(op))
-                self._limits.check(checked[-1])
+                op = _as_op(op)
+                # An add within the limits needs no more than these two lengths.
+                if (
+                    type(op) is not Add
+                    or len(op.content_json) > most_content
+                    or len(op.metadata_json) > most_metadata
+                ):
+                    limits.check(op)
             except InvalidOp as e:
                 e.op_index = i
                 raise
+            checked.append(op)
         unit = UnitOfWork()
         context = Context(self, unit, expected)
         results: list[PersistResult] = []
         persist = self._persist
+        # One call for the whole batch when no plugin would miss an op; its errors name
+        # their op themselves.
+        batched = bool(checked) and self._batches()
         try:
-            for op in checked:
-                results.append(check_result(persist, op, persist(op=op, context=context)))
+            if batched:
+                answer = self._persist_batch(ops=checked, context=context)
+                results = self._check_batch(checked, answer)
+            else:
+                for op in checked:
+                    results.append(check_result(persist, op, persist(op=op, context=context)))
             unit.commit()
         except BaseException as e:
             unit.rollback()
-            if isinstance(e, AnchorlineError) and len(results) < len(checked):
+            if isinstance(e, AnchorlineError) and not batched and len(results) < len(checked):
                 e.op_index = len(results)
             raise
         if self._after_persist.get_hookimpls():
             for op, result in zip(checked, results, strict=True):
                 self._notify(op, result, context)
+        return results
+
+    def _batches(self) -> bool:
+        """Whether ``persist_batch`` may take a whole batch: some plugin implements it, and
+        every plugin that implements ``persist`` does too (so none misses an op)."""
+        batching = {impl.plugin for impl in self._persist_batch.get_hookimpls()}
+        return bool(batching) and all(
+            impl.plugin in batching for impl in self._persist.get_hookimpls()
+        )
+
+    def _check_batch(self, ops: list[PersistOp], results: object) -> list[PersistResult]:
+        hook = self._persist_batch
+        if type(results) is not list or len(results) != len(ops):
+            got = f"{len(results)} results" if isinstance(results, list) else repr(results)
+            raise PluginError(
+                f"{hook.name}: {culprits(hook)} returned {got} for {len(ops)} ops;"
+                " expected one result per op"
+            )
+        for i, (op, result) in enumerate(zip(ops, results, strict=True)):
+            if type(result) is Added and type(op) is Add and op.message_id is None:
+                continue  # the usual case, as check_result takes it
+            try:
+                check_result(hook, op, result)
+            except PluginError as e:
+                e.op_index = i
+                raise
         return results
 
     # --- the agent loop's helpers --------------------------------------------

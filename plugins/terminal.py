@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any, cast
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
 from anchorline.context import Context, UnitOfWork
+from anchorline.errors import AnchorlineError
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.interface import Store
+from anchorline.memory.interface import Store, Transaction
 from anchorline.memory.stores import open_store, resolve_durability
 from anchorline.ops import (
     COMPACTION_ROLE,
@@ -23,6 +24,8 @@ from anchorline.ops import (
 )
 from anchorline.results import Message, PersistResult
 from anchorline.settings import Settings
+
+T = TypeVar("T")
 
 
 class StoreTerminal:
@@ -41,11 +44,46 @@ class StoreTerminal:
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
         unit = context.unit
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
-            return self._persist_alone(op, context)
+            return self._alone(lambda context: self.persist(op, context), context)
+        return self._write(unit.join(self._key, self.store.begin), op, context)
+
+    @hookimpl(trylast=True)
+    def persist_batch(self, ops: list[PersistOp], context: Context) -> list[PersistResult]:
+        unit = context.unit
+        if unit is None:
+            return self._alone(lambda context: self.persist_batch(ops, context), context)
+        tx = unit.join(self._key, self.store.begin)
+        add_many = getattr(tx, "add_many", None)  # a store that writes many adds at once
+        results: list[PersistResult] = []
+        i, count = 0, len(ops)
+        while i < count:
+            if add_many is not None and type(ops[i]) is Add:
+                end = i + 1
+                while end < count and type(ops[end]) is Add:
+                    end += 1
+                run = cast(list[Add], ops[i:end])
+                # Ids and times are fixed before the write, so a retry writes the same rows.
+                ids = [op.message_id or new_message_id() for op in run]
+                nows = [clock.now() for _ in run]
+                try:
+                    results += add_many(run, message_ids=ids, nows=nows)
+                except AnchorlineError as e:
+                    e.op_index = i + (e.op_index or 0)
+                    raise
+                i = end
+                continue
+            try:
+                results.append(self._write(tx, ops[i], context))
+            except AnchorlineError as e:
+                e.op_index = i
+                raise
+            i += 1
+        return results
+
+    def _write(self, tx: Transaction, op: PersistOp, context: Context) -> PersistResult:
         expected = None
         if context.expected and not isinstance(op, Add | Reserve | Forget | Compact):
             expected = context.expected.pop(op.message_id, None)
-        tx = unit.join(self._key, self.store.begin)
         # Ids and times are fixed before the write, so a retry writes the same row.
         if isinstance(op, Add):
             return tx.add(op, message_id=op.message_id or new_message_id(), now=clock.now())
@@ -63,10 +101,11 @@ class StoreTerminal:
             return tx.compact(op, message_id=new_message_id(), now=clock.now())
         raise TypeError(f"not an op: {op!r}")
 
-    def _persist_alone(self, op: PersistOp, context: Context) -> PersistResult:
+    def _alone(self, write: Callable[[Context], T], context: Context) -> T:
+        """``write`` in a unit of work of its own, committed (for a call outside the runner)."""
         unit = UnitOfWork()
         try:
-            result = self.persist(op, Context(context.pipeline, unit, context.expected))
+            result = write(Context(context.pipeline, unit, context.expected))
             unit.commit()
         except BaseException:
             unit.rollback()

@@ -19,7 +19,7 @@ import apsw
 import attrs
 
 from anchorline.compaction import compaction_message
-from anchorline.errors import Conflict, MessageNotFound
+from anchorline.errors import AnchorlineError, Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
@@ -177,6 +177,68 @@ def add_message(
         conn, op, op.content, op.content_json, "complete", message_id, now
     )
     return Added(message=message, deduplicated=deduplicated)
+
+
+def add_messages(
+    conn: apsw.Connection, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
+) -> list[Added]:
+    """Write complete messages, each with its fixed id and time, in the connection's
+    open transaction: one ``executemany`` of :data:`_INSERT`, then each op settled as
+    :func:`add_message` settles it if any met a stored row.
+
+    A refused op (``Conflict``) leaves none of them written; its error carries its
+    position in ``op_index``.
+    """
+    conn.execute("SAVEPOINT add_messages")
+    try:
+        results = _add_messages(conn, ops, message_ids, nows)
+    except AnchorlineError:
+        conn.execute("ROLLBACK TO add_messages")
+        conn.execute("RELEASE add_messages")
+        raise
+    conn.execute("RELEASE add_messages")
+    return results
+
+
+def _add_messages(
+    conn: apsw.Connection, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
+) -> list[Added]:
+    # Each fresh row takes the next rowid (the largest + 1: nothing is deleted in
+    # between), so the last rowid inserted is ``before + len(ops)`` exactly when
+    # every row was inserted; a trigger's own inserts do not change it.
+    before: int = conn.execute("SELECT coalesce(max(rowid), 0) FROM messages").get
+    conn.executemany(
+        _INSERT,
+        [
+            (mid, op.conversation_id, op.role, op.content_json, op.metadata_json, "complete",
+             op.client_message_id, now, now)
+            for op, mid, now in zip(ops, message_ids, nows, strict=True)
+        ],
+    )  # fmt: skip
+    if conn.last_insert_rowid() == before + len(ops):
+        return [
+            Added(
+                message=Message(
+                    id=mid, conversation_id=op.conversation_id, role=op.role,
+                    content=op.content, metadata=op.metadata, status="complete",
+                    client_message_id=op.client_message_id, created_at=now, updated_at=now,
+                )
+            )
+            for op, mid, now in zip(ops, message_ids, nows, strict=True)
+        ]  # fmt: skip
+    # Some met a stored row (a repeated client id, a taken id): settle each op in
+    # order; a row this batch inserted reads back as the op's own write.
+    results = []
+    for i, (op, mid, now) in enumerate(zip(ops, message_ids, nows, strict=True)):
+        try:
+            message, deduplicated = _insert(
+                conn, op, op.content, op.content_json, "complete", mid, now
+            )
+        except AnchorlineError as e:
+            e.op_index = i
+            raise
+        results.append(Added(message=message, deduplicated=deduplicated))
+    return results
 
 
 @atomic

@@ -67,6 +67,12 @@ class SQLiteTransaction(Transaction):
     def add(self, op: Add, *, message_id: str, now: int) -> Added:
         return self.run(lambda c: _ADD(c, op, message_id=message_id, now=now))
 
+    def add_many(
+        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
+    ) -> list[Added]:
+        """Write complete messages (one ``executemany``); each result as :meth:`add`'s."""
+        return self.run(lambda c: crud.add_messages(c, ops, message_ids, nows))
+
     def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
         return self.run(lambda c: _RESERVE(c, op, message_id=message_id, now=now))
 
@@ -141,21 +147,24 @@ class SQLiteStore:
 
     def begin(self) -> SQLiteTransaction:
         """Start a write transaction; commit or roll it back to let others in."""
-        if self._watched:
-            # Under the lock: apsw refuses a connection used by two threads at once.
-            with self._lock:
-                self._file_control("main", _HAS_MOVED, self._moved_at)
-                if self._moved.value:
-                    self._empty_wal()
-                    raise StorageUnavailable(
-                        f"database {self.path} was deleted or replaced by another file while"
-                        " open, so writes to it would be lost: nothing was written; close the"
-                        " pipeline and reopen it (restore the file from a backup if it was"
-                        " deleted by mistake)",
-                        attempts=1,
-                        last_cause=None,
-                    )
-        return SQLiteTransaction(self.conn, self.policy, crud.landed, self._lock)
+        # The check runs under the transaction's hold of the lock: apsw refuses a
+        # connection used by two threads at once.
+        check = self._check_in_place if self._watched else None
+        return SQLiteTransaction(self.conn, self.policy, crud.landed, self._lock, check)
+
+    def _check_in_place(self) -> None:  # under the lock
+        """Refuse to write if ``path`` no longer names the open file."""
+        self._file_control("main", _HAS_MOVED, self._moved_at)
+        if self._moved.value:
+            self._empty_wal()
+            raise StorageUnavailable(
+                f"database {self.path} was deleted or replaced by another file while"
+                " open, so writes to it would be lost: nothing was written; close the"
+                " pipeline and reopen it (restore the file from a backup if it was"
+                " deleted by mistake)",
+                attempts=1,
+                last_cause=None,
+            )
 
     def _empty_wal(self) -> None:  # under the lock
         """Move what the WAL holds into the open (moved) file and truncate the WAL.

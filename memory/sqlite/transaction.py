@@ -100,9 +100,11 @@ class Transaction:
         policy: RetryPolicy,
         landed: Callable[[apsw.Connection, list[Any]], bool] | None = None,
         lock: threading.RLock | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         # ``lock`` keeps other threads of the process off the connection until
-        # the transaction ends.
+        # the transaction ends; ``check`` runs under it before the BEGIN, and
+        # raising refuses the transaction.
         if lock is not None:
             lock.acquire()
         self._lock = lock
@@ -114,6 +116,8 @@ class Transaction:
         self._started = time.monotonic()
         self._failed = False
         try:
+            if check is not None:
+                check()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except RETRYABLE as e:

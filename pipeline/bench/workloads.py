@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import apsw
 
@@ -113,36 +113,53 @@ def _timed_raw(
 # --- the contract's own floor ------------------------------------------------------
 
 
+def _answer(op: Add) -> Added:
+    now = wall_ms()
+    message = Message(
+        id=new_message_id(), conversation_id=op.conversation_id, role=op.role,
+        content=op.content, metadata=op.metadata, status="complete", created_at=now,
+        updated_at=now,
+    )  # fmt: skip
+    return Added(message=message)
+
+
 class _Answer:
-    """Answers ``persist`` with the result a terminal returns, without storing anything."""
+    """Answers ``persist`` (and ``persist_batch``) with the results a terminal returns,
+    without storing anything."""
 
     @hookimpl
     def persist(self, op: Add, context: object) -> Added:
-        now = wall_ms()
-        message = Message(
-            id=new_message_id(), conversation_id=op.conversation_id, role=op.role,
-            content=op.content, metadata=op.metadata, status="complete", created_at=now,
-            updated_at=now,
-        )  # fmt: skip
-        return Added(message=message)
+        return _answer(op)
+
+    @hookimpl
+    def persist_batch(self, ops: list[Add], context: object) -> list[Added]:
+        return [_answer(op) for op in ops]
 
 
 def contract_floor(per_unit: int) -> Prepare:
     """What any implementation of the contract pays per op before touching storage:
-    building the validated op, one call of the ``persist`` hook, and its result."""
+    building the validated op and its result, and one call of the ``persist`` hook per
+    op (one unit), or of ``persist_batch`` per batch (``per_unit`` ops)."""
 
     def prepare() -> Run:
         pm = create_plugin_manager()
         pm.register(_Answer())
-        persist = pm.hook.persist
+        persist, persist_batch = pm.hook.persist, pm.hook.persist_batch
 
         def run(count: int) -> float:
             started = time.perf_counter()
-            for _ in range(count * per_unit):
-                persist(
-                    op=Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT),
-                    context=None,
-                )
+            for _ in range(count):
+                if per_unit == 1:
+                    persist(
+                        op=Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT),
+                        context=None,
+                    )
+                    continue
+                ops = [
+                    Add(conversation_id=CONVERSATION, role="assistant", content=CONTENT)
+                    for _ in range(per_unit)
+                ]
+                persist_batch(ops=ops, context=None)
             return time.perf_counter() - started
 
         return run
@@ -285,7 +302,8 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
         Case(name="contract floor", unit="op", count=ops, prepare=contract_floor(1),
              note="Add() + one persist hook call + its Message/Added; no storage"),
         Case(name=f"contract floor x{batch_size:,}", unit="batch", count=batches,
-             prepare=contract_floor(batch_size)),
+             prepare=contract_floor(batch_size),
+             note="Add() per op + one persist_batch call + a Message/Added per op"),
         Case(name="stream turn", unit="turn", count=turns,
              prepare=timed_pipeline(workdir / "turn.db", _stream_turn),
              note="reserve, 50 deltas, 1 partial flush, final"),
@@ -344,6 +362,21 @@ def filled(path: Path, size: int) -> Path:
     return path
 
 
+_NAMES = [name.strip() for name in COLUMNS.split(",")]
+
+
+def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The read twin's answer: each row as a dict, its content and metadata decoded with
+    the standard ``json`` module."""
+    found = []
+    for row in rows:
+        message = dict(zip(_NAMES, row, strict=True))
+        message["content"] = json.loads(row[3])
+        message["metadata"] = json.loads(row[4])
+        found.append(message)
+    return found
+
+
 def size_label(size: int) -> str:
     if size >= 1_000_000:
         return f"{size / 1_000_000:g}M"
@@ -379,16 +412,27 @@ def read_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
                 raw.execute(RAW_LAST_50, (conversation, 50)).fetchall()
             return time.perf_counter() - started
 
+        def decoded(count: int, raw: apsw.Connection = raw, conversation: str = conversation
+                    ) -> float:  # fmt: skip
+            started = time.perf_counter()
+            for _ in range(count):
+                decode_rows(raw.execute(RAW_LAST_50, (conversation, 50)))
+            return time.perf_counter() - started
+
         cases += [
             Case(name=f"last 50 @ {label}", unit="read", count=reads,
                  prepare=ready(ours)),
             Case(name=f"raw last 50 @ {label}", unit="read", count=reads,
                  prepare=ready(theirs)),
+            Case(name=f"raw decoded last 50 @ {label}", unit="read", count=reads,
+                 prepare=ready(decoded), note="each row a dict, its JSON decoded by json"),
         ]  # fmt: skip
-        comparisons.append(
+        comparisons += [
             Comparison(label=f"last 50 @ {label} vs raw", ours=f"last 50 @ {label}",
-                       reference=f"raw last 50 @ {label}", kind="throughput")
-        )  # fmt: skip
+                       reference=f"raw last 50 @ {label}", kind="throughput"),
+            Comparison(label=f"last 50 @ {label} vs raw decoded", ours=f"last 50 @ {label}",
+                       reference=f"raw decoded last 50 @ {label}", kind="throughput", low=0.60),
+        ]  # fmt: skip
     smallest = size_label(sizes[0])
     for size in sizes[1:]:
         label = size_label(size)
