@@ -14,7 +14,6 @@ the database has messages to index, gets what it lacks queued again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -40,6 +39,9 @@ log = logging.getLogger("anchorline.index")
 
 API_KEY_ENV = "ANCHORLINE_QDRANT_API_KEY"
 BATCH = 64
+#: Drained batches are made durable in the index (one flush) and marked done this many
+#: items at a time, at most.
+ACK_EVERY = 1024
 
 
 def payload(message: Message) -> dict[str, Any]:
@@ -161,9 +163,12 @@ class Indexer:
         ):
             return  # nothing indexable changed, or another process indexes it
         if self.sync:
-            # Another process holding the folder drains the shared outbox meanwhile.
-            with contextlib.suppress(IndexBusy):
+            try:
                 self.drain()
+            except IndexBusy:
+                pass  # another process holding the folder drains the shared outbox meanwhile
+            except ConfigurationError as e:  # the write stays queued until reindexed
+                self._report_failure(f"{type(e).__name__}: {e}")
         else:
             self._last_write = time.monotonic()
             self._wake()
@@ -192,7 +197,7 @@ class Indexer:
                 self.drain()
             except IndexBusy:
                 pass  # another process holds the folder; it drains the shared outbox
-            except IndexUnavailable as e:
+            except (IndexUnavailable, ConfigurationError) as e:
                 self._report_failure(f"{type(e).__name__}: {e}")
             except Exception:
                 log.exception("index worker")
@@ -221,19 +226,54 @@ class Indexer:
                 try:  # fail fast (IndexBusy) before claiming
                     with self.index.session(wait=wait):
                         pass
-                except IndexBusy:
+                except (IndexBusy, ConfigurationError):
                     raise
                 except IndexUnavailable:
                     pass  # the batch fails below, and its items record why
-            while True:
-                items = outbox.claim(limit=BATCH, force=force)
-                if not items:
-                    return processed
-                if not self._process(items):
-                    return processed
-                processed += len(items)
+            applied: list[tuple[list[OutboxItem], int]] = []
+            try:
+                while True:
+                    items = outbox.claim(limit=BATCH, force=force)
+                    textless = self._apply(items) if items else None
+                    if textless is None:
+                        return processed
+                    applied.append((items, textless))
+                    if sum(len(batch) for batch, _ in applied) >= ACK_EVERY:
+                        processed += self._ack(applied)
+            finally:
+                processed += self._ack(applied)
+
+    def _ack(self, applied: list[tuple[list[OutboxItem], int]]) -> int:
+        """Make the applied batches durable in the index, then mark them done; how many
+        items were. Empties ``applied``."""
+        assert self._store is not None and self.index is not None
+        if not applied:
+            return 0
+        batches = list(applied)
+        applied.clear()
+        try:
+            self.index.flush()
+        except Exception as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            self._report_failure(self.last_error)
+            for items, _ in batches:
+                self._store.outbox.failed(items, self.last_error)
+            return 0
+        for items, textless in batches:
+            self._store.outbox.done(items, textless)
+        if self._failing is not None:
+            log.info("indexing works again (it failed with %s)", self._failing)
+            self._failing = None
+        return sum(len(items) for items, _ in batches)
 
     def _process(self, items: list[OutboxItem]) -> bool:
+        """Apply one batch and mark it done; whether it worked."""
+        textless = self._apply(items)
+        return textless is not None and self._ack([(items, textless)]) == len(items)
+
+    def _apply(self, items: list[OutboxItem]) -> int | None:
+        """Apply one batch to the index (not yet flushed); how many of its messages had no
+        text, or ``None`` if it failed (the items record why)."""
         assert self._store is not None and self.index is not None and self.embedder is not None
         try:
             ids = [i.message_id for i in items if i.action != "delete"]
@@ -277,12 +317,8 @@ class Indexer:
             self.last_error = f"{type(e).__name__}: {e}"
             self._report_failure(self.last_error)
             self._store.outbox.failed(items, self.last_error)
-            return False
-        self._store.outbox.done(items, textless)
-        if self._failing is not None:
-            log.info("indexing works again (it failed with %s)", self._failing)
-            self._failing = None
-        return True
+            return None
+        return textless
 
     def _report_failure(self, error: str) -> None:
         """Log an indexing failure when it starts or changes, not at every retry."""
