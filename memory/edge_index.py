@@ -295,7 +295,9 @@ class EdgeFolder:
             raise mismatch_error(self.path, meta, wanted)
         try:
             shard = EdgeShard.load(self.path)
-        except Exception as e:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a Rust panic comes out as a BaseException
             log.warning(
                 "index folder %s could not be read (%s: %s): rebuilding it from the database",
                 self.path,
