@@ -40,6 +40,8 @@ import attrs
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from qdrant_edge import EdgeShard
 
 log = logging.getLogger("anchorline.index")
@@ -519,3 +521,38 @@ class EdgeOps:
         # Qdrant Edge makes files as it goes (WAL and segment files): each flush
         # brings the new ones in line with the folder.
         tighten(self.shard_path)
+
+
+def optimize_folder(path: str, wait: float = 0.0) -> bool:
+    """Build the HNSW graph of the shard in ``path``; whether anything changed.
+
+    Qdrant Edge holds the GIL while it optimizes (a minute or more at 50k
+    points), and the folder is held meanwhile: run it in a process of its own,
+    never in one that writes (``anchorline index optimize`` does).
+    """
+    built = read_meta(path)
+    if built is None:
+        raise IndexUnavailable(f"index folder {path}: no index there to optimize")
+    folder = EdgeFolder.get(path)
+    with folder.lock:
+        folder.users += 1
+        try:
+            shard, _ = folder.open(wait, built)
+            changed = shard.optimize()
+            shard.flush()
+            tighten(folder.path)
+            return changed
+        finally:
+            folder.users -= 1
+            folder.release()
+
+
+def optimize_in_child(path: str, answer: Connection) -> None:
+    """:func:`optimize_folder` as the target of a child process: sends back whether it
+    changed anything, or the error (as ``(type name, message)``)."""
+    try:
+        answer.send(optimize_folder(path))
+    except BaseException as e:
+        answer.send((type(e).__name__, str(e)))
+    finally:
+        answer.close()

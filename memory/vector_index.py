@@ -476,19 +476,6 @@ class VectorIndex:
             run(self._connect())
             self._ready = True
 
-    def optimize(self) -> bool:
-        """Build the HNSW graph of a folder's shard (search is exact until then); whether
-        anything changed. Other processes find the folder busy meanwhile."""
-        folder = self._folder
-        if folder is None:
-            return False
-        with self.session(what="optimize") as ops:
-            assert isinstance(ops, EdgeOps)
-            with self._translated("optimize"):
-                changed = ops.shard.optimize()
-                ops.flush()
-                return changed
-
     def close(self) -> None:
         self.release_if_idle(force=True)
         with self._lock:

@@ -250,6 +250,54 @@ def cmd_index_worker(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_optimize(args: argparse.Namespace) -> int:
+    """Build the HNSW graph of the index folder, for faster approximate search (search is
+    exact until then). Other processes find the folder busy while it runs."""
+    import multiprocessing
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from anchorline.errors import IndexBusy, IndexUnavailable
+    from anchorline.memory.edge_index import optimize_in_child, read_meta
+    from anchorline.memory.vector_index import index_location
+
+    db = args.database or args.db
+    location = index_location(args.index or DEFAULT_INDEX, db)
+    if not _is_folder(location):
+        raise CLIError(f"index optimize: {location} is not an index folder; a Qdrant server"
+                       " optimizes its collections itself")  # fmt: skip
+    if read_meta(location) is None:
+        raise CLIError(f"no index at {os.path.abspath(location)}: build it with"
+                       " 'anchorline reindex'")  # fmt: skip
+    # In a child process: Qdrant Edge holds the GIL while it optimizes.
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=optimize_in_child, args=(location, send), daemon=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True, highlight=False),
+        transient=True,
+    ) as progress:
+        progress.add_task(f"building the HNSW graph of {location}")
+        child.start()
+        send.close()
+        try:
+            answer = receive.recv()
+        except EOFError:
+            child.join()
+            answer = ("IndexUnavailable", f"index optimize: the process optimizing {location}"
+                      f" died (exit status {child.exitcode})")  # fmt: skip
+        child.join()
+    if isinstance(answer, tuple):
+        kind, message = answer
+        raise (IndexBusy if kind == "IndexBusy" else IndexUnavailable)(message)
+    out.print(Text(f"optimized {location}" if answer else f"{location}: nothing to optimize"
+                   " (done already, or too few points to need a graph)"))  # fmt: skip
+    return 0
+
+
 def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Check the index against the messages; exit 1 if they disagree."""
     report = pipeline.indexer().doctor()
@@ -523,6 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("doctor", cmd_doctor, Needs(index="existing"))
     add("index-worker", cmd_index_worker, Needs(index="required"))
+    index_commands = sub.add_parser("index", help="work on the vector index")
+    index_sub = index_commands.add_subparsers(dest="index_command", required=True,
+                                              parser_class=_Parser)  # fmt: skip
+    optimize = index_sub.add_parser(
+        "optimize", help=cmd_index_optimize.__doc__, description=cmd_index_optimize.__doc__
+    )
+    optimize.set_defaults(standalone=cmd_index_optimize)
+    optimize.add_argument("database", nargs="?", metavar="DB", help="default: --db")
     copy = sub.add_parser(
         "copy", help="copy every conversation to another store", description=cmd_copy.__doc__
     )

@@ -400,10 +400,9 @@ class Indexer:
             queued = outbox.enqueue_missing()
             if queued:
                 (log.info if self.location == ":memory:" else log.warning)(
-                    "index %s had no collection %s (the index was lost, or the embedder is"
-                    " new): queued %d complete message(s) to index",
+                    "index %s was created empty (it was new, lost or rebuilt, or the"
+                    " embedder is new): queued %d complete message(s) to index",
                     self.location,
-                    self.index.collection,
                     queued,
                 )
             return queued

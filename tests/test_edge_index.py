@@ -272,3 +272,30 @@ def test_search_within_a_conversation_finds_only_its_messages(tmp_path: Path) ->
         hits = pipeline.search("note about flights", conversation_id="c0", limit=50)
         assert len(hits) == 25 and {h.message.conversation_id for h in hits} == {"c0"}
         assert {h.message.id for h in hits} < set(texts)
+
+
+# --- anchorline index optimize ------------------------------------------------
+
+
+def test_index_optimize_builds_the_graph_and_search_still_finds_every_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anchorline.cli import main
+
+    db = tmp_path / "chat.db"
+    texts = write_messages(db, 30)
+    with Pipeline.open(str(db), index="local", load_entrypoints=False) as pipeline:
+        pipeline.flush_index(timeout=60)
+        holder = indexer(pipeline).index
+        assert holder is not None
+        with holder.session():  # this process holds the folder: the optimizer must wait
+            assert main(["index", "optimize", str(db)]) == 1
+            assert "is held by process" in capsys.readouterr().err
+    assert main(["index", "optimize", str(db)]) == 0
+    # 30 points are searched as fast without a graph: there is nothing to build.
+    said = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert said.startswith(f"{db}.index: nothing to optimize")
+    with Pipeline.open(str(db), index="local", load_entrypoints=False) as pipeline:
+        assert found_by_own_text(pipeline, texts) == set(texts)
+    assert main(["index", "optimize", str(tmp_path / "none.db")]) == 1
+    assert "anchorline reindex" in capsys.readouterr().err
