@@ -369,6 +369,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.report import print_report, write_json
 
     config = QUICK if args.quick else Config()
+    if args.index:  # its own run; five rounds are plenty for cases this long
+        config = attrs.evolve(config, index=True, rounds=config.rounds if args.quick else 5)
     if args.bench_db is not None:
         config = attrs.evolve(config, db=_bench_server(args.bench_db))
     if args.rounds is not None:
@@ -593,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
     bench.add_argument(
         "--dir", type=Path, metavar="PATH", help="scratch folder (default: the system's temp)"
+    )
+    bench.add_argument(
+        "--index",
+        action="store_true",
+        help="only the embedded index: Qdrant Edge against qdrant-client's local mode at 10k"
+        " and 50k points (several minutes)",
     )
     bench.add_argument(
         "--db",
