@@ -63,11 +63,13 @@ class HashingEmbedder:
         return features
 
     def _one(self, text: str) -> list[float]:
-        vector = [0.0] * self.dimension
+        dimension = self.dimension
+        vector = [0.0] * dimension
+        crc32 = zlib.crc32
         for feature, weight in self._features(text):
-            h = zlib.crc32(feature.encode("utf-8", "surrogatepass"))
-            vector[h % self.dimension] += weight if h & 0x80000000 else -weight
-        norm = math.sqrt(sum(v * v for v in vector))
+            h = crc32(feature.encode("utf-8", "surrogatepass"))
+            vector[h % dimension] += weight if h & 0x80000000 else -weight
+        norm = math.hypot(*vector)  # in C: a Python sum of squares was a third of the time
         return [v / norm for v in vector] if norm else vector
 
 

@@ -39,9 +39,10 @@ log = logging.getLogger("anchorline.index")
 
 API_KEY_ENV = "ANCHORLINE_QDRANT_API_KEY"
 BATCH = 64
-#: Drained batches are made durable in the index (one flush) and marked done this many
-#: items at a time, at most.
-ACK_EVERY = 1024
+#: Drained batches are made durable in the index (one flush, some milliseconds) and
+#: marked done together: this many items at most, held no longer than ACK_AFTER seconds.
+ACK_EVERY = 4096
+ACK_AFTER = 1.0
 
 
 def payload(message: Message) -> dict[str, Any]:
@@ -231,15 +232,21 @@ class Indexer:
                 except IndexUnavailable:
                     pass  # the batch fails below, and its items record why
             applied: list[tuple[list[OutboxItem], int]] = []
+            held = 0  # items applied, not yet acked
+            since = 0.0
             try:
                 while True:
                     items = outbox.claim(limit=BATCH, force=force)
                     textless = self._apply(items) if items else None
                     if textless is None:
                         return processed
+                    if not applied:
+                        since = time.monotonic()
                     applied.append((items, textless))
-                    if sum(len(batch) for batch, _ in applied) >= ACK_EVERY:
+                    held += len(items)
+                    if held >= ACK_EVERY or time.monotonic() - since >= ACK_AFTER:
                         processed += self._ack(applied)
+                        held = 0
             finally:
                 processed += self._ack(applied)
 
