@@ -92,6 +92,8 @@ class Indexer:
         self.last_error: str | None = None
         self._failing: str | None = None  # the error being reported, until indexing works again
         self._reconciled = False
+        #: A refill of an index found empty when it opened: (queued, done, started, last said).
+        self._refill: list[float] | None = None
         self._store: Store | None = None  # the terminal's
         self._last_write = 0.0
         self._context: Context | None = None
@@ -268,6 +270,8 @@ class Indexer:
             return 0
         for items, textless in batches:
             self._store.outbox.done(items, textless)
+        if self._refill is not None:
+            self._refill_progress(sum(len(items) for items, _ in batches))
         if self._failing is not None:
             log.info("indexing works again (it failed with %s)", self._failing)
             self._failing = None
@@ -326,6 +330,30 @@ class Indexer:
             self._store.outbox.failed(items, self.last_error)
             return None
         return textless
+
+    #: A refill taking longer than this says how far it has got, this often.
+    progress_every = 5.0
+
+    def _refill_progress(self, done: int) -> None:
+        """Say how far the refill of an index found empty has got, if it takes a while."""
+        assert self._refill is not None and self.index is not None
+        queued, so_far, started, said = self._refill
+        so_far += done
+        now = time.monotonic()
+        if so_far >= queued:
+            self._refill = None
+            (log.warning if said > started else log.info)(
+                "index %s refilled from the database: %d message(s) in %.1f s",
+                self.location, int(queued), now - started,
+            )  # fmt: skip
+            return
+        if now - said >= self.progress_every:
+            log.warning(
+                "refilling index %s from the database: %d of %d message(s)",
+                self.location, int(so_far), int(queued),
+            )  # fmt: skip
+            said = now
+        self._refill = [queued, so_far, started, said]
 
     def _report_failure(self, error: str) -> None:
         """Log an indexing failure when it starts or changes, not at every retry."""
@@ -405,6 +433,9 @@ class Indexer:
             return 0  # the reindex in progress queued everything already
         if created:
             queued = outbox.enqueue_missing()
+            if queued and self.index.embedded:
+                now = time.monotonic()
+                self._refill = [queued, 0, now, now]
             if queued:
                 (log.info if self.location == ":memory:" else log.warning)(
                     "index %s was created empty (it was new, lost or rebuilt, or the"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import subprocess
@@ -25,9 +26,12 @@ def indexer(pipeline: Pipeline) -> Indexer:
 
 
 def write_messages(db: Path, count: int) -> dict[str, str]:
-    """``count`` messages in two conversations, written with no index; text by id."""
+    """``count`` messages in two conversations, indexed elsewhere (so none waits to be
+    indexed in the database); their text by id."""
     texts = {}
-    with Pipeline.open(str(db), index=None, load_entrypoints=False) as pipeline:
+    with Pipeline.open(
+        str(db), index=":memory:", index_sync=True, load_entrypoints=False
+    ) as pipeline:
         for i in range(count):
             text = f"note {i} about {'flights' if i % 2 else 'hotels'} number{i}"
             message = pipeline.persist(
@@ -131,6 +135,7 @@ def make_local_mode_folder(folder: Path, db: Path, texts: dict[str, str]) -> Non
 def test_a_folder_of_the_earlier_local_mode_is_rebuilt_as_edge_on_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="anchorline")
     db = tmp_path / "chat.db"
     folder = tmp_path / "chat.db.index"
     texts = write_messages(db, 60)
@@ -141,7 +146,28 @@ def test_a_folder_of_the_earlier_local_mode_is_rebuilt_as_edge_on_open(
         assert indexer(pipeline).doctor().clean
     assert (folder / "edge_config.json").is_file()
     assert not (folder / "meta.json").exists() and not (folder / "collection").exists()
-    assert any("earlier Anchorline" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("earlier Anchorline" in line for line in said)
+    assert any("queued 60 complete message(s)" in line for line in said)
+    told = [r.getMessage() for r in caplog.records]  # quick: at INFO, with no progress lines
+    assert any("refilled from the database: 60 message(s)" in line for line in told), told
+
+
+def test_a_long_refill_says_how_far_it_has_got(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anchorline.plugins.indexer as indexer_module
+
+    monkeypatch.setattr(indexer_module, "ACK_EVERY", 16)  # one ack per batch of 64
+    monkeypatch.setattr(Indexer, "progress_every", 0.0)  # as if each batch took long
+    db = tmp_path / "chat.db"
+    write_messages(db, 100)
+    with Pipeline.open(str(db), index="local", index_sync=True, load_entrypoints=False) as p:
+        p.flush_index(timeout=60)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    folder = tmp_path / "chat.db.index"
+    assert f"refilling index {folder} from the database: 64 of 100 message(s)" in said
+    assert any(f"index {folder} refilled from the database: 100 message(s)" in s for s in said)
 
 
 def garble_config(folder: Path) -> None:
