@@ -299,10 +299,12 @@ class VectorIndex:
                     shard, created = folder.open(
                         self.wait if wait is None else wait, self.meta, check=check
                     )
-                first = id(self) not in folder.ready
-                folder.ready.add(id(self))
-                if first and self.on_open is not None:
-                    self.on_open(created)
+                # Unchecked (to recreate it for another embedder), it is not checked
+                # against the database either: the next checked session is.
+                if check and id(self) not in folder.ready:
+                    folder.ready.add(id(self))
+                    if self.on_open is not None:
+                        self.on_open(created)
                 with self._translated(what):
                     yield EdgeOps(shard, folder.path)
             finally:
