@@ -325,3 +325,27 @@ def test_index_optimize_builds_the_graph_and_search_still_finds_every_message(
         assert found_by_own_text(pipeline, texts) == set(texts)
     assert main(["index", "optimize", str(tmp_path / "none.db")]) == 1
     assert "anchorline reindex" in capsys.readouterr().err
+
+
+# --- a disk nearly full ---------------------------------------------------------
+
+
+def test_a_nearly_full_disk_holds_indexing_back_with_an_error_instead_of_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anchorline.memory.edge_index as edge_index
+
+    db = str(tmp_path / "chat.db")
+    with Pipeline.open(db, index="local", index_sync=True, load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id="c", role="user", content="written with room"))
+        # As if the disk had less free space than the index needs to write safely.
+        monkeypatch.setattr(edge_index, "MIN_FREE_BYTES", 1 << 62)
+        pipeline.persist(Add(conversation_id="c", role="user", content="written when full"))
+        status = pipeline.index_status()
+        assert status.pending == 1 and status.last_error is not None
+        assert "MB free on its disk" in status.last_error
+        assert "free some space" in status.last_error
+        assert len(pipeline.messages("c")) == 2  # the write itself landed
+        monkeypatch.setattr(edge_index, "MIN_FREE_BYTES", 0)  # space freed
+        pipeline.flush_index(timeout=30)
+        assert len(pipeline.search("written", limit=10)) == 2
