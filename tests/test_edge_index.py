@@ -349,3 +349,18 @@ def test_a_nearly_full_disk_holds_indexing_back_with_an_error_instead_of_a_crash
         monkeypatch.setattr(edge_index, "MIN_FREE_BYTES", 0)  # space freed
         pipeline.flush_index(timeout=30)
         assert len(pipeline.search("written", limit=10)) == 2
+
+
+def test_a_server_collection_of_another_dimension_is_refused_with_reindex_named() -> None:
+    built = VectorIndex(":memory:", model="m", dimension=8)
+    built.upsert([Point("a", [1.0] * 8, {"message_id": "a"})])
+    # Another pipeline's embedder, same name, other dimension, on the same Qdrant.
+    other = VectorIndex(":memory:", model="m", dimension=4)
+    other._client = built._client  # one Qdrant for both, as a server would be
+    with pytest.raises(ConfigurationError, match=r"dimension 8.*'m' \(dimension 4\)"):
+        other.count()
+    other.recreate()  # what anchorline reindex does
+    assert other.count() == 0
+    other.upsert([Point("b", [1.0] * 4, {"message_id": "b"})])
+    assert other.message_ids() == {"b"}
+    built.close()
