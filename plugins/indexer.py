@@ -14,7 +14,6 @@ the database has messages to index, gets what it lacks queued again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -40,6 +39,10 @@ log = logging.getLogger("anchorline.index")
 
 API_KEY_ENV = "ANCHORLINE_QDRANT_API_KEY"
 BATCH = 64
+#: Drained batches are made durable in the index (one flush, some milliseconds) and
+#: marked done together: this many items at most, held no longer than ACK_AFTER seconds.
+ACK_EVERY = 4096
+ACK_AFTER = 1.0
 
 
 def payload(message: Message) -> dict[str, Any]:
@@ -89,6 +92,8 @@ class Indexer:
         self.last_error: str | None = None
         self._failing: str | None = None  # the error being reported, until indexing works again
         self._reconciled = False
+        #: A refill of an index found empty when it opened: (queued, done, started, last said).
+        self._refill: list[float] | None = None
         self._store: Store | None = None  # the terminal's
         self._last_write = 0.0
         self._context: Context | None = None
@@ -161,9 +166,12 @@ class Indexer:
         ):
             return  # nothing indexable changed, or another process indexes it
         if self.sync:
-            # Another process holding the folder drains the shared outbox meanwhile.
-            with contextlib.suppress(IndexBusy):
+            try:
                 self.drain()
+            except IndexBusy:
+                pass  # another process holding the folder drains the shared outbox meanwhile
+            except ConfigurationError as e:  # the write stays queued until reindexed
+                self._report_failure(f"{type(e).__name__}: {e}")
         else:
             self._last_write = time.monotonic()
             self._wake()
@@ -192,7 +200,7 @@ class Indexer:
                 self.drain()
             except IndexBusy:
                 pass  # another process holds the folder; it drains the shared outbox
-            except IndexUnavailable as e:
+            except (IndexUnavailable, ConfigurationError) as e:
                 self._report_failure(f"{type(e).__name__}: {e}")
             except Exception:
                 log.exception("index worker")
@@ -221,19 +229,62 @@ class Indexer:
                 try:  # fail fast (IndexBusy) before claiming
                     with self.index.session(wait=wait):
                         pass
-                except IndexBusy:
+                except (IndexBusy, ConfigurationError):
                     raise
                 except IndexUnavailable:
                     pass  # the batch fails below, and its items record why
-            while True:
-                items = outbox.claim(limit=BATCH, force=force)
-                if not items:
-                    return processed
-                if not self._process(items):
-                    return processed
-                processed += len(items)
+            applied: list[tuple[list[OutboxItem], int]] = []
+            held = 0  # items applied, not yet acked
+            since = 0.0
+            try:
+                while True:
+                    items = outbox.claim(limit=BATCH, force=force)
+                    textless = self._apply(items) if items else None
+                    if textless is None:
+                        return processed
+                    if not applied:
+                        since = time.monotonic()
+                    applied.append((items, textless))
+                    held += len(items)
+                    if held >= ACK_EVERY or time.monotonic() - since >= ACK_AFTER:
+                        processed += self._ack(applied)
+                        held = 0
+            finally:
+                processed += self._ack(applied)
+
+    def _ack(self, applied: list[tuple[list[OutboxItem], int]]) -> int:
+        """Make the applied batches durable in the index, then mark them done; how many
+        items were. Empties ``applied``."""
+        assert self._store is not None and self.index is not None
+        if not applied:
+            return 0
+        batches = list(applied)
+        applied.clear()
+        try:
+            self.index.flush()
+        except Exception as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            self._report_failure(self.last_error)
+            for items, _ in batches:
+                self._store.outbox.failed(items, self.last_error)
+            return 0
+        for items, textless in batches:
+            self._store.outbox.done(items, textless)
+        if self._refill is not None:
+            self._refill_progress(sum(len(items) for items, _ in batches))
+        if self._failing is not None:
+            log.info("indexing works again (it failed with %s)", self._failing)
+            self._failing = None
+        return sum(len(items) for items, _ in batches)
 
     def _process(self, items: list[OutboxItem]) -> bool:
+        """Apply one batch and mark it done; whether it worked."""
+        textless = self._apply(items)
+        return textless is not None and self._ack([(items, textless)]) == len(items)
+
+    def _apply(self, items: list[OutboxItem]) -> int | None:
+        """Apply one batch to the index (not yet flushed); how many of its messages had no
+        text, or ``None`` if it failed (the items record why)."""
         assert self._store is not None and self.index is not None and self.embedder is not None
         try:
             ids = [i.message_id for i in items if i.action != "delete"]
@@ -277,12 +328,32 @@ class Indexer:
             self.last_error = f"{type(e).__name__}: {e}"
             self._report_failure(self.last_error)
             self._store.outbox.failed(items, self.last_error)
-            return False
-        self._store.outbox.done(items, textless)
-        if self._failing is not None:
-            log.info("indexing works again (it failed with %s)", self._failing)
-            self._failing = None
-        return True
+            return None
+        return textless
+
+    #: A refill taking longer than this says how far it has got, this often.
+    progress_every = 5.0
+
+    def _refill_progress(self, done: int) -> None:
+        """Say how far the refill of an index found empty has got, if it takes a while."""
+        assert self._refill is not None and self.index is not None
+        queued, so_far, started, said = self._refill
+        so_far += done
+        now = time.monotonic()
+        if so_far >= queued:
+            self._refill = None
+            (log.warning if said > started else log.info)(
+                "index %s refilled from the database: %d message(s) in %.1f s",
+                self.location, int(queued), now - started,
+            )  # fmt: skip
+            return
+        if now - said >= self.progress_every:
+            log.warning(
+                "refilling index %s from the database: %d of %d message(s)",
+                self.location, int(so_far), int(queued),
+            )  # fmt: skip
+            said = now
+        self._refill = [queued, so_far, started, said]
 
     def _report_failure(self, error: str) -> None:
         """Log an indexing failure when it starts or changes, not at every retry."""
@@ -362,12 +433,14 @@ class Indexer:
             return 0  # the reindex in progress queued everything already
         if created:
             queued = outbox.enqueue_missing()
+            if queued and self.index.embedded:
+                now = time.monotonic()
+                self._refill = [queued, 0, now, now]
             if queued:
                 (log.info if self.location == ":memory:" else log.warning)(
-                    "index %s had no collection %s (the index was lost, or the embedder is"
-                    " new): queued %d complete message(s) to index",
+                    "index %s was created empty (it was new, lost or rebuilt, or the"
+                    " embedder is new): queued %d complete message(s) to index",
                     self.location,
-                    self.index.collection,
                     queued,
                 )
             return queued

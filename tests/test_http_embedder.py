@@ -320,7 +320,7 @@ def test_the_cli_refuses_an_unknown_embedder_before_creating_anything(tmp_path: 
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "anchorline: error: embedder: unknown embedder 'openai:';"
-        " use 'hashing' (the default) or 'openai:<model>'"
+        " use 'hashing' (the default), 'openai:<model>' or 'local:<model folder or package>'"
     )
     assert not list(tmp_path.iterdir())
     from_env = run(tmp_path, "demo", ANCHORLINE_EMBEDDER="bert")

@@ -117,8 +117,8 @@ def test_a_new_index_folder_and_its_files_are_private_under_umask_022(
         folder = tmp_path / "chat.db.index"
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         inside = modes(folder)
-        assert "holder.json" in inside and "meta.json" in inside
-        assert any(name.endswith("storage.sqlite") for name in inside)
+        assert "anchorline.lock" in inside and "anchorline-index.json" in inside
+        assert any(name.startswith("segments/") for name in inside)
         for name, mode in inside.items():
             assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
             if not (folder / name).is_dir():

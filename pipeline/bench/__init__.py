@@ -48,6 +48,12 @@ class Config:
     db: str | None = None
     writers: int = 4
     writer_ops: int = 1000
+    #: Only the embedded index's cases (``anchorline bench --index``): Qdrant Edge
+    #: against qdrant-client's local mode, at these sizes.
+    index: bool = False
+    index_sizes: tuple[int, ...] = (10_000, 50_000)
+    index_queries: int = 50
+    index_adds: int = 10_000
 
 
 #: A smoke run of a few seconds: it proves every case works, its figures mean little.
@@ -55,6 +61,7 @@ QUICK = Config(
     rounds=2, ops=50, pairs=25, batches=1, batch_size=100, turns=10, reads=50,
     read_sizes=(1_000, 5_000), queries=3, search_sizes=(100, 500), peer_items=20,
     peer_batches=2, peer_batch_size=10, writer_ops=10, quick=True,
+    index_sizes=(1_000,), index_queries=10, index_adds=500,
 )  # fmt: skip
 
 
@@ -77,6 +84,8 @@ def run_bench(
     """
     if config.db is not None:
         return run_postgres_bench(config, progress)
+    if config.index:
+        return run_index_bench(config, workdir, progress)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -119,6 +128,34 @@ def run_bench(
         skipped=skipped,
         facts=facts,
         seconds=time.perf_counter() - started,
+    )
+
+
+def run_index_bench(
+    config: Config, workdir: Path | None = None, progress: Callable[[str], None] | None = None
+) -> Report:
+    """The embedded index's cases only (see :mod:`anchorline.bench.index`)."""
+    from .index import index_cases
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anchorline-")))
+        cases, comparisons, closers = index_cases(
+            workdir, config.index_sizes, config.index_queries, config.index_adds, progress
+        )
+        for close in closers:
+            stack.callback(close)
+        timed = run_rounds(cases, config.rounds, progress, sync=not config.quick)
+    return Report(
+        rounds=config.rounds,
+        quick=config.quick,
+        timed=timed,
+        compared=compare(timed, comparisons),
+        skipped=[],
+        facts={},
+        seconds=time.perf_counter() - started,
+        store="the embedded index (hashing embedder, dimension 384)",
     )
 
 

@@ -1,0 +1,558 @@
+"""The embedded vector index on Qdrant Edge: one shard in a folder, one process at a time.
+
+A shard's files may be opened by one process only: a second ``EdgeShard.load``
+of a folder in use fails, and damages what the holder flushes next. So before
+the shard is touched, the process takes an exclusive ``flock`` on
+``anchorline.lock`` in the folder and writes its pid there; another process
+never loads the shard while that lock is held, and is told who holds it
+(:class:`IndexBusy`). The lock dies with its process.
+
+The index is a cache of the store. A folder that holds no shard, one in the
+format of qdrant-client's local mode (Anchorline's embedded index before Qdrant
+Edge), or one that cannot be read is emptied of those files and created again;
+the caller is told it was created, and the indexer refills it from the database.
+``anchorline-index.json`` records the embedder the vectors came from: a folder
+built by another embedder is refused (:class:`ConfigurationError`) until
+``anchorline reindex`` rebuilds it, so two models' vectors never mix.
+
+Search is exact (Qdrant Edge scans plain segments, through the payload index
+when filtered) until :meth:`EdgeFolder.optimize` builds HNSW on request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from qdrant_edge import EdgeShard
+
+log = logging.getLogger("anchorline.index")
+
+#: The mode of an index folder Anchorline creates: its owner's alone.
+FOLDER_MODE = 0o700
+LOCK_FILE = "anchorline.lock"
+META_FILE = "anchorline-index.json"
+#: What Qdrant Edge keeps in a shard's folder.
+EDGE_ENTRIES = ("edge_config.json", "segments", "wal")
+#: What qdrant-client's local mode kept there (Anchorline's format before Qdrant Edge).
+LOCAL_MODE_ENTRIES = ("meta.json", "collection", ".lock", "holder.json")
+#: The free space below which nothing is written to a shard. Qdrant Edge writes through
+#: memory maps of sparse files, and a page that cannot be had on a full disk kills the
+#: process (SIGBUS) instead of failing the write; this margin keeps clear of that.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+#: Payload fields filtered on: each gets a keyword index.
+KEYWORD_FIELDS = ("conversation_id", "role")
+
+
+@attrs.frozen
+class IndexMeta:
+    """Which embedder's vectors an index folder holds."""
+
+    embedder: str
+    dimension: int
+
+    def describe(self) -> str:
+        return f"{self.embedder!r} (dimension {self.dimension})"
+
+
+def read_meta(folder: str) -> IndexMeta | None:
+    """The embedder recorded in ``folder``, or ``None`` if none is (or it cannot be read)."""
+    try:
+        data = json.loads((Path(folder) / META_FILE).read_text())
+        return IndexMeta(str(data["embedder"]), int(data["dimension"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_meta(folder: str, meta: IndexMeta) -> None:
+    path = Path(folder) / META_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"embedder": meta.embedder, "dimension": meta.dimension}))
+    os.replace(temporary, path)
+
+
+def mismatch_error(folder: str, found: IndexMeta, wanted: IndexMeta) -> ConfigurationError:
+    return ConfigurationError(
+        f"index folder {folder} holds vectors of embedder {found.describe()}, and this"
+        f" pipeline's embedder is {wanted.describe()}: run 'anchorline reindex' to rebuild"
+        " the index with it (or go back to the embedder the index was built with)"
+    )
+
+
+def tighten(folder: str) -> None:
+    """Take from the files Anchorline and Qdrant Edge keep in ``folder`` the permissions
+    the folder lacks.
+
+    Qdrant Edge creates its files with the process umask (0644 under the usual
+    022). The folder's own mode is what protects them; this makes the files
+    agree with it. It only ever removes permissions, and only from the index's
+    own files (the folder may be one the user also keeps other things in).
+    """
+    try:
+        allowed = os.stat(folder).st_mode & 0o777
+    except OSError:
+        return
+    top = Path(folder)
+    paths: list[tuple[Path, int]] = []
+    for name in (*EDGE_ENTRIES, LOCK_FILE, META_FILE):
+        entry = top / name
+        paths.append((entry, allowed if entry.is_dir() else allowed & 0o666))
+        if entry.is_dir():
+            for path in entry.rglob("*"):
+                paths.append((path, allowed if path.is_dir() else allowed & 0o666))
+    for path, limit in paths:
+        try:
+            mode = path.lstat().st_mode & 0o777
+            if mode & ~limit:
+                path.chmod(mode & limit)
+        except OSError:
+            pass  # absent, gone meanwhile, or another user's file in a shared folder
+
+
+def check_room(folder: str) -> None:
+    """Raise :class:`IndexUnavailable` if ``folder``'s disk has too little free space to
+    write to a shard safely (see :data:`MIN_FREE_BYTES`)."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return  # the write itself says what is wrong
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise IndexUnavailable(
+            f"index folder {folder}: {free // (1024 * 1024)} MB free on its disk, and the"
+            f" index writes only with {MIN_FREE_BYTES // (1024 * 1024)} MB free or more;"
+            " free some space (what waits is indexed then)"
+        )
+
+
+def _remove(folder: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        path = Path(folder) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+class EdgeFolder:
+    """One index folder, shared by every pipeline of this process.
+
+    ``lock`` guards the shard; ``users`` counts the sessions in progress, and
+    ``release_at`` is when the folder may be let go once there are none (see
+    :class:`Releaser`).
+    """
+
+    _registry: ClassVar[dict[str, EdgeFolder]] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.shard: EdgeShard | None = None
+        self.meta: IndexMeta | None = None
+        #: The indexes (by ``id``) told of the opening since the shard was opened.
+        self.ready: set[int] = set()
+        self.users = 0
+        self.release_at = 0.0
+        self._lock_fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"EdgeFolder({self.path!r})"
+
+    @classmethod
+    def get(cls, path: str) -> EdgeFolder:
+        key = os.path.realpath(path)
+        with cls._registry_lock:
+            folder = cls._registry.get(key)
+            if folder is None:
+                folder = cls._registry[key] = EdgeFolder(key)
+            return folder
+
+    @property
+    def is_open(self) -> bool:
+        return self.shard is not None
+
+    def holder(self) -> str:
+        try:
+            info = json.loads((Path(self.path) / LOCK_FILE).read_text())
+            return f"process {info['pid']} ({info.get('command', '?')})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    # --- opening and letting go ---------------------------------------------
+
+    def open(self, wait: float, wanted: IndexMeta, *, check: bool = True) -> tuple[EdgeShard, bool]:
+        """The shard, and whether it was just created (so it is empty).
+
+        Takes the folder's lock first, waiting up to ``wait`` seconds for
+        another process to let go of it (then :class:`IndexBusy`). With
+        ``check``, a folder built by another embedder is refused.
+        """
+        with self.lock:
+            if self.shard is not None and self.removed():
+                log.info("index folder %s was removed while open: creating it again", self.path)
+                with contextlib.suppress(Exception):  # what is gone may fail to close
+                    self.release()
+                self.shard = None
+                self.ready.clear()
+                self._drop_lock()
+            if self.shard is not None:
+                assert self.meta is not None
+                if check and self.meta != wanted:
+                    raise mismatch_error(self.path, self.meta, wanted)
+                return self.shard, False
+            Path(self.path).mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            self._take_lock(wait)
+            try:
+                shard, created = self._load(wanted, check)
+            except BaseException:
+                self._drop_lock()
+                raise
+            self.shard = shard
+            stat = os.stat(self.path)
+            self._identity = (stat.st_dev, stat.st_ino)
+            tighten(self.path)
+            Releaser.watch(self)
+            return shard, created
+
+    def _take_lock(self, wait: float) -> None:
+        lock_path = os.path.join(self.path, LOCK_FILE)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise IndexBusy(
+                        f"index folder {self.path} is held by {self.holder()};"
+                        " it is released once that process is idle, or use a Qdrant server"
+                    )
+                time.sleep(0.05)
+            holder = {
+                "pid": os.getpid(),
+                "since": time.time(),
+                "command": " ".join(sys.argv)[:200],
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def _drop_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def _load(self, wanted: IndexMeta, check: bool) -> tuple[EdgeShard, bool]:
+        from qdrant_edge import EdgeShard
+
+        folder = Path(self.path)
+        if any((folder / name).exists() for name in LOCAL_MODE_ENTRIES[:2]):
+            log.warning(
+                "index folder %s is in the format of an earlier Anchorline (qdrant-client"
+                " local mode): rebuilding it as Qdrant Edge from the database",
+                self.path,
+            )
+            _remove(self.path, LOCAL_MODE_ENTRIES)
+            return self._create(wanted), True
+        if not any((folder / name).exists() for name in EDGE_ENTRIES):
+            return self._create(wanted), True
+        meta = read_meta(self.path)
+        if meta is None:
+            log.warning(
+                "index folder %s does not say which embedder built it: rebuilding it from"
+                " the database",
+                self.path,
+            )
+            return self._create(wanted), True
+        if check and meta != wanted:
+            raise mismatch_error(self.path, meta, wanted)
+        try:
+            shard = EdgeShard.load(self.path)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a Rust panic comes out as a BaseException
+            log.warning(
+                "index folder %s could not be read (%s: %s): rebuilding it from the database",
+                self.path,
+                type(e).__name__,
+                " ".join(str(e).split())[:200],
+            )
+            return self._create(wanted), True
+        self.meta = meta
+        return shard, False
+
+    def _create(self, wanted: IndexMeta) -> EdgeShard:
+        """A new empty shard for ``wanted``'s vectors, in place of whatever was there."""
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            PayloadSchemaType,
+            UpdateOperation,
+        )
+
+        _remove(self.path, (META_FILE, *EDGE_ENTRIES))
+        check_room(self.path)
+        config = EdgeConfig(
+            vectors=EdgeVectorParams(size=wanted.dimension, distance=Distance.Cosine),
+            wal_enabled=False,
+        )
+        shard = EdgeShard.create(self.path, config)
+        for field in KEYWORD_FIELDS:
+            shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+        shard.flush()
+        _write_meta(self.path, wanted)  # last: a folder without it is rebuilt
+        self.meta = wanted
+        return shard
+
+    def recreate(self, wanted: IndexMeta) -> EdgeShard:
+        """Drop every point (and the embedder recorded): a new empty shard for ``wanted``."""
+        with self.lock:
+            if self.shard is not None:
+                shard, self.shard = self.shard, None
+                shard.close()
+            self.shard = self._create(wanted)
+            tighten(self.path)
+            return self.shard
+
+    def removed(self) -> bool:
+        """Whether the open folder was deleted or replaced since it was opened."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return True
+        return (stat.st_dev, stat.st_ino) != self._identity or not os.path.exists(
+            os.path.join(self.path, LOCK_FILE)
+        )
+
+    def release(self) -> None:
+        """Close the shard (flushed) and let go of the folder's lock."""
+        with self.lock:
+            if self.shard is None:
+                return
+            shard, self.shard = self.shard, None
+            self.meta = None
+            self.ready.clear()
+            try:
+                with contextlib.suppress(Exception):  # the folder may be gone
+                    shard.flush()
+                shard.close()
+            finally:
+                self._drop_lock()
+
+    def release_if_idle(self) -> bool:
+        """Release the folder if no session uses it and it has lingered long enough."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self.shard is not None and self.users == 0:
+                if time.monotonic() < self.release_at:
+                    return True  # used again meanwhile: a new deadline is set
+                self.release()
+            return True
+        finally:
+            self.lock.release()
+
+
+class Releaser:
+    """The one thread per process that lets go of index folders once idle.
+
+    It runs only while some folder is held, sleeping until the earliest
+    moment one may be released: the write path only stores a deadline.
+    """
+
+    _cond = threading.Condition()
+    _held: ClassVar[set[EdgeFolder]] = set()
+    _thread: ClassVar[threading.Thread | None] = None
+
+    @classmethod
+    def watch(cls, folder: EdgeFolder) -> None:
+        with cls._cond:
+            cls._held.add(folder)
+            if cls._thread is None:
+                cls._thread = threading.Thread(
+                    target=cls._run, name="anchorline-index-release", daemon=True
+                )
+                cls._thread.start()
+            cls._cond.notify()
+
+    @classmethod
+    def _run(cls) -> None:
+        try:
+            while cls._release_due():
+                pass
+        finally:
+            with cls._cond:
+                if cls._thread is threading.current_thread():  # it ended on an error
+                    cls._thread = None
+
+    @classmethod
+    def _release_due(cls) -> bool:
+        """Release the folders idle long enough; ``False`` once none is held."""
+        with cls._cond:
+            cls._held = {f for f in cls._held if f.is_open}
+            if not cls._held:
+                cls._thread = None  # under the lock: the next watch() starts a new one
+                return False
+            now = time.monotonic()
+            due = [f for f in cls._held if f.users == 0 and f.release_at <= now]
+            if not due:
+                soonest = min(f.release_at if f.users == 0 else now + 1.0 for f in cls._held)
+                cls._cond.wait(max(0.01, soonest - now))
+                return True
+        handled = False
+        for folder in due:
+            try:
+                handled = folder.release_if_idle() or handled
+            except Exception as e:  # closing failed: the shard is dropped all the same
+                log.warning("releasing index folder %s: %s: %s", folder.path, type(e).__name__, e)
+                handled = True
+        if not handled:
+            time.sleep(0.05)  # each one is in use right now; look again shortly
+        return True
+
+
+class EdgeOps:
+    """The index's operations on one open shard, by point id (see ``point_id``)."""
+
+    def __init__(self, shard: EdgeShard, path: str) -> None:
+        self.shard = shard
+        self.shard_path = path
+
+    def upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        check_room(self.shard_path)
+        self.shard.update(
+            UpdateOperation.upsert_points(
+                [Point(id=pid, vector=vector, payload=payload) for pid, vector, payload in points]
+            )
+        )
+
+    def set_payload(self, pid: str, payload: dict[str, Any]) -> bool:
+        from qdrant_edge import UpdateOperation
+
+        if not self.shard.retrieve([pid], with_payload=False, with_vector=False):
+            return False
+        check_room(self.shard_path)
+        self.shard.update(UpdateOperation.overwrite_payload([pid], payload))
+        return True
+
+    def delete(self, pids: list[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        check_room(self.shard_path)
+        self.shard.update(UpdateOperation.delete_points(list(pids)))
+
+    def search(
+        self, vector: list[float], conversation_id: str | None, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        from qdrant_edge import FieldCondition, Filter, MatchValue, Query, QueryRequest
+
+        where = None
+        if conversation_id is not None:
+            where = Filter(
+                must=[FieldCondition(key="conversation_id", match=MatchValue(conversation_id))]
+            )
+        found = self.shard.query(
+            QueryRequest(query=Query.Nearest(vector), limit=limit, filter=where, with_payload=True)
+        )
+        return [(p.payload, p.score) for p in found if p.payload]
+
+    def count(self) -> int:
+        from qdrant_edge import CountRequest
+
+        return self.shard.count(CountRequest(exact=True))
+
+    def existing(self, pids: list[str]) -> set[str]:
+        """Which of these point ids have a point."""
+        records = self.shard.retrieve(list(pids), with_payload=False, with_vector=False)
+        return {str(r.id) for r in records}
+
+    def payloads(self, fields: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The payload of every point (``fields`` of it only, if given), in pages."""
+        from qdrant_edge import ScrollRequest
+
+        offset = None
+        while True:
+            records, offset = self.shard.scroll(
+                ScrollRequest(offset=offset, limit=1000, with_payload=fields or True)
+            )
+            yield from (r.payload for r in records if r.payload)
+            if offset is None:
+                return
+
+    def payload(self, pid: str) -> dict[str, Any] | None:
+        found = self.shard.retrieve([pid], with_payload=True, with_vector=False)
+        return dict(found[0].payload or {}) if found else None
+
+    def flush(self) -> None:
+        self.shard.flush()
+        # Qdrant Edge makes files as it goes (WAL and segment files): each flush
+        # brings the new ones in line with the folder.
+        tighten(self.shard_path)
+
+
+def optimize_folder(path: str, wait: float = 0.0) -> bool:
+    """Build the HNSW graph of the shard in ``path``; whether anything changed.
+
+    Qdrant Edge holds the GIL while it optimizes (a minute or more at 50k
+    points), and the folder is held meanwhile: run it in a process of its own,
+    never in one that writes (``anchorline index optimize`` does).
+    """
+    built = read_meta(path)
+    if built is None:
+        raise IndexUnavailable(f"index folder {path}: no index there to optimize")
+    folder = EdgeFolder.get(path)
+    with folder.lock:
+        folder.users += 1
+        try:
+            shard, _ = folder.open(wait, built)
+            changed = shard.optimize()
+            shard.flush()
+            tighten(folder.path)
+            return changed
+        finally:
+            folder.users -= 1
+            folder.release()
+
+
+def optimize_in_child(path: str, answer: Connection) -> None:
+    """:func:`optimize_folder` as the target of a child process: sends back whether it
+    changed anything, or the error (as ``(type name, message)``)."""
+    try:
+        answer.send(optimize_folder(path))
+    except BaseException as e:
+        answer.send((type(e).__name__, str(e)))
+    finally:
+        answer.close()
