@@ -8,7 +8,7 @@ from typing import Any, cast
 from anchorline.context import Context, UnitOfWork
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.interface import Store
+from anchorline.memory.interface import ChangeLog, Store
 from anchorline.memory.stores import open_store, resolve_durability
 from anchorline.ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
 from anchorline.results import Message, PersistResult
@@ -26,6 +26,11 @@ class StoreTerminal:
 
     def __repr__(self) -> str:
         return f"StoreTerminal({self.store!r})"
+
+    @property
+    def log(self) -> ChangeLog:
+        """The store's change feed and conversations."""
+        return self.store
 
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:

@@ -32,8 +32,9 @@ from anchorline import (
     UpdateContent,
 )
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.postgres import PostgresStore
+from anchorline.memory.postgres import PostgresStore, transaction
 from anchorline.memory.postgres import store as store_module
+from anchorline.memory.postgres.crud import Session
 from anchorline.results import Added, Message
 
 if TYPE_CHECKING:
@@ -306,22 +307,22 @@ def test_a_commit_lost_with_its_connection_is_not_applied_twice(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mid = add(store, Add(conversation_id="c", role="assistant", content="draft")).message.id
-    real_commit = psycopg.Connection.commit
+    real_commit = transaction._finish  # the feed rows and the COMMIT
     calls = []
 
-    def commit_then_drop(conn: psycopg.Connection[Any]) -> None:
-        calls.append(conn)
+    def commit_then_drop(session: Session) -> None:
+        calls.append(session)
         if len(calls) == 1:  # it commits, but the answer never arrives
-            real_commit(conn)
-            conn.close()
+            real_commit(session)
+            session.conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        real_commit(conn)
+        real_commit(session)
 
     tx = store.begin()
     updated = tx.update_content(
         UpdateContent(message_id=mid, content="final"), now=wall_ms(), expected=None
     )
-    monkeypatch.setattr(psycopg.Connection, "commit", commit_then_drop)
+    monkeypatch.setattr(transaction, "_finish", commit_then_drop)
     tx.commit()
     monkeypatch.undo()
     # A replay would have written again, one millisecond later.
@@ -331,19 +332,19 @@ def test_a_commit_lost_with_its_connection_is_not_applied_twice(
 def test_a_commit_that_never_reached_the_server_is_replayed(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_commit = psycopg.Connection.commit
+    real_commit = transaction._finish  # the feed rows and the COMMIT
     calls = []
 
-    def drop_before_commit(conn: psycopg.Connection[Any]) -> None:
-        calls.append(conn)
+    def drop_before_commit(session: Session) -> None:
+        calls.append(session)
         if len(calls) == 1:
-            conn.close()  # the server rolls the transaction back
+            session.conn.close()  # the server rolls the transaction back
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        real_commit(conn)
+        real_commit(session)
 
     tx = store.begin()
     added = tx.add(text(1), message_id=new_message_id(), now=clock.now())
-    monkeypatch.setattr(psycopg.Connection, "commit", drop_before_commit)
+    monkeypatch.setattr(transaction, "_finish", drop_before_commit)
     tx.commit()
     monkeypatch.undo()
     assert len(calls) == 2

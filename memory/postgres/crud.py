@@ -21,6 +21,7 @@ import psycopg
 from psycopg import ClientCursor
 
 from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.ids import wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
     after_conflict,
@@ -87,11 +88,13 @@ class Session:
     psycopg has seen them a few times.
     """
 
-    __slots__ = ("begun", "conn")
+    __slots__ = ("begun", "changes", "conn")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.begun = False
+        #: The change feed rows of this attempt's writes, written at its commit.
+        self.changes: list[tuple[str, bool, str, str, int, int]] = []
 
     def execute(self, query: str, params: Any = None, /) -> psycopg.Cursor[Any]:
         if self.begun:
@@ -101,6 +104,15 @@ class Session:
         cursor.execute("BEGIN; " + query, params)
         cursor.nextset()
         return cursor
+
+
+def _log(
+    db: Executes, kind: str, final: bool, message_id: str, conversation_id: str, seq: int, at: int
+) -> None:
+    """Note a write for the change feed (a :class:`Session`'s; a bare connection keeps none)."""
+    changes = getattr(db, "changes", None)
+    if changes is not None:
+        changes.append((kind, final, message_id, conversation_id, seq, at))
 
 
 def check_storable(op: Add | Reserve | Message, message_id: str) -> None:
@@ -178,6 +190,10 @@ def _insert(
             lambda: _by_client_id(db, op.conversation_id, op.client_message_id or ""),
             lambda stored: _complete(db, stored, op, now),  # type: ignore[arg-type]
         )
+    complete = status == "complete"
+    _log(
+        db, "add" if complete else "reserve", complete, message_id, op.conversation_id, row[0], now
+    )
     return inserted(op, message_id, content, status, now, row[0]), False
 
 
@@ -188,6 +204,7 @@ def _complete(db: Executes, stored: Message, op: Add, now: int) -> Message:
         " updated_at = %s WHERE id = %s",
         (op.content_json, encode_json(message.metadata), message.updated_at, stored.id),
     )
+    _log(db, "add", True, stored.id, stored.conversation_id, stored.seq, message.updated_at)
     return message
 
 
@@ -244,6 +261,7 @@ def update_message_content(
             f"final: message {op.message_id!r} is already complete; a partial update"
             " (final=false) cannot reopen it"
         )
+    _log(db, "update_content", op.final, op.message_id, row[0], row[6], row[5])
     return ContentUpdated(
         message=Message(
             id=op.message_id,
@@ -269,6 +287,8 @@ def update_message_metadata(db: Executes, op: Update, *, now: int, expected: int
         f"UPDATE {MESSAGES} SET metadata = %s, updated_at = %s WHERE id = %s",
         (encode_json(merged), now, op.message_id),
     )
+    complete = stored.status == "complete"
+    _log(db, "update", complete, op.message_id, stored.conversation_id, stored.seq, now)
     return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
 
 
@@ -286,6 +306,8 @@ def delete_message(db: Executes, op: Delete, *, expected: int | None) -> Deleted
     if "\x00" in op.message_id:
         return Deleted(message_id=op.message_id, existed=False)
     row = db.execute(_DELETE, {"id": op.message_id, "expected": expected}).fetchone()
+    if row is not None:
+        _log(db, "delete", False, op.message_id, row[0], row[1], wall_ms())
     if row is None and expected is not None:
         stored = get_message(db, op.message_id)
         if stored is not None:
@@ -348,9 +370,14 @@ def restore_message(db: Executes, message: Message) -> bool:
             seq_row[0],
         ),
     ).fetchone()
-    if row is not None and row[0]:  # a new row, not an older copy brought up to date
+    if row is None:
+        return False
+    if row[0]:  # a new row, not an older copy brought up to date
         db.execute(_COUNT_ONE, (at, message.conversation_id))
-    return row is not None
+    complete = message.status == "complete"
+    kind = ("add" if complete else "reserve") if row[0] else "update_content"
+    _log(db, kind, complete, message.id, message.conversation_id, seq_row[0], message.updated_at)
+    return True
 
 
 def landed(db: Executes, results: Sequence[Any]) -> bool:

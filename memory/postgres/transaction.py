@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
@@ -33,6 +34,7 @@ from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
 from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
 
 from . import crud
+from .changelog import FEED, feed_params
 from .connection import Connections
 from .errors import gave_up, keeps_connection, retryable, storage_error
 
@@ -49,6 +51,9 @@ class Host(Protocol):
 
     def queued(self) -> None:
         """Called after a commit that may have queued work for the index."""
+
+    def logged(self) -> None:
+        """Called after a commit that wrote change feed rows."""
 
 
 class Attempts:
@@ -123,6 +128,15 @@ def read(host: Host, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
             raise
         host.connections.put(conn)
         return result
+
+
+def _finish(session: crud.Session) -> None:
+    """Commit the attempt: its change feed rows and the COMMIT in one message when it
+    wrote any (see ``changelog``: this is what makes cursor order commit order)."""
+    if not session.changes:
+        session.conn.commit()
+        return
+    ClientCursor(session.conn).execute(FEED, feed_params(session.changes))
 
 
 class PostgresTransaction:
@@ -215,17 +229,20 @@ class PostgresTransaction:
                     attempts=1,
                     last_cause=None,
                 )
-            assert self._conn is not None, "commit of a transaction that has ended"
+            assert self._session is not None, "commit of a transaction that has ended"
             try:
-                self._conn.commit()
+                _finish(self._session)
             except psycopg.Error as e:
                 self._retry(e, commit=True)
         except BaseException:
             self._abort()
             raise
+        wrote = self._wrote
         self._release()
         if self._queued:
             self._host.queued()
+        if wrote:
+            self._host.logged()
 
     def rollback(self) -> None:
         """Drop every write of the transaction and give its connection back."""
@@ -290,11 +307,15 @@ class PostgresTransaction:
                     return None
                 results = [fn(session) for fn in self._journal]
                 if commit:
-                    conn.commit()
+                    _finish(session)
                 self._results = results
                 return results[-1] if results else None
             except psycopg.Error as e:
                 error = e
+
+    @property
+    def _wrote(self) -> bool:
+        return self._session is not None and bool(self._session.changes)
 
     def _release(self) -> None:
         conn, self._conn, self._session = self._conn, None, None
