@@ -28,6 +28,8 @@ from anchorline.memory.embedders import (
 )
 from anchorline.memory.stores import storage_failures
 
+from .cli_changes import add_arguments as changes_arguments
+from .cli_changes import cmd_changes
 from .cli_ingest import Stopped, ingest_atomic, ingest_each
 from .errors import AnchorlineError
 from .ids import new_message_id
@@ -523,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("doctor", cmd_doctor, Needs(index="existing"))
     add("index-worker", cmd_index_worker, Needs(index="required"))
+    changes_arguments(add("changes", cmd_changes, Needs(index="unused")), _positive)
     copy = sub.add_parser(
         "copy", help="copy every conversation to another store", description=cmd_copy.__doc__
     )
@@ -608,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if prepare := getattr(args, "prepare", None):
+            prepare(args, CLIError)
         _check_text(args)
         if standalone := getattr(args, "standalone", None):
             status: int = standalone(args)
