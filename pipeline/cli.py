@@ -319,7 +319,7 @@ _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the pipeline against raw apsw (and the peers, if installed) in one run; with
     --db postgresql://..., its writes against raw psycopg on that server."""
-    from .bench import QUICK, Config, disk_full, run_bench
+    from .bench import PAGE_SIZES, QUICK, Config, disk_full, run_bench
     from .bench.report import print_report, write_json
 
     config = QUICK if args.quick else Config()
@@ -331,6 +331,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, rounds=args.rounds)
     if args.no_peers:
         config = attrs.evolve(config, peers=False)
+    if args.paging:
+        config = attrs.evolve(config, page_sizes=PAGE_SIZES)
     if args.json is not None and not args.json.parent.is_dir():
         raise CLIError(f"--json: folder {str(args.json.parent)!r} does not exist", status=2)
     if args.dir is not None and not args.dir.is_dir():
@@ -538,6 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     bench.add_argument("--rounds", type=int, help="rounds to alternate (default 11; quick 2)")
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
+    bench.add_argument(
+        "--paging",
+        action="store_true",
+        help="also page one conversation of 10k and of 1M messages by seq (slow to fill)",
+    )
     bench.add_argument(
         "--dir", type=Path, metavar="PATH", help="scratch folder (default: the system's temp)"
     )
