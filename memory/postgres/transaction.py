@@ -34,7 +34,7 @@ from anchorline.ops import Add, Delete, Reserve, Update, UpdateContent
 from anchorline.results import Added, ContentUpdated, Deleted, Message, Reserved, Updated
 
 from . import crud
-from .changelog import FEED, feed_params
+from .changelog import FEED, FEED_ONE, feed_params
 from .connection import Connections
 from .errors import gave_up, keeps_connection, retryable, storage_error
 
@@ -136,7 +136,10 @@ def _finish(session: crud.Session) -> None:
     if not session.changes:
         session.conn.commit()
         return
-    ClientCursor(session.conn).execute(FEED, feed_params(session.changes))
+    if len(session.changes) == 1:
+        ClientCursor(session.conn).execute(FEED_ONE, session.changes[0])
+    else:
+        ClientCursor(session.conn).execute(FEED, feed_params(session.changes))
 
 
 class PostgresTransaction:

@@ -190,10 +190,15 @@ def test_the_feed_records_what_a_write_did(pipeline: Pipeline) -> None:
                 Add(conversation_id="c", role="user", content="x", message_id=placeholder.id),
             ]
         )
+    batch = pipeline.persist_many(
+        [Add(conversation_id="c", role="user", content=str(i)) for i in range(3)]
+    )
     assert _kinds(pipeline.changes()) == [
         ("reserve", placeholder.id, False),
         ("add", placeholder.id, True),
+        *[("add", result.message.id, True) for result in batch],
     ]
+    assert [c.seq for c in pipeline.changes()[2:]] == [2, 3, 4]
 
 
 def test_the_feed_refuses_bad_arguments(pipeline: Pipeline) -> None:
