@@ -52,12 +52,9 @@ FROM head, unnest(%(kind)s::text[], %(final)s::boolean[], %(message_id)s::text[]
 COMMIT"""
 
 
-#: The same for the usual transaction of one write: no arrays to plan.
-FEED_ONE = f"""WITH head AS (
-    UPDATE {SCHEMA}.changes_head SET last = last + 1 WHERE id = 1 RETURNING last)
-INSERT INTO {CHANGES} (cursor, kind, final, message_id, conversation_id, seq, at)
-SELECT head.last, %s, %s, %s, %s, %s, %s FROM head;
-COMMIT"""
+#: The same for the usual transaction of one write (schema.py's log_change, whose
+#: statements keep their plans for the session).
+FEED_ONE = f"SELECT {SCHEMA}.log_change(%s, %s, %s, %s, %s, %s); COMMIT"
 
 
 def feed_params(changes: Sequence[tuple[str, bool, str, str, int, int]]) -> dict[str, Any]:

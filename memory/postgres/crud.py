@@ -51,17 +51,11 @@ COLUMNS = (
 )
 #: What a read selects: :data:`COLUMNS` and ``seq`` (``rows.message_from_row``'s order).
 READ_COLUMNS = COLUMNS + ", seq"
-# One statement: the conversation's row is upserted (and so locked until the
-# transaction ends) and hands the message its seq.
-_INSERT = f"""WITH c AS (
-    INSERT INTO {CONVERSATIONS} AS c (id, parent_id, next_seq, message_count, first_at, last_at)
-    VALUES (%(conversation)s, %(parent)s, 2, 1, %(now)s, %(now)s)
-    ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + 1,
-        message_count = c.message_count + 1, last_at = GREATEST(c.last_at, excluded.last_at)
-    RETURNING next_seq - 1 AS seq)
-INSERT INTO {MESSAGES} ({COLUMNS}, seq)
-SELECT %(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
-       %(now)s, %(now)s, c.seq FROM c
+# One statement: take_seq (schema.py) upserts the conversation's row, which stays
+# locked until the transaction ends, and hands the message its seq.
+_INSERT = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
+VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
+        %(now)s, %(now)s, {SCHEMA}.take_seq(%(conversation)s, %(parent)s, %(now)s))
 ON CONFLICT DO NOTHING RETURNING seq"""
 # The insert met a stored row: give back the seq and the count it took (the row is
 # still locked by this transaction, so nobody took a later seq meanwhile).
