@@ -442,6 +442,16 @@ class Releaser:
         return True
 
 
+#: What a point of the embedded index keeps of its message. Not the metadata: a
+#: deleted point's payload stays in the shard's page files until they are rewritten,
+#: and a forgotten conversation must leave no text behind.
+KEPT = ("message_id", "conversation_id", "role", "created_at")
+
+
+def kept(payload: dict[str, Any]) -> dict[str, Any]:
+    return {key: payload[key] for key in KEPT if key in payload}
+
+
 class EdgeOps:
     """The index's operations on one open shard, by point id (see ``point_id``)."""
 
@@ -455,18 +465,13 @@ class EdgeOps:
         check_room(self.shard_path)
         self.shard.update(
             UpdateOperation.upsert_points(
-                [Point(id=pid, vector=vector, payload=payload) for pid, vector, payload in points]
+                [Point(id=pid, vector=vector, payload=kept(p)) for pid, vector, p in points]
             )
         )
 
     def set_payload(self, pid: str, payload: dict[str, Any]) -> bool:
-        from qdrant_edge import UpdateOperation
-
-        if not self.shard.retrieve([pid], with_payload=False, with_vector=False):
-            return False
-        check_room(self.shard_path)
-        self.shard.update(UpdateOperation.overwrite_payload([pid], payload))
-        return True
+        # Only metadata changes after a point is written, and a folder keeps none.
+        return bool(self.shard.retrieve([pid], with_payload=False, with_vector=False))
 
     def delete(self, pids: list[str]) -> None:
         from qdrant_edge import UpdateOperation

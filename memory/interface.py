@@ -18,8 +18,10 @@ import attrs
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
+    Change,
     Compacted,
     ContentUpdated,
+    Conversation,
     Deleted,
     Forgotten,
     IndexStatus,
@@ -205,7 +207,51 @@ class Outbox(Protocol):
         ...
 
 
-class Store(Protocol):
+class Watch(Protocol):
+    """Tells a follower of the change feed that a write may have committed."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a write may have committed since the watch began or the last
+        ``wait`` returned True, or ``timeout`` seconds pass (False), or the store
+        closes (True: the follower reads, finds the store closed and stops)."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching."""
+        ...
+
+
+class ChangeLog(Protocol):
+    """A store's conversation log: the change feed and the conversations
+    (docs/conversation-log.md). Every store and the in-memory terminal keep one."""
+
+    def changes(self, after: int, limit: int) -> list[Change]:
+        """Up to ``limit`` changes with a cursor above ``after``, in cursor (commit) order;
+        :class:`~anchorline.errors.CursorExpired` if changes after ``after`` were trimmed."""
+        ...
+
+    def last_cursor(self) -> int:
+        """The newest cursor handed out (0 for an empty feed)."""
+        ...
+
+    def trim_changes(self, before: int) -> int:
+        """Drop the changes with a cursor below ``before`` (the newest is always kept);
+        returns how many."""
+        ...
+
+    def watch(self) -> Watch:
+        """Start watching for commits (before reading, so none is missed)."""
+        ...
+
+    def conversations(
+        self, limit: int | None, after: tuple[int, str] | None, parent_id: str | None
+    ) -> list[Conversation]:
+        """Conversations, newest activity first (``last_at``, then id, descending), after
+        the ``(last_at, id)`` key ``after``; only children of ``parent_id`` if given."""
+        ...
+
+
+class Store(ChangeLog, Protocol):
     """One database: write transactions, the reads the read hooks need, the outbox.
 
     ``anchorline.memory.stores.open_store`` opens a store class as

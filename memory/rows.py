@@ -14,6 +14,7 @@ from anchorline.errors import Conflict
 from anchorline.ops import Add, Content, Reserve
 from anchorline.results import (
     Added,
+    Compacted,
     ContentUpdated,
     Deleted,
     Message,
@@ -173,7 +174,7 @@ def landed(results: Sequence[object], get_message: Callable[[str], Message | Non
         if isinstance(result, Deleted):
             if result.existed:
                 final[result.message_id] = None
-        elif isinstance(result, Added | Reserved | ContentUpdated | Updated):
+        elif isinstance(result, Added | Reserved | ContentUpdated | Updated | Compacted):
             final[result.message.id] = result.message
     if not final:
         return False

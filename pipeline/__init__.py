@@ -11,6 +11,7 @@ from .errors import (
     AnchorlineError,
     ConfigurationError,
     Conflict,
+    CursorExpired,
     IncompatibleStore,
     IndexBusy,
     IndexUnavailable,
@@ -21,12 +22,16 @@ from .errors import (
 )
 from .hookspecs import hookimpl, hookspec
 from .limits import Limits
-from .ops import Add, Delete, PersistOp, Reserve, Update, UpdateContent
+from .ops import Add, Compact, Delete, Forget, PersistOp, Reserve, Update, UpdateContent
 from .parsing import dump_op, parse_op
 from .results import (
     Added,
+    Change,
+    Compacted,
     ContentUpdated,
+    Conversation,
     Deleted,
+    Forgotten,
     Hit,
     IndexStatus,
     Message,
@@ -49,13 +54,20 @@ __all__ = [
     "AnchorlineError",
     "AsyncPipeline",
     "AsyncStream",
+    "Change",
+    "Compact",
+    "Compacted",
     "ConfigurationError",
     "Conflict",
     "ContentUpdated",
     "Context",
+    "Conversation",
+    "CursorExpired",
     "Delete",
     "Deleted",
     "Embedder",
+    "Forget",
+    "Forgotten",
     "Hit",
     "IncompatibleStore",
     "IndexBusy",

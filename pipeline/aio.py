@@ -10,15 +10,26 @@ same ``client_message_id``, which is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .ops import Content, PersistOp, Reserve, UpdateContent
-from .results import Compacted, Forgotten, Hit, IndexStatus, Message, PersistResult, Reserved
+from .results import (
+    Change,
+    Compacted,
+    Conversation,
+    Forgotten,
+    Hit,
+    IndexStatus,
+    Message,
+    PersistResult,
+    Reserved,
+)
 from .runner import Expected, Pipeline, check_ops
 from .streaming import StreamHandle, reserve_op
 from .sweeping import SweepReport
@@ -62,6 +73,34 @@ class AsyncPipeline:
         return await self._run(
             self.pipeline.persist_many, list(check_ops(ops)), expect_updated_at=expect_updated_at
         )
+
+    async def changes(self, after: int = 0, limit: int = 100) -> list[Change]:
+        return await self._run(self.pipeline.changes, after, limit)
+
+    async def follow(
+        self, after: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Change]:
+        """:meth:`Pipeline.follow` as an async iterator. It waits on a thread of its own
+        (not the writer's); leaving the loop or cancelling stops that thread."""
+        follower = self.pipeline._follower(after, timeout)
+        changes = iter(follower)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                change = await loop.run_in_executor(None, next, changes, None)
+                if change is None:
+                    return
+                yield change
+        finally:
+            follower.stop()
+            with contextlib.suppress(ValueError):  # still waiting on its thread: it ends soon
+                changes.close()
+
+    async def conversations(self, limit: int = 50, after: str | None = None) -> list[Conversation]:
+        return await self._run(self.pipeline.conversations, limit, after)
+
+    async def threads(self, parent_id: str) -> list[Conversation]:
+        return await self._run(self.pipeline.threads, parent_id)
 
     async def get(self, message_id: str) -> Message | None:
         return await self._run(self.pipeline.get, message_id)

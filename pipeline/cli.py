@@ -28,6 +28,8 @@ from anchorline.memory.embedders import (
 )
 from anchorline.memory.stores import storage_failures
 
+from .cli_changes import add_arguments as changes_arguments
+from .cli_changes import cmd_changes
 from .cli_ingest import Stopped, ingest_atomic, ingest_each
 from .errors import AnchorlineError
 from .ids import new_message_id
@@ -365,7 +367,7 @@ _IMPL_FLAGS = ("wrapper", "hookwrapper", "tryfirst", "trylast")
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the pipeline against raw apsw (and the peers, if installed) in one run; with
     --db postgresql://..., its writes against raw psycopg on that server."""
-    from .bench import QUICK, Config, disk_full, run_bench
+    from .bench import PAGE_SIZES, QUICK, Config, disk_full, run_bench
     from .bench.report import print_report, write_json
 
     config = QUICK if args.quick else Config()
@@ -379,6 +381,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, rounds=args.rounds)
     if args.no_peers:
         config = attrs.evolve(config, peers=False)
+    if args.paging:
+        config = attrs.evolve(config, page_sizes=PAGE_SIZES)
     if args.json is not None and not args.json.parent.is_dir():
         raise CLIError(f"--json: folder {str(args.json.parent)!r} does not exist", status=2)
     if args.dir is not None and not args.dir.is_dir():
@@ -581,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optimize.set_defaults(standalone=cmd_index_optimize)
     optimize.add_argument("database", nargs="?", metavar="DB", help="default: --db")
+    changes_arguments(add("changes", cmd_changes, Needs(index="unused")), _positive)
     copy = sub.add_parser(
         "copy", help="copy every conversation to another store", description=cmd_copy.__doc__
     )
@@ -593,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     bench.add_argument("--rounds", type=int, help="rounds to alternate (default 11; quick 2)")
     bench.add_argument("--no-peers", action="store_true", help="leave out the peer libraries")
+    bench.add_argument(
+        "--paging",
+        action="store_true",
+        help="also page one conversation of 10k and of 1M messages by seq (slow to fill)",
+    )
     bench.add_argument(
         "--dir", type=Path, metavar="PATH", help="scratch folder (default: the system's temp)"
     )
@@ -672,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if prepare := getattr(args, "prepare", None):
+            prepare(args, CLIError)
         _check_text(args)
         if standalone := getattr(args, "standalone", None):
             status: int = standalone(args)

@@ -66,3 +66,20 @@ class IndexBusy(IndexUnavailable):
 
 class ConfigurationError(AnchorlineError, ValueError):
     """``Pipeline.open`` was given settings that cannot work together."""
+
+
+class CursorExpired(AnchorlineError, LookupError):
+    """A change feed cursor points before what the feed still keeps (``trim_changes``
+    removed the changes after it), so reading on from it would miss writes.
+
+    ``oldest`` is the oldest cursor still kept: resynchronise (read the
+    conversations afresh), then follow on from the feed's current end.
+    """
+
+    def __init__(self, cursor: int, oldest: int) -> None:
+        super().__init__(
+            f"after: cursor {cursor} is older than the change feed keeps (it was trimmed"
+            f" before {oldest}): reload what you show, then read on from the newest cursor"
+        )
+        self.cursor = cursor
+        self.oldest = oldest

@@ -32,8 +32,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def persist(op: PersistOp, context: Context) -> PersistResult | None:
     """Apply one write op.
 
-    :param op: the op to apply (``Add``, ``Reserve``, ``UpdateContent``, ``Update``
-        or ``Delete``).
+    :param op: the op to apply (``Add``, ``Reserve``, ``UpdateContent``, ``Update``,
+        ``Delete``, ``Forget`` or ``Compact``).
     :param context: the call's :class:`~anchorline.context.Context`; a store that
         wants to commit with the rest of the call joins ``context.unit``.
 

@@ -123,6 +123,54 @@ class Compacted:
     message: Message
 
 
+ChangeKind: TypeAlias = Literal["add", "reserve", "update_content", "update", "delete"]
+
+
+@attrs.frozen(kw_only=True)
+class Change:
+    """One committed write, as the change feed (``Pipeline.changes``) lists it: ids only.
+
+    ``cursor`` orders the feed: every write of every conversation, in commit
+    order; read on from the last cursor seen to miss nothing and repeat nothing.
+    ``kind`` is the write's op (an ``add`` that completed its own placeholder
+    included); ``final`` is whether the message was complete after it (a
+    partial ``update_content`` has ``final=False``; a ``delete`` too). ``seq``
+    is the message's place in its conversation, ``at`` when it was written
+    (epoch milliseconds).
+    """
+
+    cursor: int
+    kind: ChangeKind
+    message_id: str
+    conversation_id: str
+    seq: int
+    at: int
+    final: bool
+
+
+@attrs.frozen(kw_only=True)
+class Conversation:
+    """A conversation as ``Pipeline.conversations`` lists it.
+
+    ``message_count`` counts the messages stored now (placeholders included);
+    ``first_at`` is when it was created, ``last_at`` when its newest message
+    was created (epoch milliseconds). ``parent_id`` is the conversation it was
+    started from, if its first op named one. ``key`` is what to pass as
+    ``after`` for the next page.
+    """
+
+    id: str
+    message_count: int
+    first_at: int
+    last_at: int
+    parent_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """This conversation's place in the newest-first listing, as a page token."""
+        return f"{self.last_at}:{self.id}"
+
+
 PersistResult: TypeAlias = (
     Added | Reserved | ContentUpdated | Updated | Deleted | Forgotten | Compacted
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
@@ -14,6 +14,7 @@ from . import compaction
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
+from .log import Follower, change_log, check_count, parse_key
 from .ops import (
     COMPACTION_ROLE,
     ROLES,
@@ -32,8 +33,10 @@ from .plugin_manager import check_messages, create_plugin_manager, culprits, reg
 from .results import (
     RESULT_FOR,
     Added,
+    Change,
     Compacted,
     ContentUpdated,
+    Conversation,
     Deleted,
     Forgotten,
     Hit,
@@ -507,6 +510,61 @@ class Pipeline:
             context=Context(self),
         )
         return check_messages(hook, found)
+
+    # --- the conversation log (docs/conversation-log.md) ---------------------
+
+    def changes(self, after: int = 0, limit: int = 100) -> list[Change]:
+        """Up to ``limit`` committed writes with a cursor above ``after``, in commit order.
+
+        Read on from the last change's ``cursor`` to miss nothing and repeat
+        nothing, across restarts. A cursor older than what
+        :meth:`trim_changes` kept raises :class:`CursorExpired`.
+        """
+        self._check_open()
+        check_count("after", after)
+        check_count("limit", limit, least=1)
+        return change_log(self.plugin_manager).changes(after, limit)
+
+    def follow(self, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
+        """Yield committed writes as they commit, from this process or any other.
+
+        ``after`` is the last cursor seen (``None``: start at the feed's end).
+        The iterator ends when no change came for ``timeout`` seconds (never,
+        if ``None``), or once the pipeline closes.
+        """
+        return iter(self._follower(after, timeout))
+
+    def _follower(self, after: int | None, timeout: float | None) -> Follower:
+        self._check_open()
+        if after is not None:
+            check_count("after", after)
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0
+        ):
+            raise InvalidOp(f"timeout: must be a number of seconds >= 0 or None, got {timeout!r}")
+        log = change_log(self.plugin_manager)
+        return Follower(log, lambda: self._closed, after, timeout)
+
+    def trim_changes(self, before: int) -> int:
+        """Drop the changes with a cursor below ``before`` (the newest is always kept);
+        returns how many. Reading on from an older cursor then raises CursorExpired."""
+        self._check_open()
+        check_count("before", before)
+        return change_log(self.plugin_manager).trim_changes(before)
+
+    def conversations(self, limit: int = 50, after: str | None = None) -> list[Conversation]:
+        """Conversations, newest activity first; pass the last one's ``key`` as ``after``
+        for the next page."""
+        self._check_open()
+        check_count("limit", limit, least=1)
+        return change_log(self.plugin_manager).conversations(limit, parse_key(after), None)
+
+    def threads(self, parent_id: str) -> list[Conversation]:
+        """The conversations started from ``parent_id`` (ops that named it ``parent_id``)."""
+        self._check_open()
+        if not isinstance(parent_id, str) or not parent_id:
+            raise InvalidOp("parent_id: must be a non-empty string")
+        return change_log(self.plugin_manager).conversations(None, None, parent_id)
 
     # --- the vector index ---------------------------------------------------
 

@@ -7,6 +7,7 @@ terminal on SQLite; a contract test suite runs over both so they cannot drift.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import threading
@@ -20,6 +21,7 @@ from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory.changelog import check_cursor
 from anchorline.memory.rows import check_expected, check_replay, completed
 from anchorline.ops import (
     COMPACTION_ROLE,
@@ -34,8 +36,10 @@ from anchorline.ops import (
 )
 from anchorline.results import (
     Added,
+    Change,
     Compacted,
     ContentUpdated,
+    Conversation,
     Deleted,
     Forgotten,
     Message,
@@ -61,14 +65,18 @@ def _detach(result: PersistResult) -> PersistResult:
 class _Undo:
     """The in-memory share of a unit of work: undo steps, and the terminal's lock."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, committed: Callable[[], None]) -> None:
         lock.acquire()
         self._lock: threading.RLock | None = lock
+        self._committed = committed
         self.steps: list[Callable[[], None]] = []
 
     def commit(self) -> None:
+        wrote = bool(self.steps)
         self.steps.clear()
         self._release()
+        if wrote:
+            self._committed()
 
     def rollback(self) -> None:
         for step in reversed(self.steps):
@@ -100,6 +108,13 @@ class InMemoryTerminal:
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
         self.conversations: dict[str, _Conversation] = {}
+        self.feed: list[Change] = []
+        self._cursor = 0
+        self._trimmed_before = 0
+        self._commits = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._deleted: Message | None = None  # what the last delete removed, for the feed
         self._client_ids: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
 
@@ -114,16 +129,62 @@ class InMemoryTerminal:
         if context.expected and not isinstance(op, Add | Reserve | Forget | Compact):
             expected = context.expected.pop(op.message_id, None)
         if context.unit is None:
-            undo = _Undo(self._lock)
+            undo = _Undo(self._lock, self._committed)
             try:
-                result = self._apply(op, undo, expected)
+                result = self._log(self._apply(op, undo, expected), undo)
             except BaseException:
                 undo.rollback()
                 raise
             undo.commit()
             return _detach(result)
-        undo = context.unit.join(self, lambda: _Undo(self._lock))
-        return _detach(self._apply(op, undo, expected))
+        undo = context.unit.join(self, lambda: _Undo(self._lock, self._committed))
+        return _detach(self._log(self._apply(op, undo, expected), undo))
+
+    def _log(self, result: PersistResult, undo: _Undo) -> PersistResult:
+        """Append the write to the change feed (nothing for a write that wrote nothing)."""
+        if isinstance(result, Forgotten):
+            return result  # each message's delete is in the feed already
+        if isinstance(result, Compacted):
+            message = result.message
+            self._append("add", message, message.updated_at, True, undo)
+            return result
+        if isinstance(result, Deleted):
+            gone = self._deleted
+            if not result.existed or gone is None:
+                return result
+            self._append("delete", gone, wall_ms(), False, undo)
+            return result
+        if isinstance(result, Added | Reserved) and result.deduplicated:
+            return result
+        message = result.message
+        kind = result.kind
+        self._append(kind, message, message.updated_at, message.status == "complete", undo)
+        return result
+
+    def _append(self, kind: Any, message: Message, at: int, final: bool, undo: _Undo) -> None:
+        self._cursor += 1
+        self.feed.append(
+            Change(
+                cursor=self._cursor,
+                kind=kind,
+                message_id=message.id,
+                conversation_id=message.conversation_id,
+                seq=message.seq,
+                at=at,
+                final=final,
+            )
+        )
+
+        def drop() -> None:
+            self.feed.pop()
+            self._cursor -= 1
+
+        undo.steps.append(drop)
+
+    def _committed(self) -> None:
+        with self._changed:
+            self._commits += 1
+            self._changed.notify_all()
 
     def _apply(self, op: PersistOp, undo: _Undo, expected: int | None) -> PersistResult:
         if isinstance(op, Add):
@@ -152,6 +213,7 @@ class InMemoryTerminal:
             return Updated(message=self._replace(current, undo, metadata=metadata))
         if isinstance(op, Delete):
             existing = self.messages.get(op.message_id)
+            self._deleted = existing
             if existing is not None:
                 check_expected(existing, expected)
                 self._remove(existing, undo)
@@ -253,8 +315,10 @@ class InMemoryTerminal:
 
     def _forget(self, op: Forget, undo: _Undo) -> Forgotten:
         doomed = [m for m in self.messages.values() if m.conversation_id == op.conversation_id]
-        for message in doomed:
+        at = wall_ms()
+        for message in sorted(doomed, key=lambda m: m.seq):
             self._remove(message, undo)
+            self._append("delete", message, at, False, undo)
         return Forgotten(conversation_id=op.conversation_id, deleted=len(doomed))
 
     def _compact(self, op: Compact, undo: _Undo) -> Compacted:
@@ -327,3 +391,89 @@ class InMemoryTerminal:
                 if m.status == "reserved" and m.updated_at < updated_before
             ]
         return sorted(stale, key=lambda m: m.updated_at)[:limit]
+
+    # --- the conversation log (the ChangeLog protocol) ----------------------
+
+    @property
+    def log(self) -> _MemoryLog:
+        """The terminal's change feed and conversations (the ``ChangeLog`` protocol)."""
+        return _MemoryLog(self)
+
+    @hookimpl
+    def pipeline_closing(self, context: Context) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+class _MemoryLog:
+    """An :class:`InMemoryTerminal`'s conversation log."""
+
+    def __init__(self, terminal: InMemoryTerminal) -> None:
+        self._terminal = terminal
+
+    def changes(self, after: int, limit: int) -> list[Change]:
+        terminal = self._terminal
+        with terminal._lock:
+            check_cursor(after, terminal._trimmed_before)
+            feed = terminal.feed
+            start = bisect.bisect_right(feed, after, key=lambda c: c.cursor)
+            return feed[start : start + limit]
+
+    def last_cursor(self) -> int:
+        return self._terminal._cursor
+
+    def trim_changes(self, before: int) -> int:
+        terminal = self._terminal
+        with terminal._lock:
+            bound = min(before, terminal._cursor)
+            if bound <= terminal._trimmed_before:
+                return 0
+            kept = [c for c in terminal.feed if c.cursor >= bound]
+            removed = len(terminal.feed) - len(kept)
+            terminal.feed[:] = kept
+            terminal._trimmed_before = bound
+            return removed
+
+    def watch(self) -> _MemoryWatch:
+        return _MemoryWatch(self._terminal)
+
+    def conversations(
+        self, limit: int | None, after: tuple[int, str] | None, parent_id: str | None
+    ) -> list[Conversation]:
+        with self._terminal._lock:
+            rows = [
+                Conversation(
+                    id=c.id,
+                    message_count=c.message_count,
+                    first_at=c.first_at,
+                    last_at=c.last_at,
+                    parent_id=c.parent_id,
+                )
+                for c in self._terminal.conversations.values()
+                if parent_id is None or c.parent_id == parent_id
+            ]
+        rows.sort(key=lambda c: (c.last_at, c.id), reverse=True)
+        if after is not None:
+            rows = [c for c in rows if (c.last_at, c.id) < after]
+        return rows if limit is None else rows[:limit]
+
+
+class _MemoryWatch:
+    """Wakes a follower when the terminal commits a write."""
+
+    def __init__(self, terminal: InMemoryTerminal) -> None:
+        self._terminal = terminal
+        self._seen = terminal._commits
+
+    def wait(self, timeout: float) -> bool:
+        terminal = self._terminal
+        with terminal._changed:
+            woken = terminal._changed.wait_for(
+                lambda: terminal._commits != self._seen or terminal._closed, timeout
+            )
+            self._seen = terminal._commits
+            return woken
+
+    def close(self) -> None:
+        pass

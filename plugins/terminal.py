@@ -9,7 +9,7 @@ from anchorline.context import Context, UnitOfWork
 from anchorline.errors import AnchorlineError
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.interface import Store, Transaction
+from anchorline.memory.interface import ChangeLog, Store, Transaction
 from anchorline.memory.stores import open_store, resolve_durability
 from anchorline.ops import (
     COMPACTION_ROLE,
@@ -39,6 +39,11 @@ class StoreTerminal:
 
     def __repr__(self) -> str:
         return f"StoreTerminal({self.store!r})"
+
+    @property
+    def log(self) -> ChangeLog:
+        """The store's change feed and conversations."""
+        return self.store
 
     @hookimpl(trylast=True)
     def persist(self, op: PersistOp, context: Context) -> PersistResult:

@@ -9,7 +9,9 @@ import pytest
 from .test_cli import line, run
 
 # Commands that only read, and sweep, which changes only messages already there.
-READ_ONLY = [("show", "c1"), ("search", "x"), ("doctor",), ("plugins",), ("sweep",)]
+READ_ONLY = [
+    ("show", "c1"), ("search", "x"), ("doctor",), ("plugins",), ("sweep",), ("changes",)
+]  # fmt: skip
 # Every command but demo and ingest needs a database to be there.
 NEEDS_A_DATABASE = [*READ_ONLY, ("reindex",)]
 

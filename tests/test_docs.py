@@ -74,7 +74,7 @@ def test_reliability_md_names_tests_that_exist() -> None:
             )
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/agent-loop.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/agent-loop.md", "docs/conversation-log.md"])
 def test_the_python_examples_run(
     page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,8 +32,9 @@ from anchorline import (
     UpdateContent,
 )
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.postgres import PostgresStore
+from anchorline.memory.postgres import PostgresStore, transaction
 from anchorline.memory.postgres import store as store_module
+from anchorline.memory.postgres.crud import Session
 from anchorline.results import Added, Message
 
 if TYPE_CHECKING:
@@ -306,22 +307,22 @@ def test_a_commit_lost_with_its_connection_is_not_applied_twice(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mid = add(store, Add(conversation_id="c", role="assistant", content="draft")).message.id
-    real_commit = psycopg.Connection.commit
+    real_commit = transaction._finish  # the feed rows and the COMMIT
     calls = []
 
-    def commit_then_drop(conn: psycopg.Connection[Any]) -> None:
-        calls.append(conn)
+    def commit_then_drop(session: Session) -> None:
+        calls.append(session)
         if len(calls) == 1:  # it commits, but the answer never arrives
-            real_commit(conn)
-            conn.close()
+            real_commit(session)
+            session.conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        real_commit(conn)
+        real_commit(session)
 
     tx = store.begin()
     updated = tx.update_content(
         UpdateContent(message_id=mid, content="final"), now=wall_ms(), expected=None
     )
-    monkeypatch.setattr(psycopg.Connection, "commit", commit_then_drop)
+    monkeypatch.setattr(transaction, "_finish", commit_then_drop)
     tx.commit()
     monkeypatch.undo()
     # A replay would have written again, one millisecond later.
@@ -331,19 +332,19 @@ def test_a_commit_lost_with_its_connection_is_not_applied_twice(
 def test_a_commit_that_never_reached_the_server_is_replayed(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_commit = psycopg.Connection.commit
+    real_commit = transaction._finish  # the feed rows and the COMMIT
     calls = []
 
-    def drop_before_commit(conn: psycopg.Connection[Any]) -> None:
-        calls.append(conn)
+    def drop_before_commit(session: Session) -> None:
+        calls.append(session)
         if len(calls) == 1:
-            conn.close()  # the server rolls the transaction back
+            session.conn.close()  # the server rolls the transaction back
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        real_commit(conn)
+        real_commit(session)
 
     tx = store.begin()
     added = tx.add(text(1), message_id=new_message_id(), now=clock.now())
-    monkeypatch.setattr(psycopg.Connection, "commit", drop_before_commit)
+    monkeypatch.setattr(transaction, "_finish", drop_before_commit)
     tx.commit()
     monkeypatch.undo()
     assert len(calls) == 2
@@ -648,3 +649,59 @@ def test_the_pool_bound_comes_from_the_environment_and_a_bad_one_is_refused(
     monkeypatch.setenv("ANCHORLINE_POOL_MAX", "many")
     with pytest.raises(ConfigurationError, match="ANCHORLINE_POOL_MAX: must be a whole number"):
         PostgresStore(postgres_url)
+
+
+# A version 1 database as Anchorline 0.2's first PostgreSQL store made it (the tables
+# the upgrade reads; the outbox's trigger function is not needed for it).
+V1_DDL = """
+CREATE SCHEMA anchorline;
+CREATE TABLE anchorline.anchorline_meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO anchorline.anchorline_meta
+    VALUES ('schema_version', '1'), ('application', 'anchorline');
+CREATE TABLE anchorline.messages (
+    id TEXT COLLATE "C" PRIMARY KEY, conversation_id TEXT COLLATE "C" NOT NULL,
+    role TEXT NOT NULL, content TEXT NOT NULL, metadata TEXT NOT NULL, status TEXT NOT NULL,
+    client_message_id TEXT COLLATE "C", created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX messages_by_conversation ON anchorline.messages (conversation_id, created_at, rowid);
+CREATE TABLE anchorline.index_outbox (
+    message_id TEXT COLLATE "C" PRIMARY KEY, action TEXT NOT NULL, enqueued_at BIGINT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0, lease_until BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO anchorline.messages (id, conversation_id, role, content, metadata, status,
+                                 client_message_id, created_at, updated_at) VALUES
+    ('m2', 'c', 'assistant', '[]', '{}', 'reserved', NULL, 2000, 2000),
+    ('m1', 'c', 'user', '"hello"', '{}', 'complete', 'turn-1', 1000, 1000),
+    ('m3', 'd', 'user', '"other"', '{}', 'complete', NULL, 1500, 1500);
+"""
+
+
+def test_a_version_1_database_is_numbered_and_gets_the_log(postgres_url: str) -> None:
+    sql(postgres_url, V1_DDL)
+    with PostgresStore(postgres_url) as store:
+        assert [(m.id, m.seq) for m in store.list_messages("c", None)] == [("m1", 1), ("m2", 2)]
+        tx = store.begin()
+        added = tx.add(
+            Add(conversation_id="c", role="user", content="next"),
+            message_id=new_message_id(),
+            now=clock.now(),
+        )
+        tx.commit()
+        assert added.message.seq == 3
+        assert [(c.id, c.message_count) for c in store.conversations(None, None, None)] == [
+            ("c", 3),
+            ("d", 1),
+        ]
+        assert [c.message_id for c in store.changes(0, 10)] == [added.message.id]
+    version = "SELECT value FROM anchorline.anchorline_meta WHERE key = 'schema_version'"
+    assert sql(postgres_url, version) == [("2",)]
+
+
+def test_a_version_2_database_without_the_log_functions_gets_them(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    sql(postgres_url, "DROP FUNCTION anchorline.take_seq, anchorline.log_change")
+    with PostgresStore(postgres_url) as store:
+        assert add(store, text("after")).message.seq == 1
+        assert len(store.changes(0, 10)) == 1

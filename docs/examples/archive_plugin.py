@@ -31,11 +31,15 @@ import attrs
 from anchorline import (
     Add,
     Added,
+    Compact,
     Conflict,
     ContentUpdated,
     Context,
     Delete,
     Deleted,
+    Forget,
+    Forgotten,
+    InvalidOp,
     Message,
     PersistOp,
     PersistResult,
@@ -71,9 +75,10 @@ class Archive:
 
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
+        self.last_seq: dict[str, int] = {}  # per conversation; a seq is never reused
 
     def _mine(self, op: PersistOp) -> bool:
-        if isinstance(op, Add | Reserve):
+        if isinstance(op, Add | Reserve | Forget | Compact):
             return op.conversation_id.startswith(PREFIX)
         return op.message_id in self.messages
 
@@ -85,6 +90,13 @@ class Archive:
             return None  # not ours: on down the chain, to SQLite
         if isinstance(op, Add | Reserve):
             return self._create(op, context)
+        if isinstance(op, Forget):
+            doomed = [m for m in self.messages.values() if m.conversation_id == op.conversation_id]
+            for message in doomed:
+                self._remove(context, message)
+            return Forgotten(conversation_id=op.conversation_id, deleted=len(doomed))
+        if isinstance(op, Compact):
+            raise InvalidOp(f"conversation_id: {op.conversation_id!r} is archived, not compacted")
         current = self.messages[op.message_id]
         # The updated_at the caller last read (expect_updated_at), if it gave one.
         expected = context.expected.pop(op.message_id, None) if context.expected else None
@@ -121,6 +133,8 @@ class Archive:
         if message_id in self.messages:
             raise Conflict(f"message_id: a message with id {message_id!r} already exists")
         now = clock.now()  # epoch milliseconds, strictly increasing within the process
+        seq = self.last_seq.get(op.conversation_id, 0) + 1
+        self.last_seq[op.conversation_id] = seq
         message = Message(
             id=message_id,
             conversation_id=op.conversation_id,
@@ -131,6 +145,7 @@ class Archive:
             created_at=now,
             updated_at=now,
             client_message_id=op.client_message_id,
+            seq=seq,
         )
         self._journal(context, message_id)
         self.messages[message_id] = message
@@ -164,12 +179,24 @@ class Archive:
 
     @hookimpl
     def list_messages(
-        self, conversation_id: str, limit: int | None, context: Context
+        self,
+        conversation_id: str,
+        limit: int | None,
+        after_seq: int | None,
+        roles: tuple[str, ...] | None,
+        context: Context,
     ) -> list[Message] | None:
         if not conversation_id.startswith(PREFIX):
             return None  # not ours: SQLite answers
-        found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
-        found.sort(key=lambda m: (m.created_at, m.id))  # oldest first
+        found = [
+            m
+            for m in self.messages.values()
+            if m.conversation_id == conversation_id and (roles is None or m.role in roles)
+        ]
+        found.sort(key=lambda m: m.seq)  # oldest first
+        if after_seq is not None:  # a page forward
+            found = [m for m in found if m.seq > after_seq]
+            return found if limit is None else found[:limit]
         return found if limit is None else found[max(len(found) - limit, 0) :]
 
     @hookimpl(wrapper=True)

@@ -22,6 +22,7 @@ from psycopg import ClientCursor
 
 from anchorline.compaction import compaction_message
 from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.ids import wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
     after_conflict,
@@ -64,17 +65,11 @@ COLUMNS = (
 )
 #: What a read selects: :data:`COLUMNS` and ``seq`` (``rows.message_from_row``'s order).
 READ_COLUMNS = COLUMNS + ", seq"
-# One statement: the conversation's row is upserted (and so locked until the
-# transaction ends) and hands the message its seq.
-_INSERT = f"""WITH c AS (
-    INSERT INTO {CONVERSATIONS} AS c (id, parent_id, next_seq, message_count, first_at, last_at)
-    VALUES (%(conversation)s, %(parent)s, 2, 1, %(now)s, %(now)s)
-    ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + 1,
-        message_count = c.message_count + 1, last_at = GREATEST(c.last_at, excluded.last_at)
-    RETURNING next_seq - 1 AS seq)
-INSERT INTO {MESSAGES} ({COLUMNS}, seq)
-SELECT %(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
-       %(now)s, %(now)s, c.seq FROM c
+# One statement: take_seq (schema.py) upserts the conversation's row, which stays
+# locked until the transaction ends, and hands the message its seq.
+_INSERT = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
+VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
+        %(now)s, %(now)s, {SCHEMA}.take_seq(%(conversation)s, %(parent)s, %(now)s))
 ON CONFLICT DO NOTHING RETURNING seq"""
 # The insert met a stored row: give back the seq and the count it took (the row is
 # still locked by this transaction, so nobody took a later seq meanwhile).
@@ -101,11 +96,13 @@ class Session:
     psycopg has seen them a few times.
     """
 
-    __slots__ = ("begun", "conn")
+    __slots__ = ("begun", "changes", "conn")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.begun = False
+        #: The change feed rows of this attempt's writes, written at its commit.
+        self.changes: list[tuple[str, bool, str, str, int, int]] = []
 
     def execute(self, query: str, params: Any = None, /) -> psycopg.Cursor[Any]:
         if self.begun:
@@ -115,6 +112,15 @@ class Session:
         cursor.execute("BEGIN; " + query, params)
         cursor.nextset()
         return cursor
+
+
+def _log(
+    db: Executes, kind: str, final: bool, message_id: str, conversation_id: str, seq: int, at: int
+) -> None:
+    """Note a write for the change feed (a :class:`Session`'s; a bare connection keeps none)."""
+    changes = getattr(db, "changes", None)
+    if changes is not None:
+        changes.append((kind, final, message_id, conversation_id, seq, at))
 
 
 def check_storable(op: Add | Reserve | Message, message_id: str) -> None:
@@ -192,6 +198,10 @@ def _insert(
             lambda: _by_client_id(db, op.conversation_id, op.client_message_id or ""),
             lambda stored: _complete(db, stored, op, now),  # type: ignore[arg-type]
         )
+    complete = status == "complete"
+    _log(
+        db, "add" if complete else "reserve", complete, message_id, op.conversation_id, row[0], now
+    )
     return inserted(op, message_id, content, status, now, row[0]), False
 
 
@@ -202,6 +212,7 @@ def _complete(db: Executes, stored: Message, op: Add, now: int) -> Message:
         " updated_at = %s WHERE id = %s",
         (op.content_json, encode_json(message.metadata), message.updated_at, stored.id),
     )
+    _log(db, "add", True, stored.id, stored.conversation_id, stored.seq, message.updated_at)
     return message
 
 
@@ -258,6 +269,7 @@ def update_message_content(
             f"final: message {op.message_id!r} is already complete; a partial update"
             " (final=false) cannot reopen it"
         )
+    _log(db, "update_content", op.final, op.message_id, row[0], row[6], row[5])
     return ContentUpdated(
         message=Message(
             id=op.message_id,
@@ -283,6 +295,8 @@ def update_message_metadata(db: Executes, op: Update, *, now: int, expected: int
         f"UPDATE {MESSAGES} SET metadata = %s, updated_at = %s WHERE id = %s",
         (encode_json(merged), now, op.message_id),
     )
+    complete = stored.status == "complete"
+    _log(db, "update", complete, op.message_id, stored.conversation_id, stored.seq, now)
     return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
 
 
@@ -300,6 +314,8 @@ def delete_message(db: Executes, op: Delete, *, expected: int | None) -> Deleted
     if "\x00" in op.message_id:
         return Deleted(message_id=op.message_id, existed=False)
     row = db.execute(_DELETE, {"id": op.message_id, "expected": expected}).fetchone()
+    if row is not None:
+        _log(db, "delete", False, op.message_id, row[0], row[1], wall_ms())
     if row is None and expected is not None:
         stored = get_message(db, op.message_id)
         if stored is not None:
@@ -362,9 +378,14 @@ def restore_message(db: Executes, message: Message) -> bool:
             seq_row[0],
         ),
     ).fetchone()
-    if row is not None and row[0]:  # a new row, not an older copy brought up to date
+    if row is None:
+        return False
+    if row[0]:  # a new row, not an older copy brought up to date
         db.execute(_COUNT_ONE, (at, message.conversation_id))
-    return row is not None
+    complete = message.status == "complete"
+    kind = ("add" if complete else "reserve") if row[0] else "update_content"
+    _log(db, kind, complete, message.id, message.conversation_id, seq_row[0], message.updated_at)
+    return True
 
 
 def landed(db: Executes, results: Sequence[Any]) -> bool:
@@ -445,13 +466,19 @@ def scan(
 def forget_conversation(db: Executes, op: Forget) -> Forgotten:
     """Delete every message of the conversation; the index triggers queue their points'
     deletion. The rows' bytes stay in the table's pages until ``VACUUM`` reuses them."""
-    cursor = db.execute(f"DELETE FROM {MESSAGES} WHERE conversation_id = %s", (op.conversation_id,))
-    if cursor.rowcount:
+    gone = db.execute(
+        f"DELETE FROM {MESSAGES} WHERE conversation_id = %s RETURNING id, seq",
+        (op.conversation_id,),
+    ).fetchall()
+    if gone:
         db.execute(
             f"UPDATE {CONVERSATIONS} SET message_count = message_count - %s WHERE id = %s",
-            (cursor.rowcount, op.conversation_id),
+            (len(gone), op.conversation_id),
         )
-    return Forgotten(conversation_id=op.conversation_id, deleted=cursor.rowcount)
+        at = wall_ms()
+        for message_id, seq in sorted(gone, key=lambda row: row[1]):
+            _log(db, "delete", False, message_id, op.conversation_id, seq, at)
+    return Forgotten(conversation_id=op.conversation_id, deleted=len(gone))
 
 
 # --- compaction -----------------------------------------------------------
@@ -476,4 +503,5 @@ def compact_conversation(db: Executes, op: Compact, *, message_id: str, now: int
     if row is None:
         db.execute(_UNTAKE, (op.conversation_id,))
         raise Conflict(f"message_id: a message with id {message_id!r} already exists")
+    _log(db, "add", True, message_id, op.conversation_id, row[0], now)
     return Compacted(message=compaction_message(op, message_id, now, row[0]))

@@ -28,13 +28,15 @@ CHANNEL = "anchorline_outbox"
 
 
 class Notifier:
-    """Sends ``NOTIFY anchorline_outbox`` soon after :meth:`poke`, coalescing bursts."""
+    """Sends ``NOTIFY <channel>`` (``anchorline_outbox`` unless told) soon after
+    :meth:`poke`, coalescing bursts."""
 
     #: The least time between two notifications, in seconds.
     spacing = 0.05
 
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Connections, channel: str = CHANNEL) -> None:
         self._connections = connections
+        self._channel = channel
         self._due = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,7 +68,7 @@ class Notifier:
         conn = None
         try:
             conn = self._connections.get(1.0)
-            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
         except psycopg.Error as e:  # a hint only: drainers poll as well
             log.debug("outbox notification not sent: %s", e)
             if conn is not None:
@@ -89,12 +91,29 @@ class Notifier:
 class Listener:
     """A connection of its own that LISTENs, made on the first :meth:`wait`."""
 
-    def __init__(self, connect: Callable[[float], psycopg.Connection[Any]]) -> None:
+    def __init__(
+        self, connect: Callable[[float], psycopg.Connection[Any]], channel: str = CHANNEL
+    ) -> None:
         self._connect = connect
+        self._channel = channel
         self._conn: psycopg.Connection[Any] | None = None
         self._lost = False
         self._lock = threading.Lock()
         self._closed = False
+
+    def listen(self, timeout: float) -> None:
+        """Connect and LISTEN now rather than at the first :meth:`wait`, so nothing sent
+        from now on is missed (if that fails, the first wait that connects returns True)."""
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                return
+            try:
+                self._conn = self._connect(timeout)
+                self._conn.execute(f"LISTEN {self._channel}")
+            except psycopg.Error as e:
+                log.debug("cannot listen for notifications: %s", e)
+                self._drop()
+                self._lost = True
 
     def wait(self, timeout: float) -> bool:
         """Block until a notification comes or ``timeout`` seconds pass; True if woken.
@@ -111,7 +130,7 @@ class Listener:
             if self._conn is None or self._conn.closed:
                 try:
                     self._conn = self._connect(max(deadline - time.monotonic(), 0.0))
-                    self._conn.execute(f"LISTEN {CHANNEL}")
+                    self._conn.execute(f"LISTEN {self._channel}")
                 except psycopg.Error as e:
                     log.debug("cannot listen for outbox notifications: %s", e)
                     self._drop()

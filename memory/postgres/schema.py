@@ -123,7 +123,40 @@ CREATE TABLE {SCHEMA}.changes_head (
     last BIGINT NOT NULL
 );
 INSERT INTO {SCHEMA}.changes_head VALUES (1, 0);
+
 """
+
+# PL/pgSQL keeps the plans of these statements for the session, so a write sent
+# as a simple query (see crud.Session) does not plan them every time.
+LOG_FUNCTIONS = f"""
+CREATE OR REPLACE FUNCTION {SCHEMA}.take_seq(conversation TEXT, parent TEXT, at BIGINT)
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE taken BIGINT;
+BEGIN
+    INSERT INTO {SCHEMA}.conversations AS c
+        (id, parent_id, next_seq, message_count, first_at, last_at)
+    VALUES (conversation, parent, 2, 1, at, at)
+    ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + 1,
+        message_count = c.message_count + 1, last_at = GREATEST(c.last_at, excluded.last_at)
+    RETURNING next_seq - 1 INTO taken;
+    RETURN taken;
+END
+$$;
+CREATE OR REPLACE FUNCTION {SCHEMA}.log_change(
+    kind TEXT, final BOOLEAN, message_id TEXT, conversation TEXT, seq BIGINT, at BIGINT)
+RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE taken BIGINT;
+BEGIN
+    UPDATE {SCHEMA}.changes_head SET last = last + 1 WHERE id = 1 RETURNING last INTO taken;
+    INSERT INTO {SCHEMA}.changes (cursor, kind, final, message_id, conversation_id, seq, at)
+    VALUES (taken, kind, final, message_id, conversation, seq, at);
+END
+$$;
+"""
+LOG_DDL += LOG_FUNCTIONS
+_HAS_FUNCTIONS = (
+    f"SELECT to_regprocedure('{SCHEMA}.log_change(text,boolean,text,text,bigint,bigint)')"
+)
 DDL = DDL.replace("{log}", LOG_DDL)
 
 # Version 2 numbers each conversation's messages (in created_at and rowid order),
@@ -228,6 +261,11 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
             if int(_meta(conn)["schema_version"]) == 1:  # unless another session upgraded it
                 conn.execute(_FROM_V1)
                 conn.execute(_ALLOW_COMPACTION)
+    row = conn.execute(_HAS_FUNCTIONS).fetchone()
+    if row is None or row[0] is None:  # a version 2 made before the functions came
+        with conn.transaction():
+            conn.execute(LOCK)
+            conn.execute(LOG_FUNCTIONS)
     return "index_enabled" in meta
 
 

@@ -14,9 +14,9 @@ import psycopg
 from anchorline.errors import AnchorlineError, ConfigurationError
 from anchorline.memory.interface import Store, Transaction
 from anchorline.memory.retry import RetryPolicy
-from anchorline.results import Message
+from anchorline.results import Change, Conversation, Message
 
-from . import crud
+from . import changelog, crud
 from .connection import Connections, describe, location_of, parse
 from .errors import gave_up, refused_for_now, retryable, storage_error
 from .notify import Listener, Notifier
@@ -107,6 +107,7 @@ class PostgresStore:
         self.indexing = self._open_schema()
         self.connections.open()
         self._notifier = Notifier(self.connections)
+        self._log_notifier = Notifier(self.connections, changelog.CHANNEL)
         self._listener = Listener(self._listen)
         self._outbox = PostgresOutbox(self, self._listener, self._notifier)
 
@@ -152,6 +153,10 @@ class PostgresStore:
         """A commit may have queued index work: wake the drainers of other processes."""
         if self.indexing:
             self._notifier.poke()
+
+    def logged(self) -> None:
+        """A commit wrote change feed rows: wake the followers of other processes."""
+        self._log_notifier.poke()
 
     def read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``fn`` on a pooled (autocommit) connection under the retry policy."""
@@ -210,8 +215,29 @@ class PostgresStore:
         """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
         return self.read(lambda c: crud.scan(c, after_id, limit))
 
+    # --- the conversation log ---------------------------------------------------
+
+    def changes(self, after: int, limit: int) -> list[Change]:
+        return self.read(lambda c: changelog.list_changes(c, after, limit))
+
+    def last_cursor(self) -> int:
+        return self.read(changelog.last_cursor)
+
+    def trim_changes(self, before: int) -> int:
+        return self.read(lambda c: changelog.trim_changes(c, before))
+
+    def watch(self) -> changelog.PostgresWatch:
+        return changelog.PostgresWatch(self._listen)
+
+    def conversations(
+        self, limit: int | None, after: tuple[int, str] | None, parent_id: str | None
+    ) -> list[Conversation]:
+        return self.read(lambda c: changelog.list_conversations(c, limit, after, parent_id))
+
     def close(self) -> None:
         """Stop the notifier and the listener, and close every pooled connection."""
+        with contextlib.suppress(AnchorlineError, psycopg.Error):
+            self._log_notifier.close()
         with contextlib.suppress(AnchorlineError, psycopg.Error):
             self._notifier.close()
         self._listener.close()

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.retry import RetryPolicy
@@ -42,6 +43,7 @@ from anchorline.results import (
 )
 
 from . import crud
+from .changelog import FEED, FEED_ONE, feed_params
 from .connection import Connections
 from .errors import gave_up, keeps_connection, retryable, storage_error
 
@@ -58,6 +60,9 @@ class Host(Protocol):
 
     def queued(self) -> None:
         """Called after a commit that may have queued work for the index."""
+
+    def logged(self) -> None:
+        """Called after a commit that wrote change feed rows."""
 
 
 class Attempts:
@@ -132,6 +137,18 @@ def read(host: Host, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
             raise
         host.connections.put(conn)
         return result
+
+
+def _finish(session: crud.Session) -> None:
+    """Commit the attempt: its change feed rows and the COMMIT in one message when it
+    wrote any (see ``changelog``: this is what makes cursor order commit order)."""
+    if not session.changes:
+        session.conn.commit()
+        return
+    if len(session.changes) == 1:
+        ClientCursor(session.conn).execute(FEED_ONE, session.changes[0])
+    else:
+        ClientCursor(session.conn).execute(FEED, feed_params(session.changes))
 
 
 class PostgresTransaction:
@@ -237,17 +254,20 @@ class PostgresTransaction:
                     attempts=1,
                     last_cause=None,
                 )
-            assert self._conn is not None, "commit of a transaction that has ended"
+            assert self._session is not None, "commit of a transaction that has ended"
             try:
-                self._conn.commit()
+                _finish(self._session)
             except psycopg.Error as e:
                 self._retry(e, commit=True)
         except BaseException:
             self._abort()
             raise
+        wrote = self._wrote
         self._release()
         if self._queued:
             self._host.queued()
+        if wrote:
+            self._host.logged()
 
     def rollback(self) -> None:
         """Drop every write of the transaction and give its connection back."""
@@ -312,11 +332,15 @@ class PostgresTransaction:
                     return None
                 results = [fn(session) for fn in self._journal]
                 if commit:
-                    conn.commit()
+                    _finish(session)
                 self._results = results
                 return results[-1] if results else None
             except psycopg.Error as e:
                 error = e
+
+    @property
+    def _wrote(self) -> bool:
+        return self._session is not None and bool(self._session.changes)
 
     def _release(self) -> None:
         conn, self._conn, self._session = self._conn, None, None

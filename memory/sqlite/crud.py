@@ -203,28 +203,33 @@ def add_messages(
 def _add_messages(
     conn: apsw.Connection, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
 ) -> list[Added]:
-    # Each fresh row takes the next rowid (the largest + 1: nothing is deleted in
-    # between), so the last rowid inserted is ``before + len(ops)`` exactly when
-    # every row was inserted; a trigger's own inserts do not change it.
-    before: int = conn.execute("SELECT coalesce(max(rowid), 0) FROM messages").get
-    conn.executemany(
-        _INSERT,
-        [
-            (mid, op.conversation_id, op.role, op.content_json, op.metadata_json, "complete",
-             op.client_message_id, now, now)
-            for op, mid, now in zip(ops, message_ids, nows, strict=True)
-        ],
-    )  # fmt: skip
-    if conn.last_insert_rowid() == before + len(ops):
+    for op, now in zip(ops, nows, strict=True):
+        if op.parent_id is not None:  # recorded when the conversation is created
+            conn.execute(_PARENT, (op.conversation_id, op.parent_id, now, now))
+    # Every inserted row returns its seq, in order; a row that met a stored one
+    # returns nothing.
+    seqs = [
+        row[0]
+        for row in conn.executemany(
+            _INSERT,
+            [
+                (mid, op.conversation_id, op.role, op.content_json, op.metadata_json, "complete",
+                 op.client_message_id, now, now)
+                for op, mid, now in zip(ops, message_ids, nows, strict=True)
+            ],
+        )
+    ]  # fmt: skip
+    if len(seqs) == len(ops):
         return [
             Added(
                 message=Message(
                     id=mid, conversation_id=op.conversation_id, role=op.role,
                     content=op.content, metadata=op.metadata, status="complete",
                     client_message_id=op.client_message_id, created_at=now, updated_at=now,
+                    seq=seq,
                 )
             )
-            for op, mid, now in zip(ops, message_ids, nows, strict=True)
+            for op, mid, now, seq in zip(ops, message_ids, nows, seqs, strict=True)
         ]  # fmt: skip
     # Some met a stored row (a repeated client id, a taken id): settle each op in
     # order; a row this batch inserted reads back as the op's own write.

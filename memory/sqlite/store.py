@@ -17,8 +17,10 @@ from anchorline.memory.retry import RetryPolicy
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
+    Change,
     Compacted,
     ContentUpdated,
+    Conversation,
     Deleted,
     Forgotten,
     Message,
@@ -26,7 +28,7 @@ from anchorline.results import (
     Updated,
 )
 
-from . import crud
+from . import changelog, crud
 from .connection import connect
 from .outbox import SQLiteOutbox
 from .transaction import Transaction, call, run_in
@@ -135,6 +137,7 @@ class SQLiteStore:
         self._file_control = self.conn.file_control
         self._watched = path != ":memory:" and self._has_moved() is not None
         self.outbox = SQLiteOutbox(self)
+        self._commits = changelog.Commits(self.conn, self._lock)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -232,7 +235,29 @@ class SQLiteStore:
     def scan(self, after_id: str | None, limit: int) -> list[Message]:
         return self.read(partial(crud.scan, after_id=after_id, limit=limit))
 
+    # --- the conversation log ---------------------------------------------------
+
+    def changes(self, after: int, limit: int) -> list[Change]:
+        return self.read(partial(changelog.list_changes, after=after, limit=limit))
+
+    def last_cursor(self) -> int:
+        return self.read(changelog.last_cursor)
+
+    def trim_changes(self, before: int) -> int:
+        return self.transact(partial(changelog.trim_changes, before=before))
+
+    def watch(self) -> changelog.SQLiteWatch:
+        return changelog.SQLiteWatch(self._commits, self.read)
+
+    def conversations(
+        self, limit: int | None, after: tuple[int, str] | None, parent_id: str | None
+    ) -> list[Conversation]:
+        return self.read(
+            partial(changelog.list_conversations, limit=limit, after=after, parent_id=parent_id)
+        )
+
     def close(self) -> None:
+        self._commits.close()
         with self._lock:
             if self._watched and self._has_moved():
                 self._empty_wal()

@@ -22,7 +22,7 @@ from .peers import peer_cases
 from .report import Report
 from .rounds import Case, Comparison, compare, run_rounds
 from .search import search_cases
-from .workloads import read_cases, write_cases
+from .workloads import page_cases, read_cases, write_cases
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +37,8 @@ class Config:
     turns: int = 300
     reads: int = 1000
     read_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    #: One conversation of each size, paged by seq; opt-in (``anchorline bench --paging``).
+    page_sizes: tuple[int, ...] = ()
     queries: int = 5
     search_sizes: tuple[int, ...] = (1_000, 10_000, 50_000)
     peer_items: int = 300
@@ -55,6 +57,9 @@ class Config:
     index_queries: int = 50
     index_adds: int = 10_000
 
+
+#: The sizes ``--paging`` measures: one conversation of 10k messages, and of 1M.
+PAGE_SIZES = (10_000, 1_000_000)
 
 #: A smoke run of a few seconds: it proves every case works, its figures mean little.
 QUICK = Config(
@@ -102,6 +107,7 @@ def run_bench(
         comparisons += more_comparisons
         for build, sizes, count in (
             (read_cases, config.read_sizes, config.reads),
+            (page_cases, config.page_sizes, config.reads),
             (search_cases, config.search_sizes, config.queries),
         ):
             more_cases, more_comparisons, closers = build(workdir, sizes, count, progress)

@@ -21,7 +21,7 @@ import apsw
 
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import new_message_id, wall_ms
-from anchorline.memory.rows import COLUMNS
+from anchorline.memory.rows import COLUMNS, READ_COLUMNS
 from anchorline.memory.sqlite.schema import SCHEMA, ensure_schema
 from anchorline.ops import Add, Reserve, UpdateContent
 from anchorline.plugin_manager import create_plugin_manager
@@ -362,7 +362,7 @@ def filled(path: Path, size: int) -> Path:
     return path
 
 
-_NAMES = [name.strip() for name in COLUMNS.split(",")]
+_NAMES = [name.strip() for name in READ_COLUMNS.split(",")]
 
 
 def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -439,5 +439,62 @@ def read_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
         comparisons.append(
             Comparison(label=f"last 50 @ {label} / @ {smallest}", ours=f"last 50 @ {label}",
                        reference=f"last 50 @ {smallest}", kind="flat", low=0.8, high=1.2)
+        )  # fmt: skip
+    return cases, comparisons, closers
+
+
+# --- 6. paging one long conversation by seq (opt-in: anchorline bench --paging) -----------
+
+_FILL_ONE = f"""
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+INSERT INTO messages ({COLUMNS}, seq)
+SELECT printf('%08x-0000-7000-8000-%012x', i / 65536, i), 'long',
+       CASE i % 2 WHEN 0 THEN 'user' ELSE 'assistant' END, ?2, '{{}}', 'complete', NULL,
+       1700000000000 + i, 1700000000000 + i, i + 1
+FROM n"""
+
+
+def filled_one(path: Path, size: int) -> Path:
+    """A database holding one conversation, ``long``, of ``size`` messages."""
+    conn = apsw.Connection(str(fresh(path)))
+    conn.execute("PRAGMA journal_mode = OFF")  # a bulk load: nothing to recover
+    conn.execute("PRAGMA synchronous = OFF")
+    ensure_schema(conn, str(path))
+    conn.execute("BEGIN")
+    conn.execute(_FILL_ONE, (size, CONTENT_JSON))  # the triggers keep the log, as in use
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+def page_cases(workdir: Path, sizes: tuple[int, ...], reads: int,
+               progress: Callable[[str], None] | None = None,
+               ) -> tuple[list[Case], list[Comparison], list[Callable[[], None]]]:  # fmt: skip
+    """Case 6: a page of 50 from the middle of one conversation of each size
+    (``messages(after_seq=..., limit=50)``), which the (conversation, seq) index
+    keeps flat however long the conversation grows."""
+    cases, comparisons, closers = [], [], []
+    for size in sizes:
+        if progress:
+            progress(f"filling one conversation with {size:,} messages")
+        pipeline = open_pipeline(filled_one(workdir / f"page-{size}.db", size))
+        closers.append(pipeline.close)
+
+        def ours(count: int, pipeline: Pipeline = pipeline, middle: int = size // 2) -> float:
+            started = time.perf_counter()
+            for _ in range(count):
+                pipeline.messages("long", after_seq=middle, limit=50)
+            return time.perf_counter() - started
+
+        cases.append(
+            Case(name=f"page 50 @ {size_label(size)}", unit="read", count=reads,
+                 prepare=ready(ours))
+        )  # fmt: skip
+    smallest = size_label(sizes[0]) if sizes else ""
+    for size in sizes[1:]:
+        label = size_label(size)
+        comparisons.append(
+            Comparison(label=f"page 50 @ {label} / @ {smallest}", ours=f"page 50 @ {label}",
+                       reference=f"page 50 @ {smallest}", kind="flat", low=0.8, high=1.2)
         )  # fmt: skip
     return cases, comparisons, closers

@@ -3,12 +3,28 @@ the change feed, following it."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from anchorline import Add, Delete, InvalidOp, Pipeline, Reserve, UpdateContent
+from anchorline import (
+    Add,
+    AsyncPipeline,
+    Change,
+    Conflict,
+    CursorExpired,
+    Delete,
+    InvalidOp,
+    Pipeline,
+    Reserve,
+    Update,
+    UpdateContent,
+)
 
 SHARED = ("sqlite", "postgres")  # stores that several processes can write at once
 
@@ -120,3 +136,252 @@ def test_messages_refuses_bad_paging_arguments(
 ) -> None:
     with pytest.raises(InvalidOp, match=f"^{field}:"):
         pipeline.messages("c", **arguments)  # type: ignore[arg-type]
+
+
+# --- the change feed --------------------------------------------------------------------
+
+
+def _kinds(changes: list[Change]) -> list[tuple[str, str, bool]]:
+    return [(c.kind, c.message_id, c.final) for c in changes]
+
+
+def test_the_feed_lists_every_write_in_commit_order_by_ids(pipeline: Pipeline) -> None:
+    start = pipeline.changes()
+    assert start == []
+    added = pipeline.persist(Add(conversation_id="a", role="user", content="secret")).message
+    reserved = pipeline.persist(Reserve(conversation_id="b", role="assistant")).message
+    rid = reserved.id
+    pipeline.persist(UpdateContent(message_id=rid, content="par", final=False))
+    pipeline.persist(UpdateContent(message_id=rid, content="partial done"))
+    pipeline.persist(Update(message_id=rid, metadata={"k": 1}))
+    pipeline.persist(Delete(message_id=added.id))
+    pipeline.persist(Delete(message_id="never-stored"))  # wrote nothing: not in the feed
+    changes = pipeline.changes()
+    assert _kinds(changes) == [
+        ("add", added.id, True),
+        ("reserve", rid, False),
+        ("update_content", rid, False),
+        ("update_content", rid, True),
+        ("update", rid, True),
+        ("delete", added.id, False),
+    ]
+    assert [(c.conversation_id, c.seq) for c in changes] == [
+        ("a", 1), ("b", 1), ("b", 1), ("b", 1), ("b", 1), ("a", 1)
+    ]  # fmt: skip
+    cursors = [c.cursor for c in changes]
+    assert cursors == sorted(set(cursors))
+    assert all(c.at > 0 for c in changes)
+    assert "secret" not in repr(changes)  # ids only, never the text
+    # Reading on from a cursor gives exactly what followed it.
+    assert pipeline.changes(after=cursors[2], limit=2) == changes[3:5]
+    assert pipeline.changes(after=cursors[-1]) == []
+
+
+def test_the_feed_records_what_a_write_did(pipeline: Pipeline) -> None:
+    op = Reserve(conversation_id="c", role="assistant", client_message_id="turn")
+    placeholder = pipeline.persist(op).message
+    pipeline.persist(op)  # deduplicated: nothing written
+    done = Add(conversation_id="c", role="assistant", content="answer", client_message_id="turn")
+    pipeline.persist(done)  # completes its own placeholder: an add
+    with pytest.raises(Conflict):
+        pipeline.persist_many(
+            [
+                Add(conversation_id="c", role="user", content="rolled back"),
+                Add(conversation_id="c", role="user", content="x", message_id=placeholder.id),
+            ]
+        )
+    batch = pipeline.persist_many(
+        [Add(conversation_id="c", role="user", content=str(i)) for i in range(3)]
+    )
+    assert _kinds(pipeline.changes()) == [
+        ("reserve", placeholder.id, False),
+        ("add", placeholder.id, True),
+        *[("add", result.message.id, True) for result in batch],
+    ]
+    assert [c.seq for c in pipeline.changes()[2:]] == [2, 3, 4]
+
+
+def test_the_feed_refuses_bad_arguments(pipeline: Pipeline) -> None:
+    with pytest.raises(InvalidOp, match=r"^after:"):
+        pipeline.changes(after=-1)
+    with pytest.raises(InvalidOp, match=r"^limit:"):
+        pipeline.changes(limit=0)
+    with pytest.raises(InvalidOp, match=r"^before:"):
+        pipeline.trim_changes(before="5")  # type: ignore[arg-type]
+
+
+def test_a_reader_resumes_from_its_cursor_after_a_reopen(location: str) -> None:
+    with Pipeline.open(location, load_entrypoints=False) as pipeline:
+        first = [_add(pipeline, "c", str(i)) for i in range(3)]
+        seen = pipeline.changes(limit=2)
+    with Pipeline.open(location, load_entrypoints=False) as pipeline:
+        later = _add(pipeline, "c", "after the reopen")
+        rest = pipeline.changes(after=seen[-1].cursor)
+    assert [c.seq for c in seen] == first[:2]
+    assert [c.seq for c in rest] == [first[2], later]
+    assert rest[0].cursor > seen[-1].cursor
+
+
+def test_trimmed_cursors_raise_and_cursors_are_never_reused(pipeline: Pipeline) -> None:
+    for i in range(5):
+        _add(pipeline, "c", str(i))
+    cursors = [c.cursor for c in pipeline.changes()]
+    assert pipeline.trim_changes(before=cursors[3]) == 3
+    with pytest.raises(CursorExpired, match=rf"cursor {cursors[0]}\b") as caught:
+        pipeline.changes(after=cursors[0])
+    assert isinstance(caught.value, LookupError) and caught.value.oldest == cursors[3]
+    with pytest.raises(CursorExpired):
+        pipeline.changes()  # from the very start: gone too
+    assert [c.cursor for c in pipeline.changes(after=cursors[2])] == cursors[3:]
+    assert pipeline.trim_changes(before=10**12) == 1  # the newest is always kept
+    assert [c.cursor for c in pipeline.changes(after=cursors[3])] == cursors[4:]
+    _add(pipeline, "c", "next")
+    assert pipeline.changes(after=cursors[4])[0].cursor > cursors[4]
+
+
+# --- PostgreSQL: cursor order is commit order ----------------------------------------------
+
+
+def test_a_transaction_that_commits_first_gets_the_smaller_cursor(postgres_url: str) -> None:
+    from anchorline.ids import clock, new_message_id
+    from anchorline.memory.postgres import PostgresStore
+
+    with PostgresStore(postgres_url) as store:
+        early = store.begin()  # starts first, commits last
+        first = early.add(
+            Add(conversation_id="a", role="user", content="1"),
+            message_id=new_message_id(),
+            now=clock.now(),
+        )
+        late = store.begin()
+        second = late.add(
+            Add(conversation_id="b", role="user", content="2"),
+            message_id=new_message_id(),
+            now=clock.now(),
+        )
+        late.commit()
+        seen = store.changes(0, 10)  # a reader in between sees only what committed
+        early.commit()
+        changes = store.changes(0, 10)
+    assert [c.message_id for c in seen] == [second.message.id]
+    assert [c.message_id for c in changes] == [second.message.id, first.message.id]
+    assert changes[0].cursor < changes[1].cursor
+
+
+# --- following ----------------------------------------------------------------------------
+
+
+def _collect(changes: Iterator[Change], into: list[Change], count: int) -> threading.Thread:
+    def run() -> None:
+        for change in changes:
+            into.append(change)
+            if len(into) == count:
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_follow_yields_writes_as_they_commit(pipeline: Pipeline) -> None:
+    before = pipeline.persist(Add(conversation_id="c", role="user", content="old")).message
+    got: list[Change] = []
+    follower = _collect(pipeline.follow(timeout=60), got, 2)  # from the feed's end
+    time.sleep(0.2)  # let it read the (empty) end of the feed and wait
+    one = pipeline.persist(Add(conversation_id="c", role="user", content="new")).message
+    two = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    follower.join(timeout=30)
+    assert not follower.is_alive(), "follow did not yield the writes"
+    assert [c.message_id for c in got] == [one.id, two.id]
+    assert before.id not in {c.message_id for c in got}
+    # Resuming from a cursor yields what followed it, then waits for more.
+    replay = list(pipeline.follow(after=got[0].cursor, timeout=0.3))
+    assert [c.message_id for c in replay] == [two.id]
+
+
+def test_closing_the_pipeline_ends_a_follow(pipeline: Pipeline) -> None:
+    got: list[Change] = []
+    follower = _collect(pipeline.follow(), got, 1)
+    time.sleep(0.2)
+    pipeline.close()
+    follower.join(timeout=30)
+    assert not follower.is_alive(), "follow kept waiting after close"
+    assert got == []
+
+
+def _write_one(location: str, conversation: str) -> None:
+    with Pipeline.open(location, load_entrypoints=False) as pipeline:
+        pipeline.persist(Add(conversation_id=conversation, role="user", content="from afar"))
+
+
+def test_follow_hears_another_process(location: str) -> None:
+    with Pipeline.open(location, load_entrypoints=False) as pipeline:
+        got: list[Change] = []
+        follower = _collect(pipeline.follow(timeout=60), got, 1)
+        time.sleep(0.2)
+        writer = multiprocessing.get_context("spawn").Process(
+            target=_write_one, args=(location, "remote")
+        )
+        writer.start()
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+        follower.join(timeout=30)
+        assert not follower.is_alive(), "follow did not hear the other process's write"
+    assert [(c.kind, c.conversation_id) for c in got] == [("add", "remote")]
+
+
+def test_async_follow(pipeline: Pipeline) -> None:
+    async def main() -> list[Change]:
+        apipe = AsyncPipeline(pipeline, ThreadPoolExecutor(max_workers=1))
+        got: list[Change] = []
+
+        async def follow() -> None:
+            async for change in apipe.follow(after=0, timeout=30):
+                got.append(change)
+                if len(got) == 2:
+                    return
+
+        task = asyncio.create_task(follow())
+        await apipe.persist(Add(conversation_id="c", role="user", content="1"))
+        await asyncio.sleep(0.1)
+        await apipe.persist(Add(conversation_id="c", role="user", content="2"))
+        await asyncio.wait_for(task, timeout=30)
+        return got
+
+    got = asyncio.run(main())
+    assert [c.seq for c in got] == [1, 2]
+
+
+# --- conversations and threads ------------------------------------------------------------
+
+
+def test_conversations_newest_activity_first_in_pages(pipeline: Pipeline) -> None:
+    for conversation in ("a", "b", "c"):
+        _add(pipeline, conversation, "hello")
+    _add(pipeline, "a", "again")  # a is now the most recent
+    gone = pipeline.persist(Add(conversation_id="b", role="user", content="x")).message
+    pipeline.persist(Delete(message_id=gone.id))
+    first = pipeline.conversations(limit=2)
+    assert [c.id for c in first] == ["b", "a"]
+    rest = pipeline.conversations(limit=2, after=first[-1].key)
+    assert [c.id for c in rest] == ["c"]
+    counts = {c.id: c.message_count for c in first + rest}
+    assert counts == {"a": 2, "b": 1, "c": 1}
+    a = first[1]
+    assert a.first_at < a.last_at and a.parent_id is None
+    with pytest.raises(InvalidOp, match=r"^after:"):
+        pipeline.conversations(after="not a key")
+
+
+def test_a_conversation_names_its_parent_once(pipeline: Pipeline) -> None:
+    _add(pipeline, "main", "plan the trip")
+    pipeline.persist(Reserve(conversation_id="sub-1", role="assistant", parent_id="main"))
+    pipeline.persist(Add(conversation_id="sub-2", role="user", content="go", parent_id="main"))
+    # Named again later, or another parent: the conversation keeps its first.
+    pipeline.persist(Add(conversation_id="sub-1", role="user", content="x", parent_id="other"))
+    _add(pipeline, "main", "more")
+    threads = pipeline.threads("main")
+    assert sorted(c.id for c in threads) == ["sub-1", "sub-2"]
+    assert {c.parent_id for c in threads} == {"main"}
+    assert pipeline.threads("other") == []
+    assert {c.id: c.parent_id for c in pipeline.conversations()}["main"] is None

@@ -1,0 +1,138 @@
+"""The change feed and the conversations list in PostgreSQL, and watching for commits.
+
+Why a cursor's order is the commit order (docs/conversation-log.md): the feed
+rows of a transaction are written by its last statement, sent in one message
+with its ``COMMIT``. That statement first moves the single ``changes_head`` row
+on by the number of rows, which locks that row until the transaction ends. A
+second transaction doing the same waits for the lock, then (READ COMMITTED)
+reads the head as the first one left it. So cursors are handed out in the
+order in which transactions take the head, each holds it through its commit,
+and a transaction that took a smaller cursor has committed (or rolled back)
+before any larger cursor is handed out: a reader that sees a cursor sees every
+smaller one that will ever exist.
+
+A follower hears of other processes' commits through ``NOTIFY anchorline_changes``,
+sent by the writing process after its commits (coalesced, at most one per
+:attr:`~.notify.Notifier.spacing` per process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from anchorline.memory.changelog import (
+    CHANGE_COLUMNS,
+    CONVERSATION_COLUMNS,
+    TRIMMED_KEY,
+    change_from_row,
+    check_cursor,
+    conversation_from_row,
+)
+from anchorline.results import Change, Conversation
+
+from .notify import Listener
+from .schema import SCHEMA
+
+CHANNEL = "anchorline_changes"
+CHANGES = f"{SCHEMA}.changes"
+META = f"{SCHEMA}.anchorline_meta"
+
+#: The transaction's feed rows, then its COMMIT: one message, one round trip.
+FEED = f"""WITH head AS (
+    UPDATE {SCHEMA}.changes_head SET last = last + %(n)s WHERE id = 1
+    RETURNING last - %(n)s AS base)
+INSERT INTO {CHANGES} (cursor, kind, final, message_id, conversation_id, seq, at)
+SELECT head.base + t.i, t.kind, t.final, t.message_id, t.conversation_id, t.seq, t.at
+FROM head, unnest(%(kind)s::text[], %(final)s::boolean[], %(message_id)s::text[],
+                  %(conversation_id)s::text[], %(seq)s::bigint[], %(at)s::bigint[])
+     WITH ORDINALITY AS t(kind, final, message_id, conversation_id, seq, at, i);
+COMMIT"""
+
+
+#: The same for the usual transaction of one write (schema.py's log_change, whose
+#: statements keep their plans for the session).
+FEED_ONE = f"SELECT {SCHEMA}.log_change(%s, %s, %s, %s, %s, %s); COMMIT"
+
+
+def feed_params(changes: Sequence[tuple[str, bool, str, str, int, int]]) -> dict[str, Any]:
+    columns = list(zip(*changes, strict=True))
+    names = ("kind", "final", "message_id", "conversation_id", "seq", "at")
+    return {"n": len(changes), **{n: list(c) for n, c in zip(names, columns, strict=True)}}
+
+
+def _trimmed_before(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(f"SELECT value FROM {META} WHERE key = %s", (TRIMMED_KEY,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def list_changes(conn: psycopg.Connection[Any], after: int, limit: int) -> list[Change]:
+    rows = conn.execute(
+        f"SELECT {CHANGE_COLUMNS} FROM {CHANGES} WHERE cursor > %s ORDER BY cursor LIMIT %s",
+        (after, limit),
+    ).fetchall()
+    check_cursor(after, _trimmed_before(conn))  # after the read: a trim before it is seen
+    return [change_from_row(row) for row in rows]
+
+
+def last_cursor(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(f"SELECT last FROM {SCHEMA}.changes_head WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+def trim_changes(conn: psycopg.Connection[Any], before: int) -> int:
+    """Drop the changes below ``before``, keeping the newest (as every store does)."""
+    with conn.transaction():
+        newest = conn.execute(f"SELECT max(cursor) FROM {CHANGES}").fetchone()
+        if newest is None or newest[0] is None:
+            return 0
+        bound = min(before, int(newest[0]))
+        if bound <= _trimmed_before(conn):
+            return 0
+        removed = conn.execute(f"DELETE FROM {CHANGES} WHERE cursor < %s", (bound,)).rowcount
+        conn.execute(
+            f"INSERT INTO {META} VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (TRIMMED_KEY, str(bound)),
+        )
+        return removed
+
+
+def list_conversations(
+    conn: psycopg.Connection[Any],
+    limit: int | None,
+    after: tuple[int, str] | None,
+    parent_id: str | None,
+) -> list[Conversation]:
+    where: list[str] = []
+    params: list[Any] = []
+    if parent_id is not None:
+        where.append("parent_id = %s")
+        params.append(parent_id)
+    if after is not None:
+        where.append("(last_at, id) < (%s, %s)")
+        params.extend(after)
+    sql = f"SELECT {CONVERSATION_COLUMNS} FROM {SCHEMA}.conversations"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_at DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    return [conversation_from_row(row) for row in conn.execute(sql, params).fetchall()]
+
+
+class PostgresWatch:
+    """LISTENs on a connection of its own from the start, so no commit is missed."""
+
+    def __init__(self, connect: Callable[[float], psycopg.Connection[Any]]) -> None:
+        self._listener = Listener(connect, CHANNEL)
+        self._listener.listen(10.0)
+
+    def wait(self, timeout: float) -> bool:
+        return self._listener.wait(timeout)
+
+    def close(self) -> None:
+        self._listener.close()

@@ -1,0 +1,93 @@
+"""``anchorline changes``: read the change feed, follow it, or trim it.
+
+    anchorline changes [DB] [--after N] [--limit N] [--follow]
+    anchorline changes trim DB --before CURSOR
+
+Each change is printed as one JSON object per line (ids only, no text), so a
+script can read on from the last ``cursor`` it printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+import attrs
+
+from .results import Change
+from .runner import Pipeline
+
+
+def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+    """The command's arguments; ``count`` is the CLI's argparse type for numbers >= 1."""
+    parser.add_argument(
+        "words",
+        nargs="*",
+        metavar="[trim] DB",
+        help="the database (default: --db); 'trim DB' drops old changes",
+    )
+    parser.add_argument(
+        "--after", type=_cursor, default=0, metavar="N", help="changes after cursor N (default 0)"
+    )
+    parser.add_argument(
+        "--limit", type=count, default=100, metavar="N", help="at most N (default 100)"
+    )
+    parser.add_argument(
+        "--follow", action="store_true", help="then print changes as they commit, until ^C"
+    )
+    parser.add_argument(
+        "--before", type=_cursor, metavar="CURSOR", help="with trim: drop changes below CURSOR"
+    )
+    parser.set_defaults(prepare=prepare)
+
+
+def _cursor(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be a cursor (a whole number >= 0), got {value!r}")
+    return number
+
+
+def prepare(args: argparse.Namespace, CLIError: Callable[..., Exception]) -> None:
+    """Take the database from the positional words (before the pipeline opens);
+    ``CLIError`` is the CLI's usage error."""
+    words: list[str] = args.words
+    args.trim = bool(words) and words[0] == "trim"
+    if args.trim:
+        words = words[1:]
+        if args.before is None:
+            raise CLIError("changes trim: --before CURSOR is required", status=2)
+        if not words:
+            raise CLIError("changes trim: name the database (anchorline changes trim DB)", status=2)
+    elif args.before is not None:
+        raise CLIError("--before: only with 'changes trim DB'", status=2)
+    if len(words) > 1:
+        raise CLIError(f"changes: one database, got {len(words)}: {' '.join(words)}", status=2)
+    if words:
+        args.db = words[0]
+
+
+def _print(change: Change) -> None:
+    sys.stdout.write(json.dumps(attrs.asdict(change), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_changes(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Print the change feed (one JSON object per line), follow it, or trim it."""
+    if args.trim:
+        removed = pipeline.trim_changes(args.before)
+        print(f"removed {removed} changes below cursor {args.before}")
+        return 0
+    cursor = args.after
+    for change in pipeline.changes(cursor, args.limit):
+        _print(change)
+        cursor = change.cursor
+    if args.follow:
+        for change in pipeline.follow(after=cursor):
+            _print(change)
+    return 0
