@@ -201,6 +201,26 @@ def test_the_feed_records_what_a_write_did(pipeline: Pipeline) -> None:
     assert [c.seq for c in pipeline.changes()[2:]] == [2, 3, 4]
 
 
+def test_forget_and_compact_are_in_the_feed(pipeline: Pipeline) -> None:
+    kept = [_add(pipeline, "kept", "stays")]
+    seqs = [_add(pipeline, "gone", str(i)) for i in range(3)]
+    summary = pipeline.compact("gone", "the gist", first_kept_seq=3).message
+    start = pipeline.changes()[-1].cursor
+    assert _kinds(pipeline.changes()[-1:]) == [("add", summary.id, True)]
+    gone = {m.id: m.seq for m in pipeline.messages("gone", roles=["user", "compaction"])}
+    assert pipeline.forget("gone").deleted == 4
+    after = pipeline.changes(after=start)
+    # One delete per forgotten message, compaction included, in seq order.
+    assert [(c.kind, c.message_id, c.seq) for c in after] == sorted(
+        (("delete", mid, seq) for mid, seq in gone.items()), key=lambda t: t[2]
+    )
+    assert {c.conversation_id for c in after} == {"gone"}
+    assert [c.seq for c in after] == [*seqs, summary.seq]
+    assert pipeline.forget("gone").deleted == 0
+    assert pipeline.changes(after=after[-1].cursor) == []  # forgetting nothing writes nothing
+    assert kept == [1]
+
+
 def test_the_feed_refuses_bad_arguments(pipeline: Pipeline) -> None:
     with pytest.raises(InvalidOp, match=r"^after:"):
         pipeline.changes(after=-1)
