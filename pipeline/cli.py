@@ -660,7 +660,7 @@ def _log_to_stderr() -> logging.Handler:
     """What the library logs (an observer that failed, an index that is down) goes to
     stderr one line each; with $ANCHORLINE_DEBUG set, with its traceback."""
     handler = logging.StreamHandler(sys.stderr)
-    if not os.environ.get(DEBUG_ENV):
+    if os.environ.get(DEBUG_ENV, "") in ("", "0"):
         handler.setFormatter(_OneLine())
     handler.setLevel(logging.WARNING)
     logging.getLogger("anchorline").addHandler(handler)
@@ -704,7 +704,7 @@ def _run(argv: Sequence[str] | None) -> int:
         print("anchorline: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if os.environ.get(DEBUG_ENV):
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         print(
             f"anchorline: error: unexpected {type(e).__name__}: {_one_line(str(e))}"

@@ -1,7 +1,7 @@
 """``anchorline changes``: read the change feed, follow it, or trim it.
 
     anchorline changes [DB] [--after N] [--limit N] [--follow]
-    anchorline changes trim DB --before CURSOR
+    anchorline changes trim [DB] --before CURSOR
 
 Each change is printed as one JSON object per line (ids only, no text), so a
 script can read on from the last ``cursor`` it printed.
@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import attrs
 
+from .errors import CursorExpired
+from .log import LARGEST
 from .results import Change
 from .runner import Pipeline
 
@@ -29,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
         help="the database (default: --db); 'trim DB' drops old changes",
     )
     parser.add_argument(
-        "--after", type=_cursor, default=0, metavar="N", help="changes after cursor N (default 0)"
+        "--after",
+        type=_cursor,
+        metavar="N",
+        help="changes after cursor N (default: from the oldest the feed keeps)",
     )
     parser.add_argument(
         "--limit", type=count, default=100, metavar="N", help="at most N (default 100)"
@@ -48,7 +53,7 @@ def _cursor(value: str) -> int:
         number = int(value)
     except ValueError:
         number = -1
-    if number < 0:
+    if not 0 <= number <= LARGEST:
         raise argparse.ArgumentTypeError(f"must be a cursor (a whole number >= 0), got {value!r}")
     return number
 
@@ -62,8 +67,6 @@ def prepare(args: argparse.Namespace, CLIError: Callable[..., Exception]) -> Non
         words = words[1:]
         if args.before is None:
             raise CLIError("changes trim: --before CURSOR is required", status=2)
-        if not words:
-            raise CLIError("changes trim: name the database (anchorline changes trim DB)", status=2)
     elif args.before is not None:
         raise CLIError("--before: only with 'changes trim DB'", status=2)
     if len(words) > 1:
@@ -84,6 +87,12 @@ def cmd_changes(pipeline: Pipeline, args: argparse.Namespace) -> int:
         print(f"removed {removed} changes below cursor {args.before}")
         return 0
     cursor = args.after
+    if cursor is None:  # from the oldest change kept
+        try:
+            pipeline.changes(0, 1)
+            cursor = 0
+        except CursorExpired as e:
+            cursor = e.oldest - 1
     for change in pipeline.changes(cursor, args.limit):
         _print(change)
         cursor = change.cursor

@@ -39,11 +39,26 @@ def change_log(plugin_manager: pluggy.PluginManager) -> ChangeLog:
     return log
 
 
+#: The largest count or cursor a store can hold (a signed 64-bit integer).
+LARGEST = 2**63 - 1
+
+
 def check_count(name: str, value: object, *, least: int = 0) -> int:
     """``value`` if it is an int of at least ``least``, else :class:`InvalidOp` naming it."""
-    if type(value) is not int or value < least:
-        raise InvalidOp(f"{name}: must be an integer >= {least}, got {value!r}")
+    if type(value) is not int or not least <= value <= LARGEST:
+        raise InvalidOp(f"{name}: must be an integer from {least} to 2**63-1, got {value!r}")
     return value
+
+
+def check_known(log: ChangeLog, after: int) -> None:
+    """Refuse a cursor past the feed's newest: it came from another database (or one
+    restored from an older backup), and reading on from it would skip what comes next."""
+    if after and after > (newest := log.last_cursor()):
+        raise InvalidOp(
+            f"after: cursor {after} is past the newest change ({newest}) of this database:"
+            " a cursor from another database, or from before a restore? Reload what you"
+            " show, then read on from the newest cursor"
+        )
 
 
 def parse_key(after: object) -> tuple[int, str] | None:

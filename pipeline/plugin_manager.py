@@ -119,6 +119,26 @@ def check_plugins(pm: pluggy.PluginManager) -> None:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
         raise PluginError(_unknown_hooks(pm, e.plugin)) from e
+    for plugin in pm.get_plugins():
+        if inspect.isclass(plugin) and _needs_instance(pm, plugin):
+            raise PluginError(
+                f"plugin {label(plugin, pm.get_name(plugin))!r} is the class {plugin.__name__},"
+                f" whose hooks are methods: register an instance ({plugin.__name__}()), or a"
+                " module-level factory that returns one"
+            )
+
+
+def _needs_instance(pm: pluggy.PluginManager, cls: type) -> bool:
+    """Whether a class registered as a plugin has hook methods that take ``self``."""
+    for attr in dir(cls):
+        if pm.parse_hookimpl_opts(cls, attr) is None:
+            continue
+        if isinstance(inspect.getattr_static(cls, attr), staticmethod | classmethod):
+            continue
+        parameters = list(inspect.signature(getattr(cls, attr)).parameters)
+        if parameters[:1] == ["self"]:
+            return True
+    return False
 
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> str:

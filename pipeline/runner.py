@@ -14,7 +14,7 @@ from . import compaction
 from .context import Context, UnitOfWork
 from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
 from .limits import DEFAULT_LIMITS, Limits
-from .log import Follower, change_log, check_count, parse_key
+from .log import LARGEST, Follower, change_log, check_count, check_known, parse_key
 from .ops import (
     COMPACTION_ROLE,
     ROLES,
@@ -496,9 +496,9 @@ class Pipeline:
         self._check_open()
         if not isinstance(conversation_id, str) or not conversation_id:
             raise InvalidOp("conversation_id: must be a non-empty string")
-        if limit is not None and (type(limit) is not int or limit < 0):
+        if limit is not None and (type(limit) is not int or not 0 <= limit <= LARGEST):
             raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
-        if after_seq is not None and (type(after_seq) is not int or after_seq < 0):
+        if after_seq is not None and (type(after_seq) is not int or not 0 <= after_seq <= LARGEST):
             raise InvalidOp(f"after_seq: must be a non-negative integer or None, got {after_seq!r}")
         wanted = None if roles is None else check_roles(roles)
         hook = self.plugin_manager.hook.list_messages
@@ -523,7 +523,11 @@ class Pipeline:
         self._check_open()
         check_count("after", after)
         check_count("limit", limit, least=1)
-        return change_log(self.plugin_manager).changes(after, limit)
+        log = change_log(self.plugin_manager)
+        found = log.changes(after, limit)
+        if not found:
+            check_known(log, after)
+        return found
 
     def follow(self, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
         """Yield committed writes as they commit, from this process or any other.
@@ -543,6 +547,8 @@ class Pipeline:
         ):
             raise InvalidOp(f"timeout: must be a number of seconds >= 0 or None, got {timeout!r}")
         log = change_log(self.plugin_manager)
+        if after is not None:
+            check_known(log, after)
         return Follower(log, lambda: self._closed, after, timeout)
 
     def trim_changes(self, before: int) -> int:

@@ -42,20 +42,30 @@ def test_changes_trim_then_an_old_cursor_is_an_error(tmp_path: Path) -> None:
     trimmed = run(tmp_path, "changes", "trim", "anchorline.db", "--before", str(cursors[2]))
     assert trimmed.returncode == 0, trimmed.stderr
     assert trimmed.stdout == f"removed 2 changes below cursor {cursors[2]}\n"
-    old = run(tmp_path, "changes")
+    old = run(tmp_path, "changes", "--after", "0")
     assert old.returncode == 1
     assert old.stderr.startswith("anchorline: error: after: cursor 0 is older than")
     assert old.stderr.count("\n") == 1
+    # Without --after, the feed is read from the oldest change it keeps.
+    oldest = run(tmp_path, "changes")
+    assert oldest.returncode == 0, oldest.stderr
+    assert [c["cursor"] for c in _changes(oldest.stdout)] == cursors[2:]
     kept = run(tmp_path, "changes", "--after", str(cursors[1]))
     assert [c["cursor"] for c in _changes(kept.stdout)] == cursors[2:]
 
 
-def test_changes_trim_needs_before_and_a_database(tmp_path: Path) -> None:
+def test_changes_trim_needs_before_and_defaults_to_the_db(tmp_path: Path) -> None:
     _ingest(tmp_path, 1)
     missing = run(tmp_path, "changes", "trim", "anchorline.db")
     assert missing.returncode == 2 and "--before CURSOR is required" in missing.stderr
-    nodb = run(tmp_path, "changes", "trim", "--before", "3")
-    assert nodb.returncode == 2 and "name the database" in nodb.stderr
+    default = run(tmp_path, "changes", "trim", "--before", "2")  # the database is --db's
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.startswith("removed ")
+    ahead = run(tmp_path, "changes", "--after", "99")
+    assert ahead.returncode == 1
+    assert ahead.stderr.startswith("anchorline: error: after: cursor 99 is past the newest")
+    huge = run(tmp_path, "changes", "--after", "9" * 30)
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
 
 
 def test_changes_follow_prints_writes_as_they_commit(tmp_path: Path) -> None:

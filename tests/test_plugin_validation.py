@@ -350,3 +350,15 @@ def test_with_several_plugins_on_the_hook_the_message_names_each_candidate(
         pipeline.get("m1")
     # In call order; the built-in terminal, which answers last, is not a suspect.
     assert "one of the plugins 'pass-on', 'text-reader' returned str" in str(info.value)
+
+
+def test_a_plugin_class_instead_of_an_instance_fails_open() -> None:
+    class Audit:
+        @hookimpl
+        def after_persist(self, op: PersistOp, result: object, context: object) -> None:
+            pass
+
+    refused = r"is the class Audit, .* register an instance \(Audit\(\)\)"
+    with pytest.raises(PluginError, match=refused):
+        Pipeline.open(":memory:", plugins=[Audit], load_entrypoints=False)
+    Pipeline.open(":memory:", plugins=[Audit()], load_entrypoints=False).close()

@@ -230,6 +230,24 @@ def test_the_feed_refuses_bad_arguments(pipeline: Pipeline) -> None:
         pipeline.trim_changes(before="5")  # type: ignore[arg-type]
 
 
+def test_a_cursor_past_the_feeds_end_is_refused(pipeline: Pipeline) -> None:
+    _add(pipeline, "c", "1")
+    newest = pipeline.changes()[-1].cursor
+    assert pipeline.changes(after=newest) == []  # the end itself is a fine place to wait
+    # A cursor from another database (or from before a restore) would skip what comes next.
+    with pytest.raises(InvalidOp, match=rf"^after: cursor {newest + 5} is past the newest"):
+        pipeline.changes(after=newest + 5)
+    with pytest.raises(InvalidOp, match=r"^after: cursor .* is past the newest"):
+        pipeline.follow(after=newest + 5)
+    for huge in (2**63, 2**70):
+        with pytest.raises(InvalidOp, match=r"^after:"):
+            pipeline.changes(after=huge)
+        with pytest.raises(InvalidOp, match=r"^after_seq:"):
+            pipeline.messages("c", after_seq=huge)
+        with pytest.raises(InvalidOp, match=r"^limit:"):
+            pipeline.messages("c", limit=huge)
+
+
 def test_a_reader_resumes_from_its_cursor_after_a_reopen(location: str) -> None:
     with Pipeline.open(location, load_entrypoints=False) as pipeline:
         first = [_add(pipeline, "c", str(i)) for i in range(3)]
