@@ -264,6 +264,11 @@ def cmd_index_optimize(args: argparse.Namespace) -> int:
     from anchorline.memory.vector_index import index_location
 
     db = args.database or args.db
+    if args.index is None and "://" in db:
+        raise CLIError("index optimize: a database server has no index folder; a Qdrant server"
+                       " optimizes its collections itself")  # fmt: skip
+    if args.index == "none":
+        raise CLIError("index optimize: --index none: there is no index to optimize")
     location = index_location(args.index or DEFAULT_INDEX, db)
     if not _is_folder(location):
         raise CLIError(f"index optimize: {location} is not an index folder; a Qdrant server"
@@ -464,6 +469,7 @@ def _is_folder(location: str) -> bool:
 def _open(args: argparse.Namespace) -> Pipeline:
     needs: Needs = args.needs
     db: str = args.db
+    args.index_given = args.index is not None
     if args.index is None:
         args.index = DEFAULT_INDEX if "://" not in db else "none"
     index: str | None = parse_index(args.index)  # a mistyped location is the first thing to say
@@ -479,6 +485,11 @@ def _open(args: argparse.Namespace) -> Pipeline:
                 f" (or 'anchorline demo'), or name another with --db or ${DB_ENV}"
             )
     if index is None and needs.index in ("existing", "required"):
+        if "://" in db and not (args.index_given or os.environ.get(INDEX_ENV)):
+            raise CLIError(
+                f"no index: a database server has none by default; name the Qdrant server"
+                f" with --index URL (or ${INDEX_ENV})"
+            )
         raise CLIError(f"no index: drop --index none (or unset {INDEX_ENV}=none)")
     if index is not None and needs.index in ("if-present", "existing"):
         location = _index_location(args)

@@ -305,3 +305,22 @@ def test_a_failing_observer_is_one_line_without_traceback_and_the_write_stands(
         " RuntimeError: observer gremlin\n"
     )
     assert "kept" in run(tmp_path, "--db", "a.db", "show", "c").stdout
+
+
+def test_index_commands_on_a_server_database_say_it_has_no_index_by_default(
+    tmp_path: Path,
+) -> None:
+    server = "postgresql://nobody@127.0.0.1:1/none"  # never reached: refused before connecting
+    search = run(tmp_path, "--db", server, "search", "hello")
+    assert search.returncode == 1
+    assert search.stderr == (
+        "anchorline: error: no index: a database server has none by default; name the Qdrant"
+        " server with --index URL (or $ANCHORLINE_INDEX)\n"
+    )
+    optimize = run(tmp_path, "--db", server, "index", "optimize")
+    assert optimize.returncode == 1
+    assert "a database server has no index folder" in optimize.stderr
+    none = run(tmp_path, "--index", "none", "index", "optimize")
+    assert none.returncode == 1
+    assert "--index none: there is no index to optimize" in none.stderr
+    assert list(tmp_path.iterdir()) == []
