@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -38,7 +38,10 @@ from .text_extraction import message_text
 log = logging.getLogger("anchorline.index")
 
 API_KEY_ENV = "ANCHORLINE_QDRANT_API_KEY"
-BATCH = 64
+#: Outbox items claimed, embedded and upserted at a time...
+BATCH = 512
+#: ...and by ``reindex``, which reports its progress after each.
+REINDEX_BATCH = 256
 #: Drained batches are made durable in the index (one flush, some milliseconds) and
 #: marked done together: this many items at most, held no longer than ACK_AFTER seconds.
 ACK_EVERY = 4096
@@ -306,21 +309,9 @@ class Indexer:
                 elif item.action == "payload" and message is not None:
                     self.index.set_payload(message.id, payload(message))
             if to_embed:
-                vectors = self.embedder.embed([text for _, text in to_embed])
-                if len(vectors) != len(to_embed) or any(
-                    len(v) != self.embedder.dimension for v in vectors
-                ):
-                    raise PluginError(
-                        f"embedder {self.embedder.name!r} returned {len(vectors)} vectors for"
-                        f" {len(to_embed)} texts, or not all of dimension"
-                        f" {self.embedder.dimension}"
-                    )
-                self.index.upsert(
-                    [
-                        Point(m.id, list(v), payload(m))
-                        for (m, _), v in zip(to_embed, vectors, strict=True)
-                    ]
-                )
+                vectors = self._embed([text for _, text in to_embed])
+                points = zip(to_embed, vectors, strict=True)
+                self.index.upsert([Point(m.id, v, payload(m)) for (m, _), v in points])
             if deleted:  # a deleted message without a point was one without text
                 textless -= len(deleted) - len(self.index.existing(deleted))
             self.index.delete(to_delete)
@@ -330,6 +321,38 @@ class Indexer:
             self._store.outbox.failed(items, self.last_error)
             return None
         return textless
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        """The vectors of ``texts``, checked: one per text, each of the embedder's dimension.
+
+        Into a folder, an embedder with ``embed_array`` (see
+        :func:`array_embedder`) gives rows of one float64 array: Qdrant Edge
+        reads any sequence of floats, and a row of the array spares making a
+        float object for each of its components.
+        """
+        assert self.embedder is not None and self.index is not None
+        embedder, dimension = self.embedder, self.embedder.dimension
+        embed_array = array_embedder(embedder) if self.index.embedded else None
+        if embed_array is not None:
+            matrix = embed_array(texts)
+            shape, dtype = getattr(matrix, "shape", None), getattr(matrix, "dtype", None)
+            if shape != (len(texts), dimension) or dtype != "float64":
+                raise PluginError(
+                    f"embedder {embedder.name!r}: embed_array returned {type(matrix).__name__}"
+                    f" {shape} of {dtype} for {len(texts)} texts; it must be a float64 array"
+                    f" of shape ({len(texts)}, {dimension})"
+                )
+            flat = memoryview(matrix.reshape(-1)).cast("B").cast("d")
+            rows = [flat[i : i + dimension] for i in range(0, len(flat), dimension)]
+            # Typed as lists, read as sequences: the upsert reads them and keeps none.
+            return cast("list[list[float]]", rows)
+        vectors = embedder.embed(texts)
+        if len(vectors) != len(texts) or any(len(v) != dimension for v in vectors):
+            raise PluginError(
+                f"embedder {embedder.name!r} returned {len(vectors)} vectors for"
+                f" {len(texts)} texts, or not all of dimension {dimension}"
+            )
+        return [v if type(v) is list else list(v) for v in vectors]
 
     #: A refill taking longer than this says how far it has got, this often.
     progress_every = 5.0
@@ -484,7 +507,7 @@ class Indexer:
             progress(0, total)
         while True:
             with self._drain_lock:
-                items = outbox.claim(limit=BATCH * 4, force=True)
+                items = outbox.claim(limit=REINDEX_BATCH, force=True)
                 if items and not self._process(items):
                     raise IndexUnavailable(f"reindex stopped: {self.last_error}")
             pending = self.status().pending
@@ -544,6 +567,19 @@ class DoctorReport:
     @property
     def clean(self) -> bool:
         return not (self.pending or self.missing or self.orphans)
+
+
+def array_embedder(embedder: object) -> Callable[[list[str]], Any] | None:
+    """The embedder's ``embed_array(texts)`` (one float64 row per text, as
+    :meth:`~anchorline.memory.embedders.HashingEmbedder.embed_array`), if it has one
+    and its ``embed`` is the one that goes with it: a subclass that changes only
+    ``embed`` is called through ``embed``."""
+    mro = type(embedder).__mro__
+    owner = next((c for c in mro if "embed_array" in vars(c)), None)
+    if owner is None or next((c for c in mro if "embed" in vars(c)), None) is not owner:
+        return None
+    method: Callable[[list[str]], Any] = cast(Any, embedder).embed_array
+    return method
 
 
 def _nothing() -> None:

@@ -158,6 +158,7 @@ def test_a_long_refill_says_how_far_it_has_got(
 ) -> None:
     import anchorline.plugins.indexer as indexer_module
 
+    monkeypatch.setattr(indexer_module, "BATCH", 64)
     monkeypatch.setattr(indexer_module, "ACK_EVERY", 16)  # one ack per batch of 64
     monkeypatch.setattr(Indexer, "progress_every", 0.0)  # as if each batch took long
     db = tmp_path / "chat.db"

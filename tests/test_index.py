@@ -326,3 +326,60 @@ def test_a_redirected_write_is_not_indexed_unless_the_plugin_indexes_it(tmp_path
         pipeline.persist(Add(conversation_id="elsewhere", role="user", content="never indexed"))
         pipeline.persist(Add(conversation_id="here", role="user", content="indexed"))
         assert [h.message.content for h in pipeline.search("indexed never")] == ["indexed"]
+
+
+class ArrayEmbedder(HashingEmbedder):
+    """The hashing embedder, recording the batches its array form is asked for."""
+
+    def __init__(self, wrong_shape: bool = False) -> None:
+        super().__init__(dimension=64)
+        self.batches: list[list[str]] = []
+        self.wrong_shape = wrong_shape
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return super().embed(texts)
+
+    def embed_array(self, texts: Sequence[str]) -> Any:
+        self.batches.append(list(texts))
+        matrix = super().embed_array(texts)
+        return matrix[:, :32] if self.wrong_shape else matrix
+
+
+NOTES = [
+    "My flight leaves at 7.",
+    "The quarterly report shows revenue up 12 percent.",
+    "Remember to water the tomato plants on the balcony.",
+]
+
+
+def test_a_folder_is_filled_from_the_embedders_array_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    found = {}
+    for name, embedder in (("array", ArrayEmbedder()), ("lists", CountingEmbedder())):
+        with Pipeline.open(
+            str(tmp_path / f"{name}.db"), index="local", embedder=embedder,
+            load_entrypoints=False,
+        ) as pipeline:  # fmt: skip
+            pipeline.persist_many(
+                Add(conversation_id="c", role="user", content=text) for text in NOTES
+            )
+            pipeline.flush_index(timeout=60)
+            hits = pipeline.search("when does my flight leave?", limit=3)
+            found[name] = [(hit.message.content, round(hit.score, 6)) for hit in hits]
+        if isinstance(embedder, ArrayEmbedder):
+            assert embedder.batches[0] == NOTES  # one batch, through the array
+    assert found["array"] == found["lists"]
+    assert found["array"][0][0] == "My flight leaves at 7."
+
+
+def test_an_array_of_the_wrong_shape_leaves_the_messages_waiting(tmp_path: Path) -> None:
+    with Pipeline.open(
+        str(tmp_path / "bad.db"), index="local", embedder=ArrayEmbedder(wrong_shape=True),
+        load_entrypoints=False,
+    ) as pipeline:  # fmt: skip
+        pipeline.persist_many(Add(conversation_id="c", role="user", content=t) for t in NOTES)
+        with pytest.raises(IndexUnavailable, match=r"embed_array returned .*\(3, 32\)"):
+            pipeline.flush_index(timeout=2)
+        status = pipeline.index_status()
+        assert status.pending == 3 and status.failing == 3

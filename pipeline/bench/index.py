@@ -137,9 +137,9 @@ def index_cases(workdir: Path, sizes: tuple[int, ...], queries: int, adds: int,
     cases: list[Case] = []
     comparisons: list[Comparison] = []
     closers: list[Callable[[], None]] = []
-    if progress:
+    if progress and sizes:
         progress(f"embedding {max(sizes):,} texts")
-    vectors = embedder.embed(texts(max(sizes)))
+    vectors = embedder.embed(texts(max(sizes))) if sizes else []
     for size in sizes:
         label = size_label(size)
         if progress:
