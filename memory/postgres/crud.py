@@ -21,7 +21,7 @@ import psycopg
 from psycopg import ClientCursor
 
 from anchorline.compaction import compaction_message
-from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.errors import AnchorlineError, Conflict, InvalidOp, MessageNotFound
 from anchorline.ids import wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
@@ -222,6 +222,80 @@ def add_message(db: Executes, op: Add, *, message_id: str, now: int) -> Added:
         db, op, op.content, op.content_json, "complete", message_id, now
     )
     return Added(message=message, deduplicated=deduplicated)
+
+
+def add_messages(
+    db: Executes, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
+) -> list[Added]:
+    """Write complete messages, each with its fixed id and time (see
+    ``anchorline.memory.sqlite.crud.add_messages``): one ``executemany`` of
+    :data:`_INSERT`, sent in one pipeline; when any row met a stored one, the
+    batch is undone and each op settled as :func:`add_message` settles it.
+
+    A refused op (``Conflict``) leaves none of them written; its error carries its
+    position in ``op_index``.
+    """
+    if not isinstance(db, Session):  # a bare connection: no transaction to batch in
+        return [
+            add_message(db, op, message_id=mid, now=now)
+            for op, mid, now in zip(ops, message_ids, nows, strict=True)
+        ]
+    for i, (op, mid) in enumerate(zip(ops, message_ids, strict=True)):
+        try:
+            check_storable(op, mid)
+        except AnchorlineError as e:
+            e.op_index = i
+            raise
+    params = [
+        {"conversation": op.conversation_id, "parent": op.parent_id, "now": now, "id": mid,
+         "role": op.role, "content": op.content_json, "metadata": op.metadata_json,
+         "status": "complete", "client": op.client_message_id}
+        for op, mid, now in zip(ops, message_ids, nows, strict=True)
+    ]  # fmt: skip
+    conn = db.conn
+    cursor = conn.cursor()
+    with conn.pipeline():
+        if not db.begun:
+            db.begun = True
+            conn.execute("BEGIN")
+        conn.execute("SAVEPOINT add_messages")
+        cursor.executemany(_INSERT, params, returning=True)
+    seqs: list[int] = []
+    while True:  # one result per row: its seq, or nothing when it met a stored row
+        row = cursor.fetchone()
+        if row is not None:
+            seqs.append(row[0])
+        if not cursor.nextset():
+            break
+    if len(seqs) == len(ops):
+        conn.execute("RELEASE add_messages")
+        db.changes += [
+            ("add", True, mid, op.conversation_id, seq, now)
+            for op, mid, now, seq in zip(ops, message_ids, nows, seqs, strict=True)
+        ]
+        return [
+            Added(message=inserted(op, mid, op.content, "complete", now, seq))
+            for op, mid, now, seq in zip(ops, message_ids, nows, seqs, strict=True)
+        ]
+    # Some met a stored row (a repeated client id, a taken id): undo the batch (its
+    # seqs were never seen) and settle each op in order, as a lone add would.
+    conn.execute("ROLLBACK TO add_messages")
+    logged = len(db.changes)
+    results = []
+    try:
+        for i, (op, mid, now) in enumerate(zip(ops, message_ids, nows, strict=True)):
+            try:
+                results.append(add_message(db, op, message_id=mid, now=now))
+            except AnchorlineError as e:
+                e.op_index = i
+                raise
+    except AnchorlineError:
+        conn.execute("ROLLBACK TO add_messages")
+        conn.execute("RELEASE add_messages")
+        del db.changes[logged:]
+        raise
+    conn.execute("RELEASE add_messages")
+    return results
 
 
 def reserve_message(db: Executes, op: Reserve, *, message_id: str, now: int) -> Reserved:
