@@ -13,7 +13,7 @@ from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.errors import Conflict, InvalidOp, PluginError
 from anchorline.memory.interface import Store
 from anchorline.ops import PersistOp
-from anchorline.results import Added, PersistResult
+from anchorline.results import Added, Conversation, PersistResult
 
 
 def test_a_repeated_client_id_inside_one_batch_names_the_first_message(
@@ -316,3 +316,36 @@ def test_a_run_of_adds_that_meets_stored_rows_settles_each_and_keeps_seqs_unbrok
         ("add", "n4"),
         ("add", "slot"),
     ]
+
+
+def test_a_run_of_adds_continues_each_conversations_seqs_and_counts(store: Store) -> None:
+    tx = store.begin()
+    tx.add(Add(conversation_id="a", role="user", content="old"), message_id="old", now=1)
+    tx.commit()
+    tx = store.begin()
+    tx.add_many(
+        [
+            Add(conversation_id="b", role="user", content="b1", parent_id="a"),
+            Add(conversation_id="a", role="user", content="a2"),
+            Add(conversation_id="b", role="user", content="b2"),
+            Add(conversation_id="a", role="user", content="a3"),
+        ],
+        message_ids=["b1", "a2", "b2", "a3"],
+        nows=[10, 11, 12, 13],
+    )
+    tx.commit()
+    assert [(m.id, m.seq) for m in store.list_messages("a", None)] == [
+        ("old", 1),
+        ("a2", 2),
+        ("a3", 3),
+    ]
+    assert [(m.id, m.seq) for m in store.list_messages("b", None)] == [("b1", 1), ("b2", 2)]
+    conversations = {c.id: c for c in store.conversations(None, None, None)}
+    assert (conversations["a"].message_count, conversations["a"].last_at) == (3, 13)
+    assert conversations["b"] == Conversation(
+        id="b", message_count=2, first_at=10, last_at=12, parent_id="a"
+    )
+    after = store.begin()
+    after.add(Add(conversation_id="a", role="user", content="a4"), message_id="a4", now=20)
+    after.commit()
+    assert store.list_messages("a", None)[-1].seq == 4

@@ -71,6 +71,22 @@ _INSERT = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
 VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
         %(now)s, %(now)s, {SCHEMA}.take_seq(%(conversation)s, %(parent)s, %(now)s))
 ON CONFLICT DO NOTHING RETURNING seq"""
+# A batch takes each conversation's seqs at once: one upsert moves the row on by the
+# batch's count (in id order, so two batches lock rows in the same order), then each
+# row's INSERT counts back from it (the transaction sees its own update).
+_TAKE_SEQS = f"""INSERT INTO {CONVERSATIONS} AS c
+    (id, parent_id, next_seq, message_count, first_at, last_at)
+SELECT t.id, t.parent, t.n + 1, t.n, t.first_at, t.last_at
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
+     AS t(id, parent, n, first_at, last_at)
+ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + excluded.message_count,
+    message_count = c.message_count + excluded.message_count,
+    last_at = GREATEST(c.last_at, excluded.last_at)"""
+_INSERT_TAKEN = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
+VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
+        %(now)s, %(now)s,
+        (SELECT next_seq FROM {CONVERSATIONS} WHERE id = %(conversation)s) - %(back)s)
+ON CONFLICT DO NOTHING RETURNING seq"""
 # The insert met a stored row: give back the seq and the count it took (the row is
 # still locked by this transaction, so nobody took a later seq meanwhile).
 _UNTAKE = (
@@ -228,9 +244,10 @@ def add_messages(
     db: Executes, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
 ) -> list[Added]:
     """Write complete messages, each with its fixed id and time (see
-    ``anchorline.memory.sqlite.crud.add_messages``): one ``executemany`` of
-    :data:`_INSERT`, sent in one pipeline; when any row met a stored one, the
-    batch is undone and each op settled as :func:`add_message` settles it.
+    ``anchorline.memory.sqlite.crud.add_messages``): each conversation's seqs taken by
+    one upsert, then one ``executemany`` of the rows, all sent in one pipeline; when
+    any row met a stored one, the batch is undone and each op settled as
+    :func:`add_message` settles it.
 
     A refused op (``Conflict``) leaves none of them written; its error carries its
     position in ``op_index``.
@@ -246,12 +263,26 @@ def add_messages(
         except AnchorlineError as e:
             e.op_index = i
             raise
-    params = [
-        {"conversation": op.conversation_id, "parent": op.parent_id, "now": now, "id": mid,
-         "role": op.role, "content": op.content_json, "metadata": op.metadata_json,
-         "status": "complete", "client": op.client_message_id}
-        for op, mid, now in zip(ops, message_ids, nows, strict=True)
-    ]  # fmt: skip
+    # Per conversation: [parent, count, first now, last now], as take_seq would leave it.
+    taken: dict[str, list[Any]] = {}
+    for op, now in zip(ops, nows, strict=True):
+        row = taken.get(op.conversation_id)
+        if row is None:
+            taken[op.conversation_id] = [op.parent_id, 1, now, now]
+        else:
+            row[1] += 1
+            row[3] = max(row[3], now)
+    left = {c: row[1] for c, row in taken.items()}
+    params = []
+    for op, mid, now in zip(ops, message_ids, nows, strict=True):
+        left[op.conversation_id] -= 1
+        params.append(
+            {"conversation": op.conversation_id, "now": now, "id": mid, "role": op.role,
+             "content": op.content_json, "metadata": op.metadata_json, "status": "complete",
+             "client": op.client_message_id, "back": left[op.conversation_id] + 1}
+        )  # fmt: skip
+    ids = sorted(taken)
+    take = [ids, *([taken[c][k] for c in ids] for k in range(4))]
     conn = db.conn
     cursor = conn.cursor()
     with conn.pipeline():
@@ -259,7 +290,8 @@ def add_messages(
             db.begun = True
             conn.execute("BEGIN")
         conn.execute("SAVEPOINT add_messages")
-        cursor.executemany(_INSERT, params, returning=True)
+        conn.execute(_TAKE_SEQS, take)
+        cursor.executemany(_INSERT_TAKEN, params, returning=True)
     seqs: list[int] = []
     while True:  # one result per row: its seq, or nothing when it met a stored row
         row = cursor.fetchone()
