@@ -47,6 +47,14 @@ class Transaction(Protocol):
         one (``deduplicated=True``), or completes its own reserved placeholder."""
         ...
 
+    def add_many(
+        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
+    ) -> list[Added]:
+        """Write complete messages, each as :meth:`add` would with its id and time, in
+        as few round trips as the store can; a refused op leaves none of them written,
+        its error's ``op_index`` naming its position in ``ops``."""
+        ...
+
     def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
         """Write an empty placeholder (content ``[]``, status ``reserved``)."""
         ...

@@ -3,7 +3,7 @@ and the ``persist_batch`` hook that plugins opt into."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,9 @@ import pytest
 
 from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.errors import Conflict, InvalidOp, PluginError
+from anchorline.memory.interface import Store
 from anchorline.ops import PersistOp
-from anchorline.results import Added, PersistResult
+from anchorline.results import Added, Conversation, PersistResult
 
 
 def test_a_repeated_client_id_inside_one_batch_names_the_first_message(
@@ -212,26 +213,139 @@ def test_a_batch_answered_with_too_few_results_is_a_plugin_error(tmp_path: Path)
         assert pipeline.messages("c") == []
 
 
-def test_a_refused_run_of_adds_leaves_the_rest_of_its_transaction_as_it_was(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture(params=("sqlite", "postgres"))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store of each kind that writes a run of adds at once."""
     from anchorline.memory.sqlite.store import SQLiteStore
 
-    store = SQLiteStore(str(tmp_path / "a.db"))
+    if request.param == "postgres":
+        from anchorline.memory.postgres.store import PostgresStore
+
+        opened: Store = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        opened = SQLiteStore(str(tmp_path / "a.db"))
     try:
-        first = store.begin()
-        first.add(Add(conversation_id="c", role="user", content="x"), message_id="taken", now=1)
-        first.commit()
-        tx = store.begin()
-        tx.add(Add(conversation_id="c", role="user", content="kept"), message_id="k", now=10)
-        run = [
-            Add(conversation_id="c", role="user", content="a"),
-            Add(conversation_id="c", role="user", content="b", message_id="taken"),
-        ]
-        with pytest.raises(Conflict) as info:
-            tx.add_many(run, message_ids=["a1", "taken"], nows=[11, 12])
-        assert info.value.op_index == 1
-        tx.commit()
-        assert [m.id for m in store.list_messages("c", None)] == ["taken", "k"]
+        yield opened
     finally:
-        store.close()
+        opened.close()
+
+
+def test_a_refused_run_of_adds_leaves_the_rest_of_its_transaction_as_it_was(
+    store: Store,
+) -> None:
+    first = store.begin()
+    first.add(Add(conversation_id="c", role="user", content="x"), message_id="taken", now=1)
+    first.commit()
+    tx = store.begin()
+    tx.add(Add(conversation_id="c", role="user", content="kept"), message_id="k", now=10)
+    run = [
+        Add(conversation_id="c", role="user", content="a"),
+        Add(conversation_id="c", role="user", content="b", message_id="taken"),
+    ]
+    with pytest.raises(Conflict) as info:
+        tx.add_many(run, message_ids=["a1", "taken"], nows=[11, 12])
+    assert info.value.op_index == 1
+    tx.commit()
+    assert [m.id for m in store.list_messages("c", None)] == ["taken", "k"]
+    assert [(c.kind, c.message_id) for c in store.changes(0, 10)] == [
+        ("add", "taken"),
+        ("add", "k"),
+    ]
+
+
+def test_a_run_of_adds_as_the_first_write_of_a_transaction_numbers_and_logs_every_row(
+    store: Store,
+) -> None:
+    tx = store.begin()
+    results = tx.add_many(
+        [Add(conversation_id=c, role="user", content=c + str(i)) for i, c in enumerate("abab")],
+        message_ids=["m0", "m1", "m2", "m3"],
+        nows=[1, 2, 3, 4],
+    )
+    tx.commit()
+    assert [(r.message.id, r.message.seq) for r in results] == [
+        ("m0", 1),
+        ("m1", 1),
+        ("m2", 2),
+        ("m3", 2),
+    ]
+    assert [m.content for m in store.list_messages("a", None)] == ["a0", "a2"]
+    assert [(c.kind, c.message_id, c.seq) for c in store.changes(0, 10)] == [
+        ("add", "m0", 1),
+        ("add", "m1", 1),
+        ("add", "m2", 2),
+        ("add", "m3", 2),
+    ]
+
+
+def test_a_run_of_adds_that_meets_stored_rows_settles_each_and_keeps_seqs_unbroken(
+    store: Store,
+) -> None:
+    tx = store.begin()
+    tx.add(Add(conversation_id="c", role="user", content="hi", client_message_id="k"),
+           message_id="first", now=1)  # fmt: skip
+    tx.reserve(Reserve(conversation_id="c", role="assistant", client_message_id="r"),
+               message_id="slot", now=2)  # fmt: skip
+    tx.commit()
+    tx = store.begin()
+    results = tx.add_many(
+        [
+            Add(conversation_id="c", role="user", content="new"),
+            Add(conversation_id="c", role="user", content="hi", client_message_id="k"),
+            Add(conversation_id="c", role="assistant", content="done", client_message_id="r"),
+            Add(conversation_id="c", role="user", content="last"),
+        ],
+        message_ids=["n1", "n2", "n3", "n4"],
+        nows=[10, 11, 12, 13],
+    )
+    tx.commit()
+    assert [(r.message.id, r.deduplicated) for r in results] == [
+        ("n1", False),
+        ("first", True),
+        ("slot", False),
+        ("n4", False),
+    ]
+    stored = store.list_messages("c", None)
+    assert [(m.id, m.seq, m.status) for m in stored] == [
+        ("first", 1, "complete"), ("slot", 2, "complete"), ("n1", 3, "complete"),
+        ("n4", 4, "complete"),
+    ]  # fmt: skip
+    # One transaction's rows: all of them, after the earlier commit's.
+    assert sorted((c.kind, c.message_id) for c in store.changes(0, 10)[2:]) == [
+        ("add", "n1"),
+        ("add", "n4"),
+        ("add", "slot"),
+    ]
+
+
+def test_a_run_of_adds_continues_each_conversations_seqs_and_counts(store: Store) -> None:
+    tx = store.begin()
+    tx.add(Add(conversation_id="a", role="user", content="old"), message_id="old", now=1)
+    tx.commit()
+    tx = store.begin()
+    tx.add_many(
+        [
+            Add(conversation_id="b", role="user", content="b1", parent_id="a"),
+            Add(conversation_id="a", role="user", content="a2"),
+            Add(conversation_id="b", role="user", content="b2"),
+            Add(conversation_id="a", role="user", content="a3"),
+        ],
+        message_ids=["b1", "a2", "b2", "a3"],
+        nows=[10, 11, 12, 13],
+    )
+    tx.commit()
+    assert [(m.id, m.seq) for m in store.list_messages("a", None)] == [
+        ("old", 1),
+        ("a2", 2),
+        ("a3", 3),
+    ]
+    assert [(m.id, m.seq) for m in store.list_messages("b", None)] == [("b1", 1), ("b2", 2)]
+    conversations = {c.id: c for c in store.conversations(None, None, None)}
+    assert (conversations["a"].message_count, conversations["a"].last_at) == (3, 13)
+    assert conversations["b"] == Conversation(
+        id="b", message_count=2, first_at=10, last_at=12, parent_id="a"
+    )
+    after = store.begin()
+    after.add(Add(conversation_id="a", role="user", content="a4"), message_id="a4", now=20)
+    after.commit()
+    assert store.list_messages("a", None)[-1].seq == 4

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import ClientCursor
 
 from anchorline.compaction import compaction_message
-from anchorline.errors import Conflict, InvalidOp, MessageNotFound
+from anchorline.errors import AnchorlineError, Conflict, InvalidOp, MessageNotFound
 from anchorline.ids import wall_ms
 from anchorline.memory import rows
 from anchorline.memory.rows import (
@@ -70,6 +70,22 @@ READ_COLUMNS = COLUMNS + ", seq"
 _INSERT = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
 VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
         %(now)s, %(now)s, {SCHEMA}.take_seq(%(conversation)s, %(parent)s, %(now)s))
+ON CONFLICT DO NOTHING RETURNING seq"""
+# A batch takes each conversation's seqs at once: one upsert moves the row on by the
+# batch's count (in id order, so two batches lock rows in the same order), then each
+# row's INSERT counts back from it (the transaction sees its own update).
+_TAKE_SEQS = f"""INSERT INTO {CONVERSATIONS} AS c
+    (id, parent_id, next_seq, message_count, first_at, last_at)
+SELECT t.id, t.parent, t.n + 1, t.n, t.first_at, t.last_at
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
+     AS t(id, parent, n, first_at, last_at)
+ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + excluded.message_count,
+    message_count = c.message_count + excluded.message_count,
+    last_at = GREATEST(c.last_at, excluded.last_at)"""
+_INSERT_TAKEN = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
+VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
+        %(now)s, %(now)s,
+        (SELECT next_seq FROM {CONVERSATIONS} WHERE id = %(conversation)s) - %(back)s)
 ON CONFLICT DO NOTHING RETURNING seq"""
 # The insert met a stored row: give back the seq and the count it took (the row is
 # still locked by this transaction, so nobody took a later seq meanwhile).
@@ -222,6 +238,96 @@ def add_message(db: Executes, op: Add, *, message_id: str, now: int) -> Added:
         db, op, op.content, op.content_json, "complete", message_id, now
     )
     return Added(message=message, deduplicated=deduplicated)
+
+
+def add_messages(
+    db: Executes, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
+) -> list[Added]:
+    """Write complete messages, each with its fixed id and time (see
+    ``anchorline.memory.sqlite.crud.add_messages``): each conversation's seqs taken by
+    one upsert, then one ``executemany`` of the rows, all sent in one pipeline; when
+    any row met a stored one, the batch is undone and each op settled as
+    :func:`add_message` settles it.
+
+    A refused op (``Conflict``) leaves none of them written; its error carries its
+    position in ``op_index``.
+    """
+    if not isinstance(db, Session):  # a bare connection: no transaction to batch in
+        return [
+            add_message(db, op, message_id=mid, now=now)
+            for op, mid, now in zip(ops, message_ids, nows, strict=True)
+        ]
+    for i, (op, mid) in enumerate(zip(ops, message_ids, strict=True)):
+        try:
+            check_storable(op, mid)
+        except AnchorlineError as e:
+            e.op_index = i
+            raise
+    # Per conversation: [parent, count, first now, last now], as take_seq would leave it.
+    taken: dict[str, list[Any]] = {}
+    for op, now in zip(ops, nows, strict=True):
+        row = taken.get(op.conversation_id)
+        if row is None:
+            taken[op.conversation_id] = [op.parent_id, 1, now, now]
+        else:
+            row[1] += 1
+            row[3] = max(row[3], now)
+    left = {c: row[1] for c, row in taken.items()}
+    params = []
+    for op, mid, now in zip(ops, message_ids, nows, strict=True):
+        left[op.conversation_id] -= 1
+        params.append(
+            {"conversation": op.conversation_id, "now": now, "id": mid, "role": op.role,
+             "content": op.content_json, "metadata": op.metadata_json, "status": "complete",
+             "client": op.client_message_id, "back": left[op.conversation_id] + 1}
+        )  # fmt: skip
+    ids = sorted(taken)
+    take = [ids, *([taken[c][k] for c in ids] for k in range(4))]
+    conn = db.conn
+    cursor = conn.cursor()
+    with conn.pipeline():
+        if not db.begun:
+            db.begun = True
+            conn.execute("BEGIN")
+        conn.execute("SAVEPOINT add_messages")
+        conn.execute(_TAKE_SEQS, take)
+        cursor.executemany(_INSERT_TAKEN, params, returning=True)
+    seqs: list[int] = []
+    while True:  # one result per row: its seq, or nothing when it met a stored row
+        row = cursor.fetchone()
+        if row is not None:
+            seqs.append(row[0])
+        if not cursor.nextset():
+            break
+    if len(seqs) == len(ops):
+        conn.execute("RELEASE add_messages")
+        db.changes += [
+            ("add", True, mid, op.conversation_id, seq, now)
+            for op, mid, now, seq in zip(ops, message_ids, nows, seqs, strict=True)
+        ]
+        return [
+            Added(message=inserted(op, mid, op.content, "complete", now, seq))
+            for op, mid, now, seq in zip(ops, message_ids, nows, seqs, strict=True)
+        ]
+    # Some met a stored row (a repeated client id, a taken id): undo the batch (its
+    # seqs were never seen) and settle each op in order, as a lone add would.
+    conn.execute("ROLLBACK TO add_messages")
+    logged = len(db.changes)
+    results = []
+    try:
+        for i, (op, mid, now) in enumerate(zip(ops, message_ids, nows, strict=True)):
+            try:
+                results.append(add_message(db, op, message_id=mid, now=now))
+            except AnchorlineError as e:
+                e.op_index = i
+                raise
+    except AnchorlineError:
+        conn.execute("ROLLBACK TO add_messages")
+        conn.execute("RELEASE add_messages")
+        del db.changes[logged:]
+        raise
+    conn.execute("RELEASE add_messages")
+    return results
 
 
 def reserve_message(db: Executes, op: Reserve, *, message_id: str, now: int) -> Reserved:

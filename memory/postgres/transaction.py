@@ -21,7 +21,7 @@ database error is one too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -191,6 +191,16 @@ class PostgresTransaction:
             lambda db: crud.add_message(db, op, message_id=message_id, now=now), queues=True
         )
         return result
+
+    def add_many(
+        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
+    ) -> list[Added]:
+        """Write complete messages in one pipelined ``executemany``; each result as
+        :meth:`add`'s."""
+        results: list[Added] = self.run(
+            lambda db: crud.add_messages(db, ops, message_ids, nows), queues=True
+        )
+        return results
 
     def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
         """Write an empty placeholder (content ``[]``, status ``reserved``)."""

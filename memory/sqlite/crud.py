@@ -59,9 +59,9 @@ from anchorline.results import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# One statement: the seq comes from the conversation's row (the insert trigger
-# moves it on), so a batch can run this very INSERT with executemany.
-_INSERT = (
+#: One statement: the seq comes from the conversation's row (the insert trigger
+#: moves it on), so a batch can run this very INSERT with executemany.
+INSERT = (
     f"INSERT INTO messages ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
     " coalesce((SELECT next_seq FROM conversations WHERE id = ?2), 1))"
     " ON CONFLICT DO NOTHING RETURNING seq"
@@ -122,7 +122,7 @@ def _insert(
     if op.parent_id is not None:  # recorded when the conversation is created
         conn.execute(_PARENT, (op.conversation_id, op.parent_id, now, now))
     row = conn.execute(
-        _INSERT,
+        INSERT,
         (
             mid,
             op.conversation_id,
@@ -183,7 +183,7 @@ def add_messages(
     conn: apsw.Connection, ops: Sequence[Add], message_ids: Sequence[str], nows: Sequence[int]
 ) -> list[Added]:
     """Write complete messages, each with its fixed id and time, in the connection's
-    open transaction: one ``executemany`` of :data:`_INSERT`, then each op settled as
+    open transaction: one ``executemany`` of :data:`INSERT`, then each op settled as
     :func:`add_message` settles it if any met a stored row.
 
     A refused op (``Conflict``) leaves none of them written; its error carries its
@@ -211,7 +211,7 @@ def _add_messages(
     seqs = [
         row[0]
         for row in conn.executemany(
-            _INSERT,
+            INSERT,
             [
                 (mid, op.conversation_id, op.role, op.content_json, op.metadata_json, "complete",
                  op.client_message_id, now, now)
@@ -475,7 +475,7 @@ def compact_conversation(
 ) -> Compacted:
     """Write the compaction row, with the conversation's next seq."""
     row = conn.execute(
-        _INSERT,
+        INSERT,
         (
             message_id,
             op.conversation_id,

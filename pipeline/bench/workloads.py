@@ -22,7 +22,8 @@ import apsw
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import new_message_id, wall_ms
 from anchorline.memory.rows import COLUMNS, READ_COLUMNS
-from anchorline.memory.sqlite.schema import SCHEMA, ensure_schema
+from anchorline.memory.sqlite.crud import INSERT as STORE_INSERT
+from anchorline.memory.sqlite.schema import LOG_TRIGGERS, SCHEMA, ensure_schema
 from anchorline.ops import Add, Reserve, UpdateContent
 from anchorline.plugin_manager import create_plugin_manager
 from anchorline.results import Added, Message
@@ -62,13 +63,17 @@ def fresh(path: Path) -> Path:
 
 
 def raw_connection(
-    path: Path, *, create: bool = True, synchronous: str = "NORMAL"
+    path: Path, *, create: bool = True, synchronous: str = "NORMAL", logged: bool = False
 ) -> apsw.Connection:
+    """A raw apsw connection on a file with the store's layout; ``logged`` adds the
+    store's log triggers (the conversation's row, the change feed)."""
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     if create:
         conn.execute(SCHEMA)
+        if logged:
+            conn.execute(LOG_TRIGGERS)
     return conn
 
 
@@ -105,9 +110,13 @@ def timed_pipeline(
 
 
 def _timed_raw(
-    path: Path, body: Callable[[apsw.Connection, int], None], synchronous: str = "NORMAL"
+    path: Path,
+    body: Callable[[apsw.Connection, int], None],
+    synchronous: str = "NORMAL",
+    *,
+    logged: bool = False,
 ) -> Prepare:
-    return _timed(lambda: raw_connection(fresh(path), synchronous=synchronous), body)
+    return _timed(lambda: raw_connection(fresh(path), synchronous=synchronous, logged=logged), body)
 
 
 # --- the contract's own floor ------------------------------------------------------
@@ -189,6 +198,19 @@ def _raw_insert(conn: apsw.Connection, count: int) -> None:
         execute("COMMIT")
 
 
+def _raw_logged_insert(conn: apsw.Connection, count: int) -> None:
+    execute = conn.execute
+    for _ in range(count):
+        now = wall_ms()
+        execute("BEGIN IMMEDIATE")
+        execute(
+            STORE_INSERT,
+            (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete", None,
+             now, now),
+        ).fetchall()  # fmt: skip
+        execute("COMMIT")
+
+
 # --- 2. reserve, then the final content ---------------------------------------
 
 
@@ -254,6 +276,22 @@ def _raw_executemany(size: int) -> Callable[[apsw.Connection, int], None]:
     return body
 
 
+def _raw_logged_executemany(size: int) -> Callable[[apsw.Connection, int], None]:
+    def body(conn: apsw.Connection, count: int) -> None:
+        for _ in range(count):
+            now = wall_ms()
+            rows = [
+                (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "{}", "complete",
+                 None, now, now)
+                for _ in range(size)
+            ]  # fmt: skip
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(STORE_INSERT, rows).fetchall()
+            conn.execute("COMMIT")
+
+    return body
+
+
 # --- 4. a streamed turn ------------------------------------------------------------
 
 
@@ -291,6 +329,10 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
              prepare=timed_pipeline(workdir / "add.db", persist_adds)),
         Case(name="raw insert", unit="op", count=ops,
              prepare=_timed_raw(workdir / "raw-add.db", _raw_insert)),
+        Case(name="raw insert, logged", unit="op", count=ops,
+             prepare=_timed_raw(workdir / "raw-add-logged.db", _raw_logged_insert,
+                                logged=True),
+             note="the store's INSERT and log triggers: the same durable work as persist"),
         Case(name="reserve + final", unit="pair", count=pairs,
              prepare=timed_pipeline(workdir / "pair.db", reserve_final)),
         Case(name="raw insert + update", unit="pair", count=pairs,
@@ -299,6 +341,9 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
              prepare=timed_pipeline(workdir / "many.db", persist_batches(batch_size))),
         Case(name=raw_batch, unit="batch", count=batches,
              prepare=_timed_raw(workdir / "raw-many.db", _raw_executemany(batch_size))),
+        Case(name=f"{raw_batch}, logged", unit="batch", count=batches,
+             prepare=_timed_raw(workdir / "raw-many-logged.db",
+                                _raw_logged_executemany(batch_size), logged=True)),
         Case(name="contract floor", unit="op", count=ops, prepare=contract_floor(1),
              note="Add() + one persist hook call + its Message/Added; no storage"),
         Case(name=f"contract floor x{batch_size:,}", unit="batch", count=batches,
@@ -322,6 +367,10 @@ def write_cases(workdir: Path, *, ops: int, pairs: int, batches: int, batch_size
                    reference="raw insert + update", kind="throughput", low=0.80),
         Comparison(label=f"{batch} vs {raw_batch}", ours=batch, reference=raw_batch,
                    kind="throughput", low=0.70),
+        Comparison(label="persist(Add) vs raw insert, logged", ours="persist(Add)",
+                   reference="raw insert, logged", kind="throughput"),
+        Comparison(label=f"{batch} vs {raw_batch}, logged", ours=batch,
+                   reference=f"{raw_batch}, logged", kind="throughput"),
         Comparison(label="ceiling for persist(Add)", ours="contract floor",
                    reference="raw insert", kind="ceiling"),
         Comparison(label=f"ceiling for {batch}", ours=f"contract floor x{batch_size:,}",
