@@ -231,8 +231,11 @@ class AnchorlineSession:
 
     def _compact(self, items: list[TResponseInputItem]) -> None:
         newest = self.pipeline.messages(self.session_id, limit=1, roles=_ALL_ROLES)
-        after = newest[0].seq + 1 if newest else 0
-        self.pipeline.compact(self.session_id, summary(items), after)
+        if not newest:  # nothing to stand in for: the items are simply the session
+            if items:
+                self.pipeline.persist_many([self._op(cast(dict[str, Any], i)) for i in items])
+            return
+        self.pipeline.compact(self.session_id, summary(items), newest[0].seq + 1)
 
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
         """Make ``items`` the whole session, as the SDK's ``OpenAIResponsesCompactionSession``

@@ -287,3 +287,10 @@ def test_a_compaction_that_keeps_items_reads_with_and_without_a_limit(pipeline: 
     assert run(session.get_items(limit=1)) == [ITEMS[2]]
     assert run(session.get_items(limit=2)) == [summary_item, ITEMS[2]]
     assert run(session.get_items(limit=5)) == [summary_item, ITEMS[2]]
+
+
+def test_replacing_the_items_of_an_empty_session_adds_them(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline)
+    assert run(session._atomic_replace_items(ITEMS[:2])) is True
+    assert run(session.get_items()) == ITEMS[:2]
+    assert [m.role for m in pipeline.messages("s1")] == ["user", "system"]
