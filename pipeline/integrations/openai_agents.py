@@ -13,8 +13,17 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from agents.memory import SessionSettings
-from agents.memory.session_settings import resolve_session_limit
+try:
+    from agents.memory import SessionSettings
+    from agents.memory.session_settings import resolve_session_limit
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "agents":
+        raise
+    raise ModuleNotFoundError(
+        "anchorline.integrations.openai_agents needs the OpenAI Agents SDK:"
+        " pip install 'anchorline[openai-agents]'",
+        name="agents",
+    ) from e
 
 from anchorline.compaction import first_kept_seq
 from anchorline.errors import Conflict

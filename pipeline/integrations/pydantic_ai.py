@@ -17,16 +17,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelMessagesTypeAdapter,
-    ModelRequest,
-    ModelResponse,
-    SystemPromptPart,
-    TextPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
+try:
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelRequest,
+        ModelResponse,
+        SystemPromptPart,
+        TextPart,
+        ToolReturnPart,
+        UserPromptPart,
+    )
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "pydantic_ai":
+        raise
+    raise ModuleNotFoundError(
+        "anchorline.integrations.pydantic_ai needs Pydantic AI:"
+        " pip install 'anchorline[pydantic-ai]'",
+        name="pydantic_ai",
+    ) from e
 
 from anchorline.ops import COMPACTION_ROLE, Add
 from anchorline.results import Compacted, Message, PersistResult
