@@ -92,8 +92,10 @@ def test_pop_item_removes_the_newest_and_clear_forgets_the_session_only(
 
 def test_a_message_written_through_the_pipeline_reads_as_a_plain_item(pipeline: Pipeline) -> None:
     pipeline.persist(Add(conversation_id="s1", role="user", content="typed elsewhere"))
+    pipeline.persist(Add(conversation_id="s1", role="tool", content="42"))
     assert run(AnchorlineSession("s1", pipeline).get_items()) == [
-        {"role": "user", "content": "typed elsewhere"}
+        {"role": "user", "content": "typed elsewhere"},
+        {"role": "assistant", "content": "42"},  # a tool output needs its call: model text
     ]
 
 
