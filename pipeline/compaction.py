@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOp
-from .ops import COMPACTION_ROLE, Compact
+from .ops import COMPACTION_ROLE, ROLES, Compact
 from .results import Message
 
 if TYPE_CHECKING:
@@ -39,6 +39,24 @@ def first_kept_seq(compaction: Message) -> int:
     for)."""
     value: Any = compaction.metadata.get("first_kept_seq")
     return value if type(value) is int else 0
+
+
+def check_target(pipeline: Pipeline, conversation_id: str, first_kept_seq: int) -> None:
+    """:class:`InvalidOp` unless ``conversation_id`` holds messages and ``first_kept_seq``
+    is at most its last seq + 1 (which keeps nothing): what a compaction needs of the
+    store, checked before the op is sent."""
+    every_role = (*sorted(ROLES), COMPACTION_ROLE)
+    newest = pipeline.messages(conversation_id, limit=1, roles=every_role)
+    if not newest:
+        raise InvalidOp(
+            f"conversation_id: conversation {conversation_id!r} has no messages to compact"
+        )
+    last_seq = newest[0].seq
+    if type(first_kept_seq) is int and first_kept_seq > last_seq + 1:
+        raise InvalidOp(
+            f"first_kept_seq: {first_kept_seq} is past the end of conversation"
+            f" {conversation_id!r}, whose last seq is {last_seq}; use at most {last_seq + 1}"
+        )
 
 
 def check_as_of_seq(as_of_seq: object) -> int | None:

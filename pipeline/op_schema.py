@@ -61,7 +61,7 @@ _BY_VALIDATOR: dict[object, dict[str, Any]] = {
     ops._valid_optional_id: {"anyOf": [{"$ref": "#/$defs/id"}, {"type": "null"}]},
     ops._valid_role: {"$ref": "#/$defs/role"},
     ops._valid_final: {"type": "boolean"},
-    ops._valid_seq: {"type": "integer", "minimum": 0},
+    ops._valid_seq: {"type": "integer", "minimum": 1},
 }
 _BY_TYPE: tuple[tuple[object, dict[str, Any]], ...] = (
     (Content, {"$ref": "#/$defs/content"}),

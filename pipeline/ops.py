@@ -267,8 +267,10 @@ class Forget:
 
 
 def _valid_seq(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not int or value < 0:
-        raise InvalidOp(f"{attribute.name}: must be an integer >= 0, got {value!r}")
+    if type(value) is not int or value < 1:
+        raise InvalidOp(
+            f"{attribute.name}: must be an integer >= 1 (seqs start at 1), got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -284,7 +286,9 @@ class Compact:
     :param summary: what a model should see instead of the earlier messages: the
         text, or a list of content blocks (dicts with a string ``type``).
     :param first_kept_seq: the seq of the first message kept as it is; every
-        message before it is stood in for by the summary.
+        message before it is stood in for by the summary. At least 1 (``1`` keeps
+        everything); ``Pipeline.compact`` also refuses a seq past the
+        conversation's last seq + 1.
     :param metadata: any JSON object, stored with the compaction (its key
         ``first_kept_seq`` is set from the field above).
     """

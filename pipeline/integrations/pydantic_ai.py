@@ -17,16 +17,27 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelMessagesTypeAdapter,
-    ModelRequest,
-    ModelResponse,
-    SystemPromptPart,
-    TextPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
+try:
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelRequest,
+        ModelResponse,
+        RetryPromptPart,
+        SystemPromptPart,
+        TextPart,
+        ToolCallPart,
+        ToolReturnPart,
+        UserPromptPart,
+    )
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "pydantic_ai":
+        raise
+    raise ModuleNotFoundError(
+        "anchorline.integrations.pydantic_ai needs Pydantic AI:"
+        " pip install 'anchorline[pydantic-ai]'",
+        name="pydantic_ai",
+    ) from e
 
 from anchorline.ops import COMPACTION_ROLE, Add
 from anchorline.results import Compacted, Message, PersistResult
@@ -89,14 +100,15 @@ def save_history(
 
 def as_model_messages(messages: Sequence[Message]) -> list[ModelMessage]:
     """The ``ModelMessage`` list stored in ``messages``; a message written another way
-    (``pipeline.persist``) reads as a user prompt or a model text response."""
+    (``pipeline.persist``) reads as a user prompt, a system prompt, or (``assistant``,
+    and ``tool``: a tool return needs the call it answers) a model text response."""
     items: list[Any] = []
     for message in messages:
         item = stored_item(message, ITEM_TYPE)
         if item is not None:
             items.append(item)
             continue
-        text = message.content if isinstance(message.content, str) else ""
+        text = _text(message)
         if message.role == "user":
             items.append(ModelRequest(parts=[UserPromptPart(content=text)]))
         elif message.role == "system":
@@ -130,6 +142,46 @@ def load_history(pipeline: Pipeline, conversation_id: str) -> list[ModelMessage]
     return loaded
 
 
+def _tool_results(message: ModelMessage) -> set[str]:
+    """The ids of the tool calls ``message`` answers."""
+    if not isinstance(message, ModelRequest):
+        return set()
+    return {
+        part.tool_call_id
+        for part in message.parts
+        if isinstance(part, ToolReturnPart)
+        or (isinstance(part, RetryPromptPart) and part.tool_name is not None)
+    }
+
+
+def _tool_calls(message: ModelMessage) -> set[str]:
+    """The ids of the tool calls ``message`` makes."""
+    if not isinstance(message, ModelResponse):
+        return set()
+    return {part.tool_call_id for part in message.parts if isinstance(part, ToolCallPart)}
+
+
+def keep_tool_calls(pipeline: Pipeline, conversation_id: str, first_kept_seq: int) -> int:
+    """``first_kept_seq``, moved back to the message that makes the tool calls the first
+    kept message answers: a tool result without its call is refused by model providers.
+    Unchanged when the first kept message answers no call (or its calls are not found)."""
+    if type(first_kept_seq) is not int or first_kept_seq < 1:
+        return first_kept_seq  # Pipeline.compact says what is wrong with it
+    head = pipeline.messages(conversation_id, after_seq=first_kept_seq - 1, limit=1)
+    if not head:
+        return first_kept_seq
+    needed = _tool_results(as_model_messages(head)[0])
+    if not needed:
+        return first_kept_seq
+    earlier = [m for m in pipeline.messages(conversation_id) if m.seq < head[0].seq]
+    for stored in reversed(earlier):
+        [message] = as_model_messages([stored])
+        needed = (needed | _tool_results(message)) - _tool_calls(message)
+        if not needed:
+            return stored.seq
+    return first_kept_seq
+
+
 def compact_history(
     pipeline: Pipeline,
     conversation_id: str,
@@ -138,7 +190,12 @@ def compact_history(
 ) -> Compacted:
     """Record ``summary`` as standing in for every message before ``first_kept_seq``
     (:meth:`Pipeline.compact <anchorline.Pipeline.compact>`): a text, loaded back as a
-    system prompt, or ``ModelMessage`` objects, loaded back as they are."""
+    system prompt, or ``ModelMessage`` objects, loaded back as they are.
+
+    When the message at ``first_kept_seq`` returns tool results, the compaction keeps
+    from the response that made those calls instead (:func:`keep_tool_calls`); the
+    compaction's ``metadata["first_kept_seq"]`` says where it starts."""
+    first_kept_seq = keep_tool_calls(pipeline, conversation_id, first_kept_seq)
     if isinstance(summary, str):
         return pipeline.compact(conversation_id, summary, first_kept_seq)
     dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(summary), mode="json")
@@ -151,6 +208,7 @@ __all__ = [
     "as_model_messages",
     "compact_history",
     "history_ops",
+    "keep_tool_calls",
     "load_history",
     "message_role",
     "message_text",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from anchorline import Add, InvalidOp, Pipeline, hookimpl, parse_op
+from anchorline.compaction import check_target
 from anchorline.ops import Compact
 from anchorline.results import Compacted, Message
 
@@ -75,7 +76,7 @@ def test_the_latest_compaction_wins_and_an_earlier_context_can_be_rebuilt(
 
 def test_a_compaction_keeping_everything_or_nothing(pipeline: Pipeline) -> None:
     said = _say(pipeline, 2)
-    everything = pipeline.compact("c", "nothing to sum up", 0).message
+    everything = pipeline.compact("c", "nothing to sum up", 1).message
     assert pipeline.context("c") == [everything, *said]
     nothing = pipeline.compact("c", "all of it", everything.seq + 1).message
     assert pipeline.context("c") == [nothing]
@@ -126,5 +127,34 @@ def test_compact_parses_from_its_dict_form_and_checks_its_fields(pipeline: Pipel
     assert pipeline.persist(op).message.content == "s"
     with pytest.raises(InvalidOp, match="first_kept_seq"):
         parse_op({"kind": "compact", "conversation_id": "c", "summary": "s", "first_kept_seq": -1})
+    with pytest.raises(InvalidOp, match="first_kept_seq: must be an integer >= 1"):
+        parse_op({"kind": "compact", "conversation_id": "c", "summary": "s", "first_kept_seq": 0})
     with pytest.raises(InvalidOp, match="summary"):
         Compact(conversation_id="c", summary=3, first_kept_seq=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("first_kept_seq", [0, -3])
+def test_compact_refuses_a_first_kept_seq_below_1(pipeline: Pipeline, first_kept_seq: int) -> None:
+    _say(pipeline, 2)
+    with pytest.raises(InvalidOp, match="first_kept_seq: must be an integer >= 1"):
+        pipeline.compact("c", "summary", first_kept_seq)
+    assert pipeline.messages("c", roles=["compaction"]) == []
+
+
+def test_compaction_needs_a_conversation_with_messages(pipeline: Pipeline) -> None:
+    with pytest.raises(InvalidOp, match="conversation_id: conversation 'nope' has no messages"):
+        check_target(pipeline, "nope", 1)
+    said = _say(pipeline, 1, conversation_id="gone")
+    pipeline.forget("gone")
+    with pytest.raises(InvalidOp, match="conversation_id: conversation 'gone'"):
+        check_target(pipeline, "gone", said[0].seq)
+
+
+def test_compaction_cannot_keep_from_past_the_end(pipeline: Pipeline) -> None:
+    said = _say(pipeline, 2)
+    last = said[-1].seq
+    check_target(pipeline, "c", last + 1)  # keeps nothing: allowed
+    with pytest.raises(InvalidOp, match=f"first_kept_seq: {last + 2} .* last seq is {last}"):
+        check_target(pipeline, "c", last + 2)
+    compaction = pipeline.compact("c", "summary", last + 1).message
+    check_target(pipeline, "c", compaction.seq + 1)  # a compaction row counts as the end

@@ -92,8 +92,10 @@ def test_pop_item_removes_the_newest_and_clear_forgets_the_session_only(
 
 def test_a_message_written_through_the_pipeline_reads_as_a_plain_item(pipeline: Pipeline) -> None:
     pipeline.persist(Add(conversation_id="s1", role="user", content="typed elsewhere"))
+    pipeline.persist(Add(conversation_id="s1", role="tool", content="42"))
     assert run(AnchorlineSession("s1", pipeline).get_items()) == [
-        {"role": "user", "content": "typed elsewhere"}
+        {"role": "user", "content": "typed elsewhere"},
+        {"role": "assistant", "content": "42"},  # a tool output needs its call: model text
     ]
 
 
@@ -287,3 +289,10 @@ def test_a_compaction_that_keeps_items_reads_with_and_without_a_limit(pipeline: 
     assert run(session.get_items(limit=1)) == [ITEMS[2]]
     assert run(session.get_items(limit=2)) == [summary_item, ITEMS[2]]
     assert run(session.get_items(limit=5)) == [summary_item, ITEMS[2]]
+
+
+def test_replacing_the_items_of_an_empty_session_adds_them(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s1", pipeline)
+    assert run(session._atomic_replace_items(ITEMS[:2])) is True
+    assert run(session.get_items()) == ITEMS[:2]
+    assert [m.role for m in pipeline.messages("s1")] == ["user", "system"]

@@ -11,6 +11,8 @@ from pydantic_ai.messages import (
     ModelResponse,
     SystemPromptPart,
     TextPart,
+    ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
 from pydantic_ai.models.test import TestModel
@@ -116,3 +118,29 @@ def test_a_summary_of_model_messages_loads_back_as_they_were(pipeline: Pipeline)
     after = pipeline.messages("c1")[-1].seq + 1
     compact_history(pipeline, "c1", summary, after)
     assert load_history(pipeline, "c1") == summary
+
+
+def test_a_compaction_never_keeps_a_tool_return_without_its_call(pipeline: Pipeline) -> None:
+    agent = _agent()
+    result = agent.run_sync("What is 2 + 3?")
+    save_history(pipeline, "c1", result.new_messages())
+    stored = pipeline.messages("c1")
+    [call_at] = [
+        i for i, m in enumerate(result.new_messages()) if isinstance(m.parts[0], ToolCallPart)
+    ]
+    returned = stored[call_at + 1]
+    assert isinstance(result.new_messages()[call_at + 1].parts[0], ToolReturnPart)
+    compaction = compact_history(pipeline, "c1", "The user asked for a sum.", returned.seq)
+    assert compaction.message.metadata["first_kept_seq"] == stored[call_at].seq
+    history = load_history(pipeline, "c1")
+    assert history[1:] == result.new_messages()[call_at:]
+    assert agent.run_sync("And now?", message_history=history).output
+
+
+def test_plain_tool_and_block_messages_read_as_model_text(pipeline: Pipeline) -> None:
+    blocks = [{"type": "text", "text": "hi"}]
+    pipeline.persist(Add(conversation_id="c1", role="user", content=blocks))
+    pipeline.persist(Add(conversation_id="c1", role="tool", content="42"))
+    [request, response] = load_history(pipeline, "c1")
+    assert isinstance(request, ModelRequest) and request.parts[0].content == "hi"
+    assert isinstance(response, ModelResponse) and response.parts == [TextPart(content="42")]
