@@ -443,15 +443,17 @@ class Pipeline:
         """Record ``summary`` as standing in for every message before ``first_kept_seq``:
         a :class:`~anchorline.ops.Compact` op through the chain. The compaction is a row of
         the log with its own seq; :meth:`context` starts from the latest one, and
-        :meth:`messages` still returns every message."""
-        return self.persist(
-            Compact(
-                conversation_id=conversation_id,
-                summary=summary,
-                first_kept_seq=first_kept_seq,
-                metadata=metadata if metadata is not None else {},
-            )
+        :meth:`messages` still returns every message. Refuses (:class:`InvalidOp`) a
+        conversation with no messages, and a ``first_kept_seq`` below 1 or past the
+        conversation's last seq + 1."""
+        op = Compact(
+            conversation_id=conversation_id,
+            summary=summary,
+            first_kept_seq=first_kept_seq,
+            metadata=metadata if metadata is not None else {},
         )
+        compaction.check_target(self, conversation_id, first_kept_seq)
+        return self.persist(op)
 
     def context(self, conversation_id: str, *, as_of_seq: int | None = None) -> list[Message]:
         """What a model should see of the conversation: the latest compaction (a message of

@@ -143,18 +143,19 @@ def test_compact_refuses_a_first_kept_seq_below_1(pipeline: Pipeline, first_kept
 
 def test_compaction_needs_a_conversation_with_messages(pipeline: Pipeline) -> None:
     with pytest.raises(InvalidOp, match="conversation_id: conversation 'nope' has no messages"):
-        check_target(pipeline, "nope", 1)
+        pipeline.compact("nope", "summary", 1)
+    assert [c.id for c in pipeline.conversations()] == []  # nothing was created
     said = _say(pipeline, 1, conversation_id="gone")
     pipeline.forget("gone")
     with pytest.raises(InvalidOp, match="conversation_id: conversation 'gone'"):
-        check_target(pipeline, "gone", said[0].seq)
+        pipeline.compact("gone", "summary", said[0].seq)
 
 
 def test_compaction_cannot_keep_from_past_the_end(pipeline: Pipeline) -> None:
     said = _say(pipeline, 2)
     last = said[-1].seq
-    check_target(pipeline, "c", last + 1)  # keeps nothing: allowed
     with pytest.raises(InvalidOp, match=f"first_kept_seq: {last + 2} .* last seq is {last}"):
-        check_target(pipeline, "c", last + 2)
-    compaction = pipeline.compact("c", "summary", last + 1).message
+        pipeline.compact("c", "summary", last + 2)
+    assert pipeline.messages("c", roles=["compaction"]) == []
+    compaction = pipeline.compact("c", "summary", last + 1).message  # keeps nothing: allowed
     check_target(pipeline, "c", compaction.seq + 1)  # a compaction row counts as the end
