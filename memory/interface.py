@@ -310,3 +310,17 @@ class Store(ChangeLog, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SoleWrites(Protocol):
+    """What a store may add to :class:`Store` to make a lone write cheaper.
+
+    The terminal begins with :meth:`begin_sole` when the runner has said
+    (``UnitOfWork.sole``) that the call writes one op and commits right after it,
+    with nothing in between that could undo it. The transaction may then commit
+    that write as it makes it (a server store: the write, its change feed row and
+    the commit in one round trip); its ``commit`` only finishes, and ``rollback``
+    has nothing left to undo. A second write in it is refused.
+    """
+
+    def begin_sole(self) -> Transaction: ...

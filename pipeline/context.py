@@ -32,12 +32,23 @@ class UnitOfWork:
     the rest of the call. The runner commits only after the whole hook chain has
     returned, so a wrapper that raises after the terminal still leaves nothing
     behind.
+
+    ``sole`` is the runner's promise that the call writes one op and that nothing
+    can undo it once the chain has it (no wrapper runs after the terminal): the
+    first participant may then commit that op's write as it makes it, in one
+    round trip to a server. :meth:`alone` says whether a store joining now may.
     """
 
-    __slots__ = ("_participants",)
+    __slots__ = ("_participants", "sole")
 
-    def __init__(self) -> None:
+    def __init__(self, *, sole: bool = False) -> None:
         self._participants: dict[Hashable, Participant] = {}
+        self.sole = sole
+
+    def alone(self) -> bool:
+        """Whether a participant joining now is the call's only one and may commit its
+        one write at once (see ``sole``)."""
+        return self.sole and not self._participants
 
     def join(self, key: Hashable, begin: Callable[[], P]) -> P:
         """The participant registered under ``key``, calling ``begin()`` to make it if new."""

@@ -280,7 +280,11 @@ class Pipeline:
             or len(op.metadata_json) > limits.max_metadata_bytes
         ):
             limits.check(op)
-        unit = UnitOfWork()
+        # With no wrapper on the chain, nothing runs between the terminal's write and
+        # the commit: the store may commit as it writes (one round trip to a server).
+        unit = UnitOfWork(
+            sole=not any(i.wrapper or i.hookwrapper for i in self._persist.get_hookimpls())
+        )
         expected = None if expect_updated_at is None else check_expected(expect_updated_at)
         context = Context(self, unit, expected)
         try:

@@ -9,7 +9,7 @@ from anchorline.context import Context, UnitOfWork
 from anchorline.errors import AnchorlineError
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.interface import ChangeLog, Store, Transaction
+from anchorline.memory.interface import ChangeLog, SoleWrites, Store, Transaction
 from anchorline.memory.stores import open_store, resolve_durability
 from anchorline.ops import (
     COMPACTION_ROLE,
@@ -36,6 +36,8 @@ class StoreTerminal:
         # The unit of work keys its participants by store (mypy does not count a
         # protocol as hashable, though every store is).
         self._key: Hashable = cast(Hashable, store)
+        sole: SoleWrites | None = getattr(store, "begin_sole", None) and cast(SoleWrites, store)
+        self._begin_sole = store.begin if sole is None else sole.begin_sole
 
     def __repr__(self) -> str:
         return f"StoreTerminal({self.store!r})"
@@ -50,6 +52,8 @@ class StoreTerminal:
         unit = context.unit
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
             return self._alone(lambda context: self.persist(op, context), context)
+        if unit.alone():  # the call's one write, committed right after it
+            return self._write(unit.join(self._key, self._begin_sole), op, context)
         return self._write(unit.join(self._key, self.store.begin), op, context)
 
     @hookimpl(trylast=True)

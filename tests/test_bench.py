@@ -270,7 +270,8 @@ def test_quick_bench_on_postgres_times_each_write_against_its_twin_and_leaves_no
     assert report["store"].startswith("PostgreSQL at postgresql://")
     for name in ("persist(Add)", "raw insert", "reserve + final", "raw insert + update",
                  "persist_many(100)", "raw executemany(100)", "4 writers persist(Add)",
-                 "4 writers raw insert", "raw insert in BEGIN/COMMIT"):  # fmt: skip
+                 "4 writers raw insert", "raw insert, logged", "raw insert + update, logged",
+                 "4 writers raw insert, logged"):  # fmt: skip
         assert len(report["cases"][name]["samples"]) == QUICK.rounds, name
         assert all(s > 0 for s in report["cases"][name]["samples"]), name
     assert not any(name.startswith(("last 50", "search", "stream")) for name in report["cases"])
@@ -303,7 +304,7 @@ def test_the_postgres_twins_write_the_rows_the_pipeline_writes(
                                   writer_ops=3)  # fmt: skip
         for case in cases:
             case.prepare()(case.count)
-        rows = {}
+        rows, feeds = {}, {}
         for name in scratch.names:
             label = name.rpartition("_")[2]
             with psycopg.connect(with_database(postgres_url, name)) as conn:
@@ -313,7 +314,16 @@ def test_the_postgres_twins_write_the_rows_the_pipeline_writes(
                         f" client_message_id, created_at, updated_at FROM {schema}.messages"
                         " ORDER BY rowid"
                     ).fetchall()
+                    feeds[label, schema] = conn.execute(
+                        f"SELECT kind, final FROM {schema}.changes ORDER BY cursor"
+                    ).fetchall()
     assert sorted(label for label, _ in rows) == sorted(2 * list(counts))
+    # The logged twins (the last of each raw side) write the feed rows the pipeline writes.
+    assert feeds["add", "anchorline"] == feeds["add", RAW_SCHEMA] == [("add", True)] * 3
+    assert feeds["pair", "anchorline"] == feeds["pair", RAW_SCHEMA] == [
+        ("reserve", False), ("update_content", True)
+    ] * 2  # fmt: skip
+    assert len(feeds["writers", RAW_SCHEMA]) == len(feeds["writers", "anchorline"]) == 6
     for label, count in counts.items():
         ours, theirs = rows[label, "anchorline"], rows[label, RAW_SCHEMA]
         assert [r[1:7] for r in ours] == [r[1:7] for r in theirs], label

@@ -25,6 +25,7 @@ from anchorline import (
     Delete,
     IncompatibleStore,
     InvalidOp,
+    Pipeline,
     Reserve,
     RetryPolicy,
     StorageUnavailable,
@@ -32,7 +33,7 @@ from anchorline import (
     UpdateContent,
 )
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.postgres import PostgresStore, transaction
+from anchorline.memory.postgres import PostgresStore, crud, transaction
 from anchorline.memory.postgres import store as store_module
 from anchorline.memory.postgres.crud import Session
 from anchorline.results import Added, Message
@@ -349,6 +350,110 @@ def test_a_commit_that_never_reached_the_server_is_replayed(
     monkeypatch.undo()
     assert len(calls) == 2
     assert store.list_messages("c", None) == [added.message]
+
+
+# --- a lone write: its statement is its own transaction ------------------------------
+
+
+@pytest.fixture
+def pipeline(postgres_url: str) -> Iterator[Pipeline]:
+    with Pipeline.open(postgres_url, index="none", load_entrypoints=False) as opened:
+        yield opened
+
+
+def test_a_lone_write_is_committed_by_its_one_statement(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def begins(self: Session, query: str, params: Any = None) -> Any:
+        raise AssertionError(f"a lone write began a transaction: {query[:60]}")
+
+    monkeypatch.setattr(Session, "execute", begins)
+    added = pipeline.persist(text("one"))
+    reserved = pipeline.persist(Reserve(conversation_id="c", role="assistant"))
+    mid = reserved.message.id
+    partial = pipeline.persist(UpdateContent(message_id=mid, content="Hel", final=False))
+    final = pipeline.persist(
+        UpdateContent(message_id=mid, content="Hello"),
+        expect_updated_at={mid: partial.message.updated_at},
+    )
+    assert pipeline.messages("c") == [added.message, final.message]
+    assert [(c.kind, c.seq, c.final) for c in pipeline.changes()] == [
+        ("add", 1, True), ("reserve", 2, False), ("update_content", 2, False),
+        ("update_content", 2, True),
+    ]  # fmt: skip
+
+
+class _LosesAnswer:
+    """The connection's cursor for a lone write: the statement runs on the server (or,
+    ``reaches=False``, never gets there), then the connection drops before the answer
+    comes back, once."""
+
+    def __init__(self, reaches: bool) -> None:
+        self.reaches = reaches
+        self.dropped = 0
+
+    def get(self, conn: psycopg.Connection[Any]) -> Any:
+        cursor = conn.cursor()
+        outer = self
+
+        class Cursor:
+            def execute(self, query: str, params: Any) -> Any:
+                if outer.dropped:
+                    return cursor.execute(query, params)
+                outer.dropped += 1
+                if outer.reaches:
+                    cursor.execute(query, params)
+                conn.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        return Cursor()
+
+
+@pytest.mark.parametrize("reaches", [True, False], ids=["committed", "never-sent"])
+def test_a_lone_add_whose_answer_is_lost_is_written_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, reaches: bool
+) -> None:
+    cursors = _LosesAnswer(reaches)
+    monkeypatch.setattr(crud, "_CURSORS", cursors)
+    added = pipeline.persist(text("once"))
+    assert cursors.dropped == 1
+    assert pipeline.messages("c") == [added.message]
+    assert added.message.seq == 1 and not added.deduplicated
+    assert [(c.kind, c.message_id) for c in pipeline.changes()] == [("add", added.message.id)]
+
+
+@pytest.mark.parametrize("reaches", [True, False], ids=["committed", "never-sent"])
+def test_a_lone_content_update_whose_answer_is_lost_is_applied_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, reaches: bool
+) -> None:
+    reserved = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    cursors = _LosesAnswer(reaches)
+    monkeypatch.setattr(crud, "_CURSORS", cursors)
+    # The guard still holds for the replay: the lost write is found, not refused.
+    final = pipeline.persist(
+        UpdateContent(message_id=reserved.id, content="done"),
+        expect_updated_at={reserved.id: reserved.updated_at},
+    )
+    assert cursors.dropped == 1
+    assert pipeline.get(reserved.id) == final.message
+    assert final.message.content == "done" and final.message.status == "complete"
+    assert [(c.kind, c.final) for c in pipeline.changes()] == [
+        ("reserve", False), ("update_content", True)
+    ]  # fmt: skip
+
+
+def test_a_lone_add_meeting_a_stored_client_id_takes_no_seq_and_logs_nothing(
+    pipeline: Pipeline,
+) -> None:
+    first = pipeline.persist(
+        Add(conversation_id="c", role="user", content="x", client_message_id="k")
+    )
+    again = pipeline.persist(
+        Add(conversation_id="c", role="user", content="x", client_message_id="k")
+    )
+    assert again.deduplicated and again.message == first.message
+    assert pipeline.persist(text("next")).message.seq == 2
+    assert [c.seq for c in pipeline.changes()] == [1, 2]
 
 
 @pytest.fixture
@@ -699,9 +804,20 @@ def test_a_version_1_database_is_numbered_and_gets_the_log(postgres_url: str) ->
     assert sql(postgres_url, version) == [("2",)]
 
 
-def test_a_version_2_database_without_the_log_functions_gets_them(postgres_url: str) -> None:
+@pytest.mark.parametrize(
+    "made_before",
+    [
+        "anchorline.take_seq, anchorline.log_change, anchorline.insert_message,"
+        " anchorline.update_content",
+        "anchorline.insert_message, anchorline.update_content",
+    ],
+    ids=["the log functions", "the one-round-trip writes"],
+)
+def test_a_version_2_database_made_before_its_functions_gets_them(
+    postgres_url: str, made_before: str
+) -> None:
     PostgresStore(postgres_url).close()
-    sql(postgres_url, "DROP FUNCTION anchorline.take_seq, anchorline.log_change")
+    sql(postgres_url, f"DROP FUNCTION {made_before}")
     with PostgresStore(postgres_url) as store:
         assert add(store, text("after")).message.seq == 1
         assert len(store.changes(0, 10)) == 1

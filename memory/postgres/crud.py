@@ -13,6 +13,7 @@ statement and look further only when it did not match.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -65,12 +66,11 @@ COLUMNS = (
 )
 #: What a read selects: :data:`COLUMNS` and ``seq`` (``rows.message_from_row``'s order).
 READ_COLUMNS = COLUMNS + ", seq"
-# One statement: take_seq (schema.py) upserts the conversation's row, which stays
-# locked until the transaction ends, and hands the message its seq.
-_INSERT = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
-VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
-        %(now)s, %(now)s, {SCHEMA}.take_seq(%(conversation)s, %(parent)s, %(now)s))
-ON CONFLICT DO NOTHING RETURNING seq"""
+# One statement: insert_message (schema.py) takes the seq from the conversation's
+# row, which stays locked until the transaction ends, and inserts the row.
+# Its values, in order: id, conversation, parent, role, content, metadata, status,
+# client id, time, alone (the last, see Session.at_once).
+_INSERT = f"SELECT {SCHEMA}.insert_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # A batch takes each conversation's seqs at once: one upsert moves the row on by the
 # batch's count (in id order, so two batches lock rows in the same order), then each
 # row's INSERT counts back from it (the transaction sees its own update).
@@ -82,17 +82,12 @@ FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
 ON CONFLICT (id) DO UPDATE SET next_seq = c.next_seq + excluded.message_count,
     message_count = c.message_count + excluded.message_count,
     last_at = GREATEST(c.last_at, excluded.last_at)"""
+# Its values: id, conversation, role, content, metadata, client id, time, time,
+# conversation, how far back from the conversation's next seq.
 _INSERT_TAKEN = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
-VALUES (%(id)s, %(conversation)s, %(role)s, %(content)s, %(metadata)s, %(status)s, %(client)s,
-        %(now)s, %(now)s,
-        (SELECT next_seq FROM {CONVERSATIONS} WHERE id = %(conversation)s) - %(back)s)
+VALUES (%s, %s, %s, %s, %s, 'complete', %s, %s, %s,
+        (SELECT next_seq FROM {CONVERSATIONS} WHERE id = %s) - %s)
 ON CONFLICT DO NOTHING RETURNING seq"""
-# The insert met a stored row: give back the seq and the count it took (the row is
-# still locked by this transaction, so nobody took a later seq meanwhile).
-_UNTAKE = (
-    f"UPDATE {CONVERSATIONS} SET next_seq = next_seq - 1, message_count = message_count - 1"
-    " WHERE id = %s"
-)
 _SELECT = f"SELECT {READ_COLUMNS} FROM {MESSAGES}"
 
 
@@ -110,13 +105,25 @@ class Session:
     client), so a one-op transaction costs two round trips (that statement and
     ``COMMIT``), not three. Later statements go the usual way, prepared once
     psycopg has seen them a few times.
+
+    A session made ``alone`` (the transaction will hold one write, committed
+    right after it) sends an add, a reserve or a content update as a statement
+    that is its own transaction: the write, its change feed row and the commit in
+    one round trip (:meth:`at_once`). Anything else, or such a write that would
+    not go through as it is, goes the usual way.
     """
 
-    __slots__ = ("begun", "changes", "conn")
+    __slots__ = ("alone", "begun", "changes", "committed", "conn", "sent_alone")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, alone: bool = False) -> None:
         self.conn = conn
         self.begun = False
+        self.alone = alone
+        #: Whether a write was committed by :meth:`at_once` (nothing is left to commit).
+        self.committed = False
+        #: Whether :meth:`at_once` sent a write whose answer did not come back: it may
+        #: have committed.
+        self.sent_alone = False
         #: The change feed rows of this attempt's writes, written at its commit.
         self.changes: list[tuple[str, bool, str, str, int, int]] = []
 
@@ -128,6 +135,38 @@ class Session:
         cursor.execute("BEGIN; " + query, params)
         cursor.nextset()
         return cursor
+
+    def at_once(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """Run the write ``query``, whose last value says it is alone, as its own
+        transaction if this session is alone and has not begun: its row, or ``None``
+        when it wrote nothing (the write is then for the usual way) or could not be
+        sent so."""
+        if not self.alone or self.begun:
+            return None
+        self.alone = False
+        self.sent_alone = True
+        conn = self.conn
+        cursor = _CURSORS.get(conn)
+        if cursor is None:  # a cursor per connection: making one costs more than the rest
+            cursor = _CURSORS[conn] = conn.cursor()
+        try:
+            row = cursor.execute(query, (*params[:-1], True)).fetchone()
+        except psycopg.Error as e:
+            if e.sqlstate != MET_STORED:
+                raise
+            row = None
+        self.sent_alone = False
+        if row is None or row[0] is None:
+            return None
+        self.committed = True
+        return tuple(row)
+
+
+#: What ``insert_message`` alone raises when the row meets a stored one (schema.py).
+MET_STORED = "AL001"
+_CURSORS: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _log(
@@ -190,22 +229,16 @@ def _insert(
 ) -> tuple[Message, bool]:
     """Insert the message; return it, and whether it was already stored."""
     check_storable(op, message_id)
-    row = db.execute(
-        _INSERT,
-        {
-            "conversation": op.conversation_id,
-            "parent": op.parent_id,
-            "now": now,
-            "id": message_id,
-            "role": op.role,
-            "content": content_json,
-            "metadata": op.metadata_json,
-            "status": status,
-            "client": op.client_message_id,
-        },
-    ).fetchone()
-    if row is None:
-        db.execute(_UNTAKE, (op.conversation_id,))
+    params = (
+        message_id, op.conversation_id, op.parent_id, op.role, content_json, op.metadata_json,
+        status, op.client_message_id, now, False,
+    )  # fmt: skip
+    if type(db) is Session and db.alone:
+        row = db.at_once(_INSERT, params)
+        if row is not None:  # written, in the feed and committed
+            return inserted(op, message_id, content, status, now, row[0]), False
+    row = db.execute(_INSERT, params).fetchone()
+    if row is None or row[0] is None:  # met a stored row; its seq was given back
         return after_conflict(
             op,
             message_id,
@@ -276,10 +309,10 @@ def add_messages(
     params = []
     for op, mid, now in zip(ops, message_ids, nows, strict=True):
         left[op.conversation_id] -= 1
+        conversation = op.conversation_id
         params.append(
-            {"conversation": op.conversation_id, "now": now, "id": mid, "role": op.role,
-             "content": op.content_json, "metadata": op.metadata_json, "status": "complete",
-             "client": op.client_message_id, "back": left[op.conversation_id] + 1}
+            (mid, conversation, op.role, op.content_json, op.metadata_json,
+             op.client_message_id, now, now, conversation, left[conversation] + 1)
         )  # fmt: skip
     ids = sorted(taken)
     take = [ids, *([taken[c][k] for c in ids] for k in range(4))]
@@ -344,11 +377,8 @@ def _stored(db: Executes, message_id: str, expected: int | None, *, lock: bool) 
     return message
 
 
-_UPDATE_CONTENT = f"""UPDATE {MESSAGES}
-    SET content = %(content)s, status = %(status)s, updated_at = GREATEST(%(now)s, updated_at + 1)
-    WHERE id = %(id)s AND (%(final)s OR status = 'reserved')
-      AND (%(expected)s::bigint IS NULL OR updated_at = %(expected)s::bigint)
-    RETURNING conversation_id, role, metadata, client_message_id, created_at, updated_at, seq"""
+# Its values: id, content, final, time, expected updated_at, alone.
+_UPDATE_CONTENT = f"SELECT * FROM {SCHEMA}.update_content(%s, %s, %s, %s, %s::bigint, %s)"
 
 
 def update_message_content(
@@ -358,24 +388,17 @@ def update_message_content(
     status: Status = "complete" if op.final else "reserved"
     if "\x00" in op.message_id:
         raise MessageNotFound(op.message_id)
-    row = db.execute(
-        _UPDATE_CONTENT,
-        {
-            "content": op.content_json,
-            "status": status,
-            "now": now,
-            "id": op.message_id,
-            "final": op.final,
-            "expected": expected,
-        },
-    ).fetchone()
+    params = (op.message_id, op.content_json, op.final, now, expected, False)
+    row = db.at_once(_UPDATE_CONTENT, params) if type(db) is Session and db.alone else None
     if row is None:
-        _stored(db, op.message_id, expected, lock=False)
-        raise Conflict(
-            f"final: message {op.message_id!r} is already complete; a partial update"
-            " (final=false) cannot reopen it"
-        )
-    _log(db, "update_content", op.final, op.message_id, row[0], row[6], row[5])
+        row = db.execute(_UPDATE_CONTENT, params).fetchone()
+        if row is None:
+            _stored(db, op.message_id, expected, lock=False)
+            raise Conflict(
+                f"final: message {op.message_id!r} is already complete; a partial update"
+                " (final=false) cannot reopen it"
+            )
+        _log(db, "update_content", op.final, op.message_id, row[0], row[6], row[5])
     return ContentUpdated(
         message=Message(
             id=op.message_id,
@@ -390,6 +413,16 @@ def update_message_content(
             seq=row[6],
         )
     )
+
+
+def content_landed(db: Executes, op: UpdateContent) -> ContentUpdated | None:
+    """Whether the stored message already reads as ``op`` leaves it (after a content
+    update sent as its own transaction whose answer was lost): its result if so."""
+    stored = get_message(db, op.message_id)
+    status = "complete" if op.final else "reserved"
+    if stored is None or stored.status != status or stored.content != op.content:
+        return None
+    return ContentUpdated(message=stored)
 
 
 def update_message_metadata(db: Executes, op: Update, *, now: int, expected: int | None) -> Updated:
@@ -594,20 +627,20 @@ def compact_conversation(db: Executes, op: Compact, *, message_id: str, now: int
     """Write the compaction row, with the conversation's next seq."""
     row = db.execute(
         _INSERT,
-        {
-            "conversation": op.conversation_id,
-            "parent": None,
-            "now": now,
-            "id": message_id,
-            "role": COMPACTION_ROLE,
-            "content": op.content_json,
-            "metadata": op.metadata_json,
-            "status": "complete",
-            "client": None,
-        },
+        (
+            message_id,
+            op.conversation_id,
+            None,
+            COMPACTION_ROLE,
+            op.content_json,
+            op.metadata_json,
+            "complete",
+            None,
+            now,
+            False,
+        ),
     ).fetchone()
-    if row is None:
-        db.execute(_UNTAKE, (op.conversation_id,))
+    if row is None or row[0] is None:
         raise Conflict(f"message_id: a message with id {message_id!r} already exists")
     _log(db, "add", True, message_id, op.conversation_id, row[0], now)
     return Compacted(message=compaction_message(op, message_id, now, row[0]))

@@ -152,10 +152,71 @@ BEGIN
     VALUES (taken, kind, final, message_id, conversation, seq, at);
 END
 $$;
+-- A new message's row, with its seq. In a transaction of several statements
+-- (p_alone false) a row that meets a stored one gives its seq back and the
+-- answer is NULL. Alone (the statement is its own transaction, committed as it
+-- ends) the write goes in the change feed here, and a row that meets a stored
+-- one undoes the whole statement (SQLSTATE AL001): the caller then settles the
+-- op in a transaction of its own.
+CREATE OR REPLACE FUNCTION {SCHEMA}.insert_message(
+    p_id TEXT, p_conversation TEXT, p_parent TEXT, p_role TEXT, p_content TEXT,
+    p_metadata TEXT, p_status TEXT, p_client TEXT, p_at BIGINT, p_alone BOOLEAN)
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE taken BIGINT;
+BEGIN
+    taken := {SCHEMA}.take_seq(p_conversation, p_parent, p_at);
+    INSERT INTO {SCHEMA}.messages (id, conversation_id, role, content, metadata, status,
+                                   client_message_id, created_at, updated_at, seq)
+    VALUES (p_id, p_conversation, p_role, p_content, p_metadata, p_status, p_client,
+            p_at, p_at, taken)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        IF p_alone THEN
+            RAISE EXCEPTION 'message % meets a stored row', p_id USING ERRCODE = 'AL001';
+        END IF;
+        UPDATE {SCHEMA}.conversations
+        SET next_seq = next_seq - 1, message_count = message_count - 1 WHERE id = p_conversation;
+        RETURN NULL;
+    END IF;
+    IF p_alone THEN
+        PERFORM {SCHEMA}.log_change(CASE WHEN p_status = 'complete' THEN 'add' ELSE 'reserve' END,
+                                    p_status = 'complete', p_id, p_conversation, taken, p_at);
+    END IF;
+    RETURN taken;
+END
+$$;
+-- A message's new content, if its guards hold (a partial update only reopens
+-- nothing; p_expected is the caller's updated_at guard): no row when they do
+-- not, and nothing written. Alone, as above, the write goes in the feed here.
+CREATE OR REPLACE FUNCTION {SCHEMA}.update_content(
+    p_id TEXT, p_content TEXT, p_final BOOLEAN, p_now BIGINT, p_expected BIGINT,
+    p_alone BOOLEAN)
+RETURNS TABLE (o_conversation TEXT, o_role TEXT, o_metadata TEXT, o_client TEXT,
+               o_created BIGINT, o_updated BIGINT, o_seq BIGINT)
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {SCHEMA}.messages AS m
+    SET content = p_content, status = CASE WHEN p_final THEN 'complete' ELSE 'reserved' END,
+        updated_at = GREATEST(p_now, m.updated_at + 1)
+    WHERE m.id = p_id AND (p_final OR m.status = 'reserved')
+      AND (p_expected IS NULL OR m.updated_at = p_expected)
+    RETURNING m.conversation_id, m.role, m.metadata, m.client_message_id, m.created_at,
+              m.updated_at, m.seq
+    INTO o_conversation, o_role, o_metadata, o_client, o_created, o_updated, o_seq;
+    IF FOUND THEN
+        IF p_alone THEN
+            PERFORM {SCHEMA}.log_change('update_content', p_final, p_id, o_conversation,
+                                        o_seq, o_updated);
+        END IF;
+        RETURN NEXT;
+    END IF;
+END
+$$;
 """
 LOG_DDL += LOG_FUNCTIONS
+#: The newest of the functions: a database made before it came gets them all again.
 _HAS_FUNCTIONS = (
-    f"SELECT to_regprocedure('{SCHEMA}.log_change(text,boolean,text,text,bigint,bigint)')"
+    f"SELECT to_regprocedure('{SCHEMA}.update_content(text,text,boolean,bigint,bigint,boolean)')"
 )
 DDL = DDL.replace("{log}", LOG_DDL)
 

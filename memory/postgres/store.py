@@ -179,6 +179,11 @@ class PostgresStore:
         """Start a write transaction on a pooled connection (commit or roll it back)."""
         return PostgresTransaction(self)
 
+    def begin_sole(self) -> PostgresTransaction:
+        """A transaction for one write committed right after it (see ``SoleWrites``): an
+        add, a reserve or a content update commits as it is written, in one round trip."""
+        return PostgresTransaction(self, sole=True)
+
     def get_message(self, message_id: str) -> Message | None:
         return self.read(lambda c: crud.get_message(c, message_id))
 

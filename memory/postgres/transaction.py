@@ -156,11 +156,15 @@ class PostgresTransaction:
     protocol). Not for sharing between threads: each thread begins its own."""
 
     __slots__ = (
-        "_conn", "_failed", "_host", "_journal", "_queued", "_results", "_session", "_started"
+        "_conn", "_failed", "_host", "_journal", "_queued", "_results", "_session", "_sole",
+        "_started",
     )  # fmt: skip
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, *, sole: bool = False) -> None:
         self._host = host
+        # Whether the transaction holds one write, committed right after it: an add, a
+        # reserve or a content update then commits as it is written (crud.Session).
+        self._sole = sole
         self._started = time.monotonic()
         self._journal: list[Write] = []
         self._results: list[Any] = []
@@ -180,7 +184,8 @@ class PostgresTransaction:
 
     def _attach(self, conn: psycopg.Connection[Any]) -> crud.Session:
         self._conn = conn
-        self._session = crud.Session(conn)
+        # A replay takes the usual way: it must first learn whether the write landed.
+        self._session = crud.Session(conn, alone=self._sole and not self._journal)
         return self._session
 
     # --- the Transaction protocol ---------------------------------------------
@@ -216,6 +221,7 @@ class PostgresTransaction:
         result: ContentUpdated = self.run(
             lambda db: crud.update_message_content(db, op, now=now, expected=expected),
             queues=op.final,
+            landed=lambda db: crud.content_landed(db, op),
         )
         return result
 
@@ -266,7 +272,8 @@ class PostgresTransaction:
                 )
             assert self._session is not None, "commit of a transaction that has ended"
             try:
-                _finish(self._session)
+                if not self._session.committed:
+                    _finish(self._session)
             except psycopg.Error as e:
                 self._retry(e, commit=True)
         except BaseException:
@@ -295,9 +302,20 @@ class PostgresTransaction:
 
     # --- the journal ------------------------------------------------------------
 
-    def run(self, fn: Write, *, queues: bool = False) -> Any:
-        """Apply ``fn`` in the transaction, keep it for a replay, and return its result."""
-        if self._failed or self._session is None:
+    def run(
+        self,
+        fn: Write,
+        *,
+        queues: bool = False,
+        landed: Callable[[crud.Executes], Any] | None = None,
+    ) -> Any:
+        """Apply ``fn`` in the transaction, keep it for a replay, and return its result.
+
+        ``landed`` tells, after a write sent as its own transaction whose answer was
+        lost, whether it committed: its result if so, else ``None`` (without it, the
+        replay of ``fn`` must find out by itself, as an add's does).
+        """
+        if self._failed or self._session is None or self._session.committed:
             raise StorageUnavailable(
                 f"transaction not usable: an earlier write in it failed, or it ended"
                 f" ({self._host.where})",
@@ -314,7 +332,10 @@ class PostgresTransaction:
             raise
         except psycopg.Error as e:
             try:
-                result = self._retry(e, commit=False)
+                if self._session is not None and self._session.sent_alone:
+                    result = self._retry(e, commit=True, landed=landed)
+                else:
+                    result = self._retry(e, commit=False)
             except BaseException:
                 self._failed = True
                 raise
@@ -326,8 +347,18 @@ class PostgresTransaction:
         self._queued = self._queued or queues
         return result
 
-    def _retry(self, error: psycopg.Error, *, commit: bool) -> Any:
-        """Replay the journal on a fresh attempt until it passes or the policy gives up."""
+    def _retry(
+        self,
+        error: psycopg.Error,
+        *,
+        commit: bool,
+        landed: Callable[[crud.Executes], Any] | None = None,
+    ) -> Any:
+        """Replay the journal on a fresh attempt until it passes or the policy gives up.
+
+        ``commit``: the failure was in a COMMIT, or in a write sent as its own
+        transaction (then ``landed`` may tell whether it went through).
+        """
         attempts = Attempts(self._host, self._started)
         ambiguous = False  # whether a COMMIT may have committed although it failed
         while True:
@@ -338,11 +369,19 @@ class PostgresTransaction:
             try:
                 conn = attempts.connection()
                 session = self._attach(conn)
-                if ambiguous and crud.landed(conn, self._results):
-                    return None
+                if ambiguous:
+                    if landed is not None:
+                        result = landed(conn)
+                        if result is not None:
+                            session.committed = True
+                            self._results = [result]
+                            return result
+                    elif crud.landed(conn, self._results):
+                        return None
                 results = [fn(session) for fn in self._journal]
                 if commit:
                     _finish(session)
+                    session.committed = True
                 self._results = results
                 return results[-1] if results else None
             except psycopg.Error as e:
@@ -350,7 +389,8 @@ class PostgresTransaction:
 
     @property
     def _wrote(self) -> bool:
-        return self._session is not None and bool(self._session.changes)
+        session = self._session
+        return session is not None and (bool(session.changes) or session.committed)
 
     def _release(self) -> None:
         conn, self._conn, self._session = self._conn, None, None

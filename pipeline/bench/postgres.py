@@ -32,7 +32,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import ClientCursor, sql
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from anchorline.errors import ConfigurationError
@@ -53,9 +53,8 @@ from .workloads import (
 )
 
 RAW_SCHEMA = "bench_raw"
-EXPLICIT = "raw insert in BEGIN/COMMIT"
 PREFIX = "anchorline_bench_"
-Side = Literal["pipeline", "raw"]
+Side = Literal["pipeline", "raw", "logged"]
 
 _VALUES = ", ".join(["%s"] * 10)
 # The raw twin numbers its rows itself (seq, unique across the writer processes and
@@ -75,6 +74,13 @@ def _raw_seq() -> int:
     return next(counter) * 1024 + pid % 1024
 
 
+# The logged twins call the store's own functions (schema.py) under RAW_SCHEMA: the
+# message, its conversation's row and its change feed row, committed by the one
+# statement, which is the durable work persist does.
+LOGGED_INSERT = (
+    f"SELECT {RAW_SCHEMA}.insert_message(%s, %s, NULL, %s, %s, '{{}}', %s, NULL, %s, true)"
+)
+LOGGED_UPDATE = f"SELECT * FROM {RAW_SCHEMA}.update_content(%s, %s, true, %s, NULL, true)"
 RAW_UPDATE = (
     f"UPDATE {RAW_SCHEMA}.messages SET content = %s, status = %s, updated_at = %s WHERE id = %s"
 )
@@ -210,28 +216,40 @@ def _row(message_id: str, content_json: str, status: str, now: int) -> tuple[Any
 
 def raw_insert(conn: psycopg.Connection[Any], count: int) -> None:
     """``count`` lone ``INSERT`` statements, each its own transaction."""
-    execute = conn.execute
+    execute = conn.cursor().execute
     for _ in range(count):
         execute(RAW_INSERT, _row(new_message_id(), CONTENT_JSON, "complete", wall_ms()))
-
-
-def raw_insert_explicit(conn: psycopg.Connection[Any], count: int) -> None:
-    """``count`` one-row transactions begun and committed explicitly: ``BEGIN; INSERT``
-    in one message, then ``COMMIT`` (two round trips)."""
-    for _ in range(count):
-        row = _row(new_message_id(), CONTENT_JSON, "complete", wall_ms())
-        ClientCursor(conn).execute("BEGIN; " + RAW_INSERT, row)
-        conn.commit()
 
 
 def raw_insert_update(conn: psycopg.Connection[Any], count: int) -> None:
     """``count`` placeholders, each its own transaction, then each one's final content in
     another."""
-    execute = conn.execute
+    execute = conn.cursor().execute
     for _ in range(count):
         message_id = new_message_id()
         execute(RAW_INSERT, _row(message_id, "[]", "reserved", wall_ms()))
         execute(RAW_UPDATE, (CONTENT_JSON, "complete", wall_ms(), message_id))
+
+
+def logged_insert(conn: psycopg.Connection[Any], count: int) -> None:
+    """``count`` messages written with their log rows, each one statement and its own
+    transaction."""
+    execute = conn.cursor().execute
+    for _ in range(count):
+        execute(
+            LOGGED_INSERT,
+            (new_message_id(), CONVERSATION, "assistant", CONTENT_JSON, "complete", wall_ms()),
+        )
+
+
+def logged_insert_update(conn: psycopg.Connection[Any], count: int) -> None:
+    """The pair, logged: each placeholder and each final content one statement and its
+    own transaction."""
+    execute = conn.cursor().execute
+    for _ in range(count):
+        message_id = new_message_id()
+        execute(LOGGED_INSERT, (message_id, CONVERSATION, "assistant", "[]", "reserved", wall_ms()))
+        execute(LOGGED_UPDATE, (message_id, CONTENT_JSON, wall_ms()))
 
 
 def raw_executemany(size: int) -> Callable[[psycopg.Connection[Any], int], None]:
@@ -295,7 +313,8 @@ def _writer(side: Side, url: str) -> tuple[Callable[[int], None], Callable[[], N
         pipeline = open_pipeline(url)
         return lambda count: persist_adds(pipeline, count), pipeline.close
     conn = raw_connection(url)
-    return lambda count: raw_insert(conn, count), conn.close
+    write = raw_insert if side == "raw" else logged_insert
+    return lambda count: write(conn, count), conn.close
 
 
 def serve(pipe: Pipe) -> None:
@@ -431,19 +450,21 @@ def postgres_cases(
     raw_batch = f"raw executemany({batch_size:,})"
     n = pool.n
     ours_n, raw_n = f"{n} writers persist(Add)", f"{n} writers raw insert"
+    logged_note = "with its conversation row and feed row: the store's own SQL function"
     cases = [
         Case(name="persist(Add)", unit="op", count=ops,
              prepare=_timed_pipeline(urls["add"], persist_adds)),
         Case(name="raw insert", unit="op", count=ops,
              prepare=_timed_raw(urls["add"], raw_insert),
              note="a lone INSERT, its own transaction: one round trip"),
-        Case(name=EXPLICIT, unit="op", count=ops,
-             prepare=_timed_raw(urls["add"], raw_insert_explicit),
-             note="BEGIN; INSERT (one message), then COMMIT: two round trips"),
+        Case(name="raw insert, logged", unit="op", count=ops,
+             prepare=_timed_raw(urls["add"], logged_insert), note=logged_note),
         Case(name="reserve + final", unit="pair", count=pairs,
              prepare=_timed_pipeline(urls["pair"], reserve_final)),
         Case(name="raw insert + update", unit="pair", count=pairs,
              prepare=_timed_raw(urls["pair"], raw_insert_update)),
+        Case(name="raw insert + update, logged", unit="pair", count=pairs,
+             prepare=_timed_raw(urls["pair"], logged_insert_update)),
         Case(name=batch, unit="batch", count=batches,
              prepare=_timed_pipeline(urls["many"], persist_batches(batch_size))),
         Case(name=raw_batch, unit="batch", count=batches,
@@ -458,6 +479,8 @@ def postgres_cases(
              note=f"{n} processes, each its own loop; the time of all ops, over their count"),
         Case(name=raw_n, unit="op", count=writer_ops * n,
              prepare=pool.prepare("raw", urls["writers"])),
+        Case(name=f"{raw_n}, logged", unit="op", count=writer_ops * n,
+             prepare=pool.prepare("logged", urls["writers"])),
     ]  # fmt: skip
     comparisons = [
         Comparison(label="persist(Add) vs raw insert", ours="persist(Add)",
@@ -468,8 +491,12 @@ def postgres_cases(
                    kind="throughput", low=0.70),
         Comparison(label=f"{ours_n} vs {raw_n}", ours=ours_n, reference=raw_n,
                    kind="throughput", low=0.80),
-        Comparison(label=f"persist(Add) vs {EXPLICIT}", ours="persist(Add)",
-                   reference=EXPLICIT, kind="throughput"),
+        Comparison(label="persist(Add) vs raw insert, logged", ours="persist(Add)",
+                   reference="raw insert, logged", kind="throughput"),
+        Comparison(label="reserve + final vs raw pair, logged", ours="reserve + final",
+                   reference="raw insert + update, logged", kind="throughput"),
+        Comparison(label=f"{ours_n} vs {raw_n}, logged", ours=ours_n,
+                   reference=f"{raw_n}, logged", kind="throughput"),
         Comparison(label="ceiling for persist(Add)", ours="contract floor",
                    reference="raw insert", kind="ceiling"),
         Comparison(label=f"ceiling for {batch}", ours=f"contract floor x{batch_size:,}",
