@@ -222,6 +222,8 @@ class AsyncStream(StreamHandle):
         tb: TracebackType | None,
     ) -> None:
         ops = self.state.finish() if exc is None else self.state.abort(exc)
+        if not ops:  # the message was already complete
+            return
         write = asyncio.ensure_future(self._apipeline.persist_many(ops))
         try:
             # Shielded: a second cancellation while finalising must not drop the write.

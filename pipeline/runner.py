@@ -405,7 +405,9 @@ class Pipeline:
         the content is a list of blocks: the text before it becomes a ``text``
         block, and text after it extends a trailing ``text`` block.
         ``s.set_content(...)`` sets either shape. A resumed stream
-        (``client_message_id``) continues in the shape that is stored.
+        (``client_message_id``) continues in the shape that is stored; if its
+        message is already complete, ``s.complete`` is true, the stream writes
+        nothing, and new content raises ``Conflict``.
         """
         self._check_open()
         return Stream(

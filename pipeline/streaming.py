@@ -7,7 +7,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidOp
+from .errors import Conflict, InvalidOp
 from .ops import Content, Delete, PersistOp, Reserve, Update, UpdateContent
 from .results import Message, Reserved
 
@@ -34,12 +34,20 @@ class StreamState:
     """
 
     def __init__(
-        self, message_id: str, flush_interval: float, resume_from: Content | None = None
+        self,
+        message_id: str,
+        flush_interval: float,
+        resume_from: Content | None = None,
+        *,
+        complete: bool = False,
     ) -> None:
         if flush_interval < 0:
             raise InvalidOp(f"flush_interval: must be >= 0, got {flush_interval!r}")
         self.message_id = message_id
         self.flush_interval = flush_interval
+        #: Whether the message was already complete (a retried turn that had finished):
+        #: its stored content stands, and the stream writes nothing.
+        self.complete = complete
         # A fresh placeholder's [] holds nothing yet: text deltas start a string.
         self._content: Content = _copy(resume_from) if resume_from else ""
         # Text deltas wait here until the content is needed: joining them once is
@@ -70,8 +78,17 @@ class StreamState:
         """Whether anything was produced (an empty string or no blocks is nothing)."""
         return bool(self._join_text())
 
+    def _check_open(self) -> None:
+        if self.complete:
+            raise Conflict(
+                f"message {self.message_id!r} is already complete: this stream's"
+                " client_message_id names a turn that finished, and its stored content"
+                " stands; check s.complete before streaming"
+            )
+
     def append(self, delta: str | dict[str, Any]) -> UpdateContent | None:
         """Add a text delta or a content block; returns a partial flush when one is due."""
+        self._check_open()
         if isinstance(delta, str):
             self._text.append(delta)
         elif isinstance(delta, dict) and isinstance(delta.get("type"), str):
@@ -91,6 +108,7 @@ class StreamState:
 
     def set_content(self, content: Content) -> UpdateContent | None:
         """Replace everything produced so far; returns a partial flush when one is due."""
+        self._check_open()
         UpdateContent(message_id=self.message_id, content=content)  # validates
         self._text.clear()
         self._content = _copy(content)
@@ -104,6 +122,7 @@ class StreamState:
 
     def flush(self) -> UpdateContent | None:
         """The partial flush of what is not yet written, if anything."""
+        self._check_open()
         if not self._dirty:
             return None
         self._dirty = False
@@ -111,10 +130,15 @@ class StreamState:
         return UpdateContent(message_id=self.message_id, content=self.content, final=False)
 
     def finish(self) -> list[PersistOp]:
+        """The final write (none for a message that was already complete)."""
+        if self.complete:
+            return []
         return [UpdateContent(message_id=self.message_id, content=self.content, final=True)]
 
     def abort(self, error: BaseException) -> list[PersistOp]:
         """Keep what was streamed, marked interrupted; drop an empty placeholder."""
+        if self.complete:
+            return []
         if not self.streamed:
             return [Delete(message_id=self.message_id)]
         return [
@@ -164,11 +188,21 @@ class StreamHandle:
         """What was produced so far (a copy)."""
         return self.state.content
 
+    @property
+    def complete(self) -> bool:
+        """Whether the message was already complete on entry: a retried turn (same
+        ``client_message_id``) that had finished. ``message`` is then the stored
+        message, the stream refuses new content (``Conflict``) and writes nothing."""
+        return self.state.complete
+
     def _start(self, reserved: Reserved) -> None:
         # A retried reserve (same client_message_id) resumes from what is stored.
         self.message = reserved.message
         resume = reserved.message.content if reserved.deduplicated else None
-        self._state = StreamState(reserved.message.id, self._flush_interval, resume)
+        complete = reserved.deduplicated and reserved.message.status == "complete"
+        self._state = StreamState(
+            reserved.message.id, self._flush_interval, resume, complete=complete
+        )
 
 
 class Stream(StreamHandle):
@@ -207,10 +241,14 @@ class Stream(StreamHandle):
         tb: TracebackType | None,
     ) -> None:
         if exc is None:
-            self._pipeline.persist_many(self.state.finish())
+            ops = self.state.finish()
+            if ops:
+                self._pipeline.persist_many(ops)
             return
         try:
-            self._pipeline.persist_many(self.state.abort(exc))
+            ops = self.state.abort(exc)
+            if ops:
+                self._pipeline.persist_many(ops)
         except Exception:
             # The original error matters more; a sweep recovers the placeholder later.
             log.exception("could not finalise interrupted stream %s", self.state.message_id)

@@ -33,8 +33,9 @@ from anchorline import (
     UpdateContent,
 )
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory.postgres import PostgresStore, crud, transaction
+from anchorline.memory.postgres import PostgresStore, transaction
 from anchorline.memory.postgres import store as store_module
+from anchorline.memory.postgres.connection import PooledConnection
 from anchorline.memory.postgres.crud import Session
 from anchorline.results import Added, Message
 
@@ -120,7 +121,7 @@ def test_processes_opening_a_new_database_at_once_create_its_schema_once(
             opener.kill()
     assert [opener.returncode for opener in openers] == [0] * 4, outcomes
     rows = sql(postgres_url, "SELECT key, value FROM anchorline.anchorline_meta ORDER BY key")
-    assert rows == [("application", "anchorline"), ("schema_version", "2")]
+    assert rows == [("application", "anchorline"), ("functions", "2"), ("schema_version", "2")]
     contents = sql(postgres_url, "SELECT content FROM anchorline.messages ORDER BY content")
     assert [json.loads(c) for (c,) in contents] == ["p0", "p1", "p2", "p3"]
 
@@ -372,10 +373,8 @@ def test_a_lone_write_is_committed_by_its_one_statement(
     reserved = pipeline.persist(Reserve(conversation_id="c", role="assistant"))
     mid = reserved.message.id
     partial = pipeline.persist(UpdateContent(message_id=mid, content="Hel", final=False))
-    final = pipeline.persist(
-        UpdateContent(message_id=mid, content="Hello"),
-        expect_updated_at={mid: partial.message.updated_at},
-    )
+    final = pipeline.persist(UpdateContent(message_id=mid, content="Hello"))
+    assert partial.message.content == "Hel"
     assert pipeline.messages("c") == [added.message, final.message]
     assert [(c.kind, c.seq, c.final) for c in pipeline.changes()] == [
         ("add", 1, True), ("reserve", 2, False), ("update_content", 2, False),
@@ -391,6 +390,12 @@ class _LosesAnswer:
     def __init__(self, reaches: bool) -> None:
         self.reaches = reaches
         self.dropped = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make this the cursor every pooled connection's lone writes use."""
+        monkeypatch.setattr(
+            PooledConnection, "write_cursor", property(self.get, lambda conn, cursor: None)
+        )
 
     def get(self, conn: psycopg.Connection[Any]) -> Any:
         cursor = conn.cursor()
@@ -414,7 +419,7 @@ def test_a_lone_add_whose_answer_is_lost_is_written_once(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, reaches: bool
 ) -> None:
     cursors = _LosesAnswer(reaches)
-    monkeypatch.setattr(crud, "_CURSORS", cursors)
+    cursors.install(monkeypatch)
     added = pipeline.persist(text("once"))
     assert cursors.dropped == 1
     assert pipeline.messages("c") == [added.message]
@@ -422,24 +427,41 @@ def test_a_lone_add_whose_answer_is_lost_is_written_once(
     assert [(c.kind, c.message_id) for c in pipeline.changes()] == [("add", added.message.id)]
 
 
+@pytest.mark.parametrize("final", [True, False], ids=["final", "partial"])
 @pytest.mark.parametrize("reaches", [True, False], ids=["committed", "never-sent"])
 def test_a_lone_content_update_whose_answer_is_lost_is_applied_once(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, reaches: bool
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, reaches: bool, final: bool
 ) -> None:
     reserved = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    pipeline.persist(UpdateContent(message_id=reserved.id, content="do", final=False))
     cursors = _LosesAnswer(reaches)
-    monkeypatch.setattr(crud, "_CURSORS", cursors)
-    # The guard still holds for the replay: the lost write is found, not refused.
-    final = pipeline.persist(
+    cursors.install(monkeypatch)
+    done = pipeline.persist(UpdateContent(message_id=reserved.id, content="done", final=final))
+    assert cursors.dropped == 1
+    assert pipeline.get(reserved.id) == done.message
+    assert done.message.content == "done"
+    assert done.message.status == ("complete" if final else "reserved")
+    assert [(c.kind, c.final) for c in pipeline.changes()] == [
+        ("reserve", False), ("update_content", False), ("update_content", final)
+    ]  # fmt: skip
+
+
+def test_a_stale_guard_is_refused_after_the_pool_lost_its_connections(
+    pipeline: Pipeline, postgres_server: Server, postgres_url: str
+) -> None:
+    reserved = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    done = pipeline.persist(
         UpdateContent(message_id=reserved.id, content="done"),
         expect_updated_at={reserved.id: reserved.updated_at},
-    )
-    assert cursors.dropped == 1
-    assert pipeline.get(reserved.id) == final.message
-    assert final.message.content == "done" and final.message.status == "complete"
-    assert [(c.kind, c.final) for c in pipeline.changes()] == [
-        ("reserve", False), ("update_content", True)
-    ]  # fmt: skip
+    ).message
+    assert kill_sessions(postgres_server.conninfo, dbname(postgres_url)) >= 1  # idle ones
+    # The same content again, guarded by what was read before the first write.
+    with pytest.raises(Conflict, match="updated_at"):
+        pipeline.persist(
+            UpdateContent(message_id=reserved.id, content="done"),
+            expect_updated_at={reserved.id: reserved.updated_at},
+        )
+    assert pipeline.get(reserved.id) == done
 
 
 def test_a_lone_add_meeting_a_stored_client_id_takes_no_seq_and_logs_nothing(
@@ -817,7 +839,35 @@ def test_a_version_2_database_made_before_its_functions_gets_them(
     postgres_url: str, made_before: str
 ) -> None:
     PostgresStore(postgres_url).close()
+    # As an older Anchorline left it: without those functions, and no record of them.
     sql(postgres_url, f"DROP FUNCTION {made_before}")
-    with PostgresStore(postgres_url) as store:
-        assert add(store, text("after")).message.seq == 1
-        assert len(store.changes(0, 10)) == 1
+    sql(postgres_url, "DELETE FROM anchorline.anchorline_meta WHERE key = 'functions'")
+    with Pipeline.open(postgres_url, index="none", load_entrypoints=False) as pipeline:
+        added = pipeline.persist(text("after"))  # a lone write: insert_message, alone
+        assert added.message.seq == 1
+        assert [c.message_id for c in pipeline.changes()] == [added.message.id]
+    meta = "SELECT value FROM anchorline.anchorline_meta WHERE key = 'functions'"
+    assert sql(postgres_url, meta) == [("2",)]
+
+
+def test_new_functions_a_user_may_not_create_are_one_line_naming_the_fix(
+    postgres_url: str,
+) -> None:
+    PostgresStore(postgres_url).close()
+    sql(postgres_url, "DELETE FROM anchorline.anchorline_meta WHERE key = 'functions'")
+    role = f"writer_{dbname(postgres_url)}"
+    sql(
+        postgres_url,
+        f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA anchorline TO {role};"
+        f" GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA anchorline TO {role}",
+    )
+    as_writer = psycopg.conninfo.make_conninfo(postgres_url, user=role)
+    try:
+        with pytest.raises(IncompatibleStore, match="open it once as the schema's owner") as e:
+            PostgresStore(as_writer)
+        assert role in str(e.value) and "\n" not in str(e.value)
+        PostgresStore(postgres_url).close()  # the owner brings the functions
+        with PostgresStore(as_writer) as store:
+            assert add(store, text("as the writer")).message.seq == 1
+    finally:
+        sql(postgres_url, f"DROP OWNED BY {role}; DROP ROLE {role}")

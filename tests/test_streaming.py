@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anchorline import (
+    Conflict,
     Context,
     InvalidOp,
     PersistOp,
@@ -184,15 +185,39 @@ def test_flush_writes_the_partial_now(pipeline: Pipeline) -> None:
         assert stored.content == "so far"
 
 
-def test_a_retried_stream_with_a_client_message_id_reuses_the_message(pipeline: Pipeline) -> None:
-    with pipeline.stream("c", client_message_id="turn-7") as first:
-        first.append("a")
+def test_a_retried_stream_of_an_unfinished_turn_resumes_its_message(pipeline: Pipeline) -> None:
+    # What a stream had written when its process died: the placeholder and a flush.
+    message_id = pipeline.persist(
+        Reserve(conversation_id="c", role="assistant", client_message_id="turn-7")
+    ).message.id
+    pipeline.persist(UpdateContent(message_id=message_id, content="a", final=False))
     with pipeline.stream("c", client_message_id="turn-7") as again:
-        assert again.message_id == first.message_id
-        assert again.message is not None and again.message.status == "complete"
+        assert again.message_id == message_id and not again.complete
         assert again.content == "a"  # resumed, not emptied
         again.append("b")
-    assert pipeline.get(first.message_id).content == "ab"  # type: ignore[union-attr]
+    stored = pipeline.get(message_id)
+    assert stored is not None and stored.content == "ab" and stored.status == "complete"
+
+
+def test_a_retried_stream_of_a_finished_turn_keeps_its_answer_and_writes_nothing(
+    pipeline: Pipeline,
+) -> None:
+    with pipeline.stream("c", client_message_id="turn-7") as first:
+        first.append("answer")
+    stored = pipeline.get(first.message_id)
+    feed = pipeline.changes()
+    with pipeline.stream("c", client_message_id="turn-7") as again:
+        assert again.complete and again.message == stored
+        for write in (lambda: again.append("answer"), lambda: again.set_content("x"),
+                      again.flush):  # fmt: skip
+            with pytest.raises(Conflict, match=r"already complete.*s\.complete"):
+                write()
+    with pytest.raises(RuntimeError, match="model failed"):
+        with pipeline.stream("c", client_message_id="turn-7") as failed:
+            assert failed.complete
+            raise RuntimeError("model failed")
+    assert pipeline.messages("c") == [stored]
+    assert pipeline.changes() == feed  # nothing written: no update, no interrupted mark
 
 
 def test_using_the_handle_outside_with_is_an_error(pipeline: Pipeline) -> None:

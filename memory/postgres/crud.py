@@ -13,7 +13,6 @@ statement and look further only when it did not match.
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -56,6 +55,7 @@ from anchorline.results import (
     Updated,
 )
 
+from .connection import PooledConnection
 from .schema import SCHEMA
 
 MESSAGES = f"{SCHEMA}.messages"
@@ -146,9 +146,11 @@ class Session:
         self.alone = False
         self.sent_alone = True
         conn = self.conn
-        cursor = _CURSORS.get(conn)
-        if cursor is None:  # a cursor per connection: making one costs more than the rest
-            cursor = _CURSORS[conn] = conn.cursor()
+        cursor = getattr(conn, "write_cursor", None)
+        if cursor is None:
+            cursor = conn.cursor()
+            if isinstance(conn, PooledConnection):
+                conn.write_cursor = cursor
         try:
             row = cursor.execute(query, (*params[:-1], True)).fetchone()
         except psycopg.Error as e:
@@ -164,9 +166,6 @@ class Session:
 
 #: What ``insert_message`` alone raises when the row meets a stored one (schema.py).
 MET_STORED = "AL001"
-_CURSORS: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _log(
@@ -389,7 +388,11 @@ def update_message_content(
     if "\x00" in op.message_id:
         raise MessageNotFound(op.message_id)
     params = (op.message_id, op.content_json, op.final, now, expected, False)
-    row = db.at_once(_UPDATE_CONTENT, params) if type(db) is Session and db.alone else None
+    # A guarded update takes the usual way: after a lost answer, only the transaction's
+    # own replay can tell a write that landed from a guard that no longer holds.
+    row = None
+    if type(db) is Session and db.alone and expected is None:
+        row = db.at_once(_UPDATE_CONTENT, params)
     if row is None:
         row = db.execute(_UPDATE_CONTENT, params).fetchone()
         if row is None:
@@ -415,12 +418,19 @@ def update_message_content(
     )
 
 
-def content_landed(db: Executes, op: UpdateContent) -> ContentUpdated | None:
-    """Whether the stored message already reads as ``op`` leaves it (after a content
-    update sent as its own transaction whose answer was lost): its result if so."""
+def content_landed(db: Executes, op: UpdateContent, now: int) -> ContentUpdated | None:
+    """Whether the stored message reads as ``op`` written at ``now`` leaves it (after a
+    content update sent as its own transaction whose answer was lost): its result if
+    so. Only an update without a guard is sent so (see update_message_content), so a
+    match means the message is as the caller asked, whoever wrote it last."""
     stored = get_message(db, op.message_id)
     status = "complete" if op.final else "reserved"
-    if stored is None or stored.status != status or stored.content != op.content:
+    if (
+        stored is None
+        or stored.status != status
+        or stored.updated_at < now
+        or stored.content != op.content
+    ):
         return None
     return ContentUpdated(message=stored)
 

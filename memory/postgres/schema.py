@@ -155,8 +155,9 @@ $$;
 -- A new message's row, with its seq. In a transaction of several statements
 -- (p_alone false) a row that meets a stored one gives its seq back and the
 -- answer is NULL. Alone (the statement is its own transaction, committed as it
--- ends) the write goes in the change feed here, and a row that meets a stored
--- one undoes the whole statement (SQLSTATE AL001): the caller then settles the
+-- ends) the write goes in the change feed here; a repeated client id writes
+-- nothing and answers NULL, and any other row that meets a stored one undoes
+-- the whole statement (SQLSTATE AL001). Either way the caller then settles the
 -- op in a transaction of its own.
 CREATE OR REPLACE FUNCTION {SCHEMA}.insert_message(
     p_id TEXT, p_conversation TEXT, p_parent TEXT, p_role TEXT, p_content TEXT,
@@ -164,6 +165,12 @@ CREATE OR REPLACE FUNCTION {SCHEMA}.insert_message(
 RETURNS BIGINT LANGUAGE plpgsql AS $$
 DECLARE taken BIGINT;
 BEGIN
+    -- A repeated client id is a retry, not an error: no ERROR in the server's log.
+    IF p_alone AND p_client IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {SCHEMA}.messages
+        WHERE conversation_id = p_conversation AND client_message_id = p_client) THEN
+        RETURN NULL;
+    END IF;
     taken := {SCHEMA}.take_seq(p_conversation, p_parent, p_at);
     INSERT INTO {SCHEMA}.messages (id, conversation_id, role, content, metadata, status,
                                    client_message_id, created_at, updated_at, seq)
@@ -214,10 +221,9 @@ END
 $$;
 """
 LOG_DDL += LOG_FUNCTIONS
-#: The newest of the functions: a database made before it came gets them all again.
-_HAS_FUNCTIONS = (
-    f"SELECT to_regprocedure('{SCHEMA}.update_content(text,text,boolean,bigint,bigint,boolean)')"
-)
+#: The version of LOG_FUNCTIONS, kept in anchorline_meta ('functions'): a database
+#: whose functions are older (or that has none) gets them all again on open.
+FUNCTIONS_VERSION = 2
 DDL = DDL.replace("{log}", LOG_DDL)
 
 # Version 2 numbers each conversation's messages (in created_at and rowid order),
@@ -263,7 +269,7 @@ SELECT to_regclass('{SCHEMA}.anchorline_meta') IS NOT NULL,
              ORDER BY 1 LIMIT 5)
 """
 _META = f"SELECT key, value FROM {SCHEMA}.anchorline_meta WHERE key IN ('schema_version',"
-_META += " 'application', 'index_enabled')"
+_META += " 'application', 'index_enabled', 'functions')"
 
 
 def _meta(conn: psycopg.Connection[Any]) -> dict[str, str]:
@@ -311,8 +317,8 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
                 conn.execute(DDL)
                 conn.execute(
                     f"INSERT INTO {SCHEMA}.anchorline_meta VALUES"
-                    " ('schema_version', %s), ('application', 'anchorline')",
-                    (str(SCHEMA_VERSION),),
+                    " ('schema_version', %s), ('application', 'anchorline'), ('functions', %s)",
+                    (str(SCHEMA_VERSION), str(FUNCTIONS_VERSION)),
                 )
     meta = _meta(conn)
     _check(meta, where)
@@ -322,12 +328,30 @@ def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
             if int(_meta(conn)["schema_version"]) == 1:  # unless another session upgraded it
                 conn.execute(_FROM_V1)
                 conn.execute(_ALLOW_COMPACTION)
-    row = conn.execute(_HAS_FUNCTIONS).fetchone()
-    if row is None or row[0] is None:  # a version 2 made before the functions came
+    if meta.get("functions") != str(FUNCTIONS_VERSION):
+        _update_functions(conn, where)
+    return "index_enabled" in meta
+
+
+def _update_functions(conn: psycopg.Connection[Any], where: str) -> None:
+    """(Re)create the PL/pgSQL functions of a database made by an older Anchorline."""
+    try:
         with conn.transaction():
             conn.execute(LOCK)
             conn.execute(LOG_FUNCTIONS)
-    return "index_enabled" in meta
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.anchorline_meta VALUES ('functions', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(FUNCTIONS_VERSION),),
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        user = conn.info.user
+        raise IncompatibleStore(
+            f"{where} was made by an older Anchorline, and this one brings new functions to"
+            f" schema {SCHEMA} that user {user!r} may not create: open it once as the"
+            " schema's owner (any anchorline command that opens it will do), then again"
+            " as this user"
+        ) from None
 
 
 # The compactions of a conversation, newest first, without a walk over its messages.

@@ -221,7 +221,7 @@ class PostgresTransaction:
         result: ContentUpdated = self.run(
             lambda db: crud.update_message_content(db, op, now=now, expected=expected),
             queues=op.final,
-            landed=lambda db: crud.content_landed(db, op),
+            landed=lambda db: crud.content_landed(db, op, now),
         )
         return result
 
@@ -315,7 +315,12 @@ class PostgresTransaction:
         lost, whether it committed: its result if so, else ``None`` (without it, the
         replay of ``fn`` must find out by itself, as an add's does).
         """
-        if self._failed or self._session is None or self._session.committed:
+        if self._session is not None and self._session.committed:
+            raise RuntimeError(
+                "this transaction took its one write and committed it (begin_sole):"
+                " begin another for the next"
+            )
+        if self._failed or self._session is None:
             raise StorageUnavailable(
                 f"transaction not usable: an earlier write in it failed, or it ended"
                 f" ({self._host.where})",

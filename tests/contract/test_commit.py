@@ -65,18 +65,25 @@ def test_a_wrapper_failing_after_the_terminal_undoes_a_lone_write(
     assert after.message.seq == max(m.seq for m in before) + 1
 
 
-def test_a_wrapper_sees_the_result_of_a_write_not_yet_committed(pipeline: Pipeline) -> None:
-    seen: list[int] = []
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_with_a_wrapper_the_write_is_committed_only_after_it_returns(
+    store: str, request: pytest.FixtureRequest, db_path: str
+) -> None:
+    location = request.getfixturevalue("postgres_url") if store == "postgres" else db_path
+    seen: list[Any] = []
+    with (
+        Pipeline.open(location, index="none", load_entrypoints=False) as pipeline,
+        Pipeline.open(location, index="none", load_entrypoints=False) as reader,
+    ):
 
-    class Counts:
-        @hookimpl(wrapper=True)
-        def persist(self, op: Any, context: Any) -> Generator[None, Any, Any]:
-            result = yield
-            seen.append(result.message.seq)
-            return result
+        class LooksFromElsewhere:
+            @hookimpl(wrapper=True)
+            def persist(self, op: Any, context: Any) -> Generator[None, Any, Any]:
+                result = yield
+                seen.append(reader.get(result.message.id))  # another connection's view
+                return result
 
-    pipeline.plugin_manager.register(Counts())
-    first = pipeline.persist(Add(conversation_id="c", role="user", content="1"))
-    second = pipeline.persist(Add(conversation_id="c", role="user", content="2"))
-    assert seen == [first.message.seq, second.message.seq] == [1, 2]
-    assert [m.seq for m in pipeline.messages("c")] == [1, 2]
+        pipeline.plugin_manager.register(LooksFromElsewhere())
+        added = pipeline.persist(Add(conversation_id="c", role="user", content="1"))
+        assert seen == [None]
+        assert reader.get(added.message.id) == added.message
