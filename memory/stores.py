@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from anchorline.errors import ConfigurationError, StorageUnavailable
@@ -83,6 +84,22 @@ def _import(target: str, scheme: str, extra: str) -> Any:
             f"a {scheme}:// database needs the {extra} store, which is not installed"
             f" (no module {missing!r}): pip install 'anchorline[{extra}]'"
         ) from None
+
+
+def missing(location: str) -> str | None:
+    """Why no store is at ``location`` yet (one line naming where it was looked for), or
+    ``None`` if one is; creates nothing. ``":memory:"`` and ``file:`` URIs are never
+    missing."""
+    scheme = _scheme(location)
+    for schemes, target, extra in STORES:
+        if scheme in schemes:
+            check: Callable[[str], str | None] = _import(
+                f"{target.partition(':')[0]}:missing", scheme, extra
+            )
+            return check(location)
+    if location == ":memory:" or location.startswith("file:") or os.path.exists(location):
+        return None
+    return f"no database at {os.path.abspath(location)}"
 
 
 def open_store(

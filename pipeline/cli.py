@@ -476,14 +476,10 @@ def _open(args: argparse.Namespace) -> Pipeline:
     parse_embedder(args.embedder or os.environ.get(EMBEDDER_ENV) or "hashing")  # and then this
     if not db:
         raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
-    if _is_file(db):
-        if os.path.isdir(db):
-            raise CLIError(f"--db: {db} is a folder, not a database file")
-        if not needs.creates and not os.path.exists(db):
-            raise CLIError(
-                f"no database at {os.path.abspath(db)}: create one with 'anchorline ingest FILE'"
-                f" (or 'anchorline demo'), or name another with --db or ${DB_ENV}"
-            )
+    if _is_file(db) and os.path.isdir(db):
+        raise CLIError(f"--db: {db} is a folder, not a database file")
+    if not needs.creates and _is_file(db):
+        _refuse_missing(db)
     if index is None and needs.index in ("existing", "required"):
         if "://" in db and not (args.index_given or os.environ.get(INDEX_ENV)):
             raise CLIError(
@@ -501,8 +497,20 @@ def _open(args: argparse.Namespace) -> Pipeline:
             index = None
     if needs.index == "unused":
         index = None
+    if not needs.creates and "://" in db:  # a server: looked for once the rest is right
+        _refuse_missing(db)
     embedder = args.embedder if index is not None else None
     return Pipeline.open(db, index=index, embedder=embedder)
+
+
+def _refuse_missing(db: str) -> None:
+    """Raise if no store is at ``db`` yet: a command that only reads creates none."""
+    from anchorline.memory.stores import missing
+
+    why = missing(db)
+    if why is not None:
+        how = "'anchorline ingest FILE'" + (" (or 'anchorline demo')" if _is_file(db) else "")
+        raise CLIError(f"{why}: create one with {how}, or name another with --db or ${DB_ENV}")
 
 
 def _one_line(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from .test_cli import line, run
@@ -78,3 +79,29 @@ def test_a_folder_given_as_the_database_is_one_line(tmp_path: Path) -> None:
     result = run(tmp_path, "--db", "data", "ingest", "-", stdin="")
     assert result.returncode == 1
     assert result.stderr == "anchorline: error: --db: data is a folder, not a database file\n"
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: a[0])
+def test_a_read_only_command_on_an_empty_postgres_database_creates_no_schema(
+    tmp_path: Path, postgres_url: str, args: tuple[str, ...]
+) -> None:
+    result = run(tmp_path, "--db", postgres_url, "--index", "none", *args)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    if args[0] in ("search", "doctor"):  # they need an index: that is said first
+        assert "no index" in result.stderr
+    else:
+        assert "no Anchorline store in PostgreSQL database" in result.stderr
+        assert "anchorline ingest" in result.stderr
+    with psycopg.connect(postgres_url) as conn:
+        schemas = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = 'anchorline'"
+        ).fetchall()
+    assert schemas == []
+    assert listing(tmp_path) == []
+    # Once something was written, the same command reads it.
+    added = line("add", conversation_id="c1", role="user", content="x")
+    written = run(tmp_path, "--db", postgres_url, "--index", "none", "ingest", "-", stdin=added)
+    assert written.returncode == 0, written.stderr
+    again = run(tmp_path, "--db", postgres_url, "--index", "none", *args)
+    assert "no Anchorline store" not in again.stderr and "Traceback" not in again.stderr

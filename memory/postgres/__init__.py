@@ -6,6 +6,6 @@ and psycopg_pool).
 
 from __future__ import annotations
 
-from .store import PostgresStore
+from .store import PostgresStore, missing
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "missing"]

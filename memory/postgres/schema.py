@@ -294,6 +294,12 @@ def _check(meta: dict[str, str], where: str) -> None:
         )
 
 
+def has_schema(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database holds Anchorline's schema (made by an earlier open)."""
+    row = conn.execute(_STATE).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_schema(conn: psycopg.Connection[Any], where: str) -> bool:
     """Create the schema in a database that lacks it, or check the one that is there;
     return whether indexing is switched on.

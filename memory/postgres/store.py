@@ -21,7 +21,7 @@ from .connection import Connections, describe, location_of, parse
 from .errors import gave_up, refused_for_now, retryable, storage_error
 from .notify import Listener, Notifier
 from .outbox import PostgresOutbox
-from .schema import ensure_schema
+from .schema import ensure_schema, has_schema
 from .transaction import PostgresTransaction, read
 
 T = TypeVar("T")
@@ -42,6 +42,22 @@ def _transient(error: psycopg.Error) -> bool:
 
 #: The environment variable that bounds each store's pool when ``pool_max`` is not given.
 POOL_MAX_ENV = "ANCHORLINE_POOL_MAX"
+
+
+def missing(url: str) -> str | None:
+    """Why ``url`` holds no Anchorline store yet, in one line naming the database; ``None``
+    if it does. Creates nothing (for commands that only read)."""
+    params = parse(url)
+    where = describe(params)
+    kwargs: dict[str, Any] = {} if "connect_timeout" in params else {"connect_timeout": 10}
+    try:
+        with psycopg.connect(url, autocommit=True, **kwargs) as conn:
+            where = describe({}, conn)
+            if has_schema(conn):
+                return None
+    except psycopg.Error as e:
+        raise storage_error(e, where) from None
+    return f"no Anchorline store in {where}"
 
 
 def _pool_max_from_env() -> int:
