@@ -64,10 +64,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _text(message: Message) -> str:
+    """The content as ``show`` prints it: the text, each block on its own line (a block
+    without text by its type)."""
     if isinstance(message.content, str):
-        return message.content
+        return message.content or "(empty)"
     parts = [b.get("text", f"[{b.get('type')}]") for b in message.content]
-    return "".join(str(p) for p in parts) or "(empty)"
+    return "\n".join(str(p) for p in parts) or "(empty)"
 
 
 def _print_conversation(messages: Sequence[Message]) -> None:

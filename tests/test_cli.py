@@ -258,6 +258,23 @@ def test_show_and_search_print_what_a_message_holds_as_it_is(tmp_path: Path) -> 
     assert content in found.stdout and "[c1]" in found.stdout
 
 
+def test_show_puts_each_content_block_on_its_own_line(tmp_path: Path) -> None:
+    blocks = [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "t1", "name": "maps", "input": {}},
+        {"type": "text", "text": "Found it."},
+    ]
+    ops = line("add", conversation_id="c1", role="assistant", content=blocks)
+    assert run(tmp_path, "ingest", "-", stdin=ops).returncode == 0
+    shown = run(tmp_path, "show", "c1")
+    assert shown.returncode == 0, shown.stderr
+    lines = [ln.strip(" │|") for ln in shown.stdout.splitlines()]
+    assert any(ln.endswith("Let me look.") for ln in lines), shown.stdout
+    assert any(ln.endswith("[tool_use]") for ln in lines), shown.stdout
+    assert any(ln.endswith("Found it.") for ln in lines), shown.stdout
+    assert "look.[tool_use]" not in shown.stdout
+
+
 def test_text_the_terminal_cannot_show_is_escaped_not_a_crash(tmp_path: Path) -> None:
     ops = line("add", conversation_id="c", role="user", content="caf\u00e9 \U0001f600")
     assert run(tmp_path, "ingest", "-", stdin=ops).returncode == 0
