@@ -100,3 +100,19 @@ def test_changes_follow_prints_writes_as_they_commit(tmp_path: Path) -> None:
         follower.wait(timeout=30)
     assert [json.loads(row)["seq"] for row in lines] == [1, 1]
     assert json.loads(lines[1])["message_id"] == added.message.id
+
+
+def test_an_expired_cursor_on_postgres_is_one_line_and_the_pool_keeps_its_connection(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    db = ("--db", postgres_url, "--index", "none")
+    ops = "\n".join(
+        line("add", conversation_id="c", role="user", content=f"m{i}") for i in range(3)
+    )
+    assert run(tmp_path, *db, "ingest", "-", stdin=ops).returncode == 0
+    cursors = [c["cursor"] for c in _changes(run(tmp_path, *db, "changes").stdout)]
+    assert run(tmp_path, *db, "changes", "trim", "--before", str(cursors[2])).returncode == 0
+    old = run(tmp_path, *db, "changes", "--after", "0")
+    assert old.returncode == 1
+    assert old.stderr.startswith("anchorline: error: after: cursor 0 is older than"), old.stderr
+    assert old.stderr.count("\n") == 1, old.stderr  # no pool warning about a discarded one

@@ -131,6 +131,9 @@ def read(host: Host, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
             let_go(host, conn)
             attempts.again(e)
             continue
+        except AnchorlineError:
+            let_go(host, conn)  # a refusal of ours (CursorExpired): the connection is fine
+            raise
         except BaseException:
             if conn is not None:
                 host.connections.discard(conn)  # in an unknown state
