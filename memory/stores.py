@@ -66,8 +66,19 @@ def resolve_durability(durability: str | None) -> str:
 
 
 def _scheme(location: str) -> str:
+    """The URL scheme of ``location`` (``""`` for a path); one no store knows is refused
+    (a SQLite ``file:`` URI aside), rather than taken for a relative path."""
     scheme, found, _ = location.partition("://")
-    return scheme.lower() if found else ""
+    if not found or scheme.lower() == "file" or "/" in scheme or "\\" in scheme:
+        return ""
+    scheme = scheme.lower()
+    if not any(scheme in schemes for schemes, _, _ in STORES):
+        known = ", ".join(f"{s}://" for schemes, _, _ in STORES for s in schemes)
+        raise ConfigurationError(
+            f"location: {scheme}:// names no store Anchorline has: use a SQLite file path"
+            f" (or a file: URI) or a {known} URL"
+        )
+    return scheme
 
 
 def _import(target: str, scheme: str, extra: str) -> Any:

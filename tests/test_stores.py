@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -146,3 +148,16 @@ def test_an_outbox_wait_returns_when_woken(store: Store) -> None:
     waiter.join(10)
     assert not waiter.is_alive(), "wake() did not end the wait"
     assert woken == [True]
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///tmp/x.db", "mysql://db/chat", "postgresql+psycopg://u@db/chat"]
+)
+def test_a_url_no_store_knows_is_refused_not_taken_for_a_path(
+    url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(str(tmp_path))
+    scheme = url.partition("://")[0]
+    with pytest.raises(ConfigurationError, match=rf"location: {re.escape(scheme)}:// names no"):
+        Pipeline.open(url, load_entrypoints=False)
+    assert list(os.listdir(str(tmp_path))) == []  # no folder named after the scheme
