@@ -7,6 +7,8 @@ from typing import Any
 from anchorline.errors import CursorExpired
 from anchorline.results import Change, Conversation
 
+from .interface import ConversationState
+
 #: The metadata key under which a store keeps the cursor the feed was trimmed before.
 TRIMMED_KEY = "changes_trimmed_before"
 
@@ -31,6 +33,16 @@ def change_from_row(row: tuple[Any, ...]) -> Change:
         seq=row[4],
         at=row[5],
         final=bool(row[6]),
+    )
+
+
+#: What copying reads of a conversation's row (``state_from_row``'s order).
+STATE_COLUMNS = "id, parent_id, next_seq, first_at, last_at"
+
+
+def state_from_row(row: tuple[Any, ...]) -> ConversationState:
+    return ConversationState(
+        id=row[0], parent_id=row[1], next_seq=row[2], first_at=row[3], last_at=row[4]
     )
 
 

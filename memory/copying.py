@@ -20,6 +20,8 @@ class CopyReport:
     read: int
     written: int
     unchanged: int
+    #: Conversations whose row (parent, next seq, times) the copy brought up to date.
+    conversations: int = 0
 
 
 def copy_store(
@@ -31,7 +33,11 @@ def copy_store(
 ) -> CopyReport:
     """Copy every message of ``source`` (placeholders included) into ``target``.
 
-    Messages keep their ids, timestamps, status and client ids. The walk goes
+    Messages keep their ids, timestamps, status, client ids and seqs; then each
+    conversation's row follows (its parent, and its next seq, so that a seq handed
+    out in the source, even to a message deleted since, is never handed out again
+    in the target). Deletions are not copied: a message or conversation deleted
+    or forgotten in the source after an earlier copy stays in the target. The walk goes
     in id order, one transaction per ``batch``, and a message the target
     already holds as new or newer is left alone: a second run after an
     interruption finishes the job without duplicates, and a run over a
@@ -58,4 +64,20 @@ def copy_store(
         after = messages[-1].id
         if progress is not None:
             progress(read)
-    return CopyReport(read=read, written=written, unchanged=read - written)
+    conversations = 0
+    last: str | None = None
+    while True:
+        states = source.scan_conversations(last, batch)
+        if not states:
+            break
+        tx = target.begin()
+        try:
+            conversations += sum(tx.restore_conversation(state) for state in states)
+        except BaseException:
+            tx.rollback()
+            raise
+        tx.commit()
+        last = states[-1].id
+    return CopyReport(
+        read=read, written=written, unchanged=read - written, conversations=conversations
+    )

@@ -31,6 +31,18 @@ from anchorline.results import (
 )
 
 
+@attrs.frozen
+class ConversationState:
+    """A conversation's row as a store keeps it: what copying carries over besides its
+    messages (``next_seq`` is the seq its next message gets; seqs are never reused)."""
+
+    id: str
+    parent_id: str | None
+    next_seq: int
+    first_at: int
+    last_at: int
+
+
 class Transaction(Protocol):
     """One write transaction in one store: a unit of work's participant.
 
@@ -78,6 +90,13 @@ class Transaction(Protocol):
         store holds its id with an ``updated_at`` at or after the message's; True if it
         was written. For copying a store: a second copy finishes the first. Another
         message holding its ``client_message_id`` is a ``Conflict``."""
+        ...
+
+    def restore_conversation(self, state: ConversationState) -> bool:
+        """Bring the conversation's row up to ``state`` (from another store): its
+        ``parent_id`` if it has none, its next seq, first and last times moved on to
+        ``state``'s where those are later (earlier, for the first time). Its message
+        count is the store's own. True if it changed."""
         ...
 
     def forget(self, op: Forget) -> Forgotten:
@@ -307,6 +326,11 @@ class Store(ChangeLog, Protocol):
     def scan(self, after_id: str | None, limit: int) -> list[Message]:
         """Up to ``limit`` messages whose id sorts after ``after_id``, in id order, placeholders
         included: a resumable walk over the whole store (for copying it)."""
+        ...
+
+    def scan_conversations(self, after_id: str | None, limit: int) -> list[ConversationState]:
+        """Up to ``limit`` conversations whose id sorts after ``after_id``, in id order, as
+        the store keeps them (for copying it)."""
         ...
 
     def close(self) -> None: ...

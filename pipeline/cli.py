@@ -225,7 +225,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     out.print(
         Text(
             f"copied {report.read} message(s) from {source.location} to {target.location}:"
-            f" {report.written} written, {report.unchanged} already there"
+            f" {report.written} written, {report.unchanged} already there;"
+            f" {report.conversations} conversation(s) brought up to date"
         )
     )
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from anchorline import Add, Pipeline, Reserve, UpdateContent
+from anchorline import Add, Delete, Pipeline, Reserve, UpdateContent
 from anchorline.memory.copying import copy_store
 from anchorline.memory.interface import Store
 from anchorline.memory.stores import open_store
@@ -81,3 +81,38 @@ def test_a_message_finished_after_it_was_copied_is_brought_up_to_date(
     assert again.written == 1
     assert target.get_message(placeholder.id) == source.get_message(placeholder.id)
     assert everything(target) == everything(source)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_copy_keeps_thread_links_and_never_hands_out_a_seq_again(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    path = str(tmp_path / "threads.db")
+    with Pipeline.open(path, load_entrypoints=False) as pipeline:
+        ids = [
+            pipeline.persist(Add(conversation_id="s", role="user", content=f"m{i}")).message.id
+            for i in range(4)
+        ]
+        for message_id in ids[2:]:  # seqs 3 and 4 were handed out, then deleted
+            pipeline.persist(Delete(message_id=message_id))
+        pipeline.persist(Add(conversation_id="parent", role="user", content="plan a trip"))
+        pipeline.persist(
+            Add(conversation_id="child", role="assistant", content="hotels", parent_id="parent")
+        )
+        before = pipeline.conversations()
+    location = (
+        request.getfixturevalue("postgres_url") if kind == "postgres" else str(tmp_path / "t.db")
+    )
+    source, target = open_store(path), open_store(location)
+    try:
+        report = copy_store(source, target)
+        assert report.conversations == 2  # "s" (its next seq) and "child" (its parent)
+        assert copy_store(source, target).conversations == 0  # a second run changes nothing
+    finally:
+        source.close()
+        target.close()
+    with Pipeline.open(location, load_entrypoints=False) as copied:
+        assert [c.id for c in copied.threads("parent")] == ["child"]
+        assert copied.conversations() == before
+        again = copied.persist(Add(conversation_id="s", role="user", content="after the move"))
+        assert again.message.seq == 5

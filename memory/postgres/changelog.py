@@ -26,13 +26,17 @@ import psycopg
 from anchorline.memory.changelog import (
     CHANGE_COLUMNS,
     CONVERSATION_COLUMNS,
+    STATE_COLUMNS,
     TRIMMED_KEY,
     change_from_row,
     check_cursor,
     conversation_from_row,
+    state_from_row,
 )
+from anchorline.memory.interface import ConversationState
 from anchorline.results import Change, Conversation
 
+from .crud import Executes
 from .notify import Listener
 from .schema import SCHEMA
 
@@ -136,3 +140,38 @@ class PostgresWatch:
 
     def close(self) -> None:
         self._listener.close()
+
+
+def scan_conversations(
+    conn: psycopg.Connection[Any], after_id: str | None, limit: int
+) -> list[ConversationState]:
+    """Conversations in id order after ``after_id`` (see ``Store.scan_conversations``)."""
+    rows = conn.execute(
+        f"SELECT {STATE_COLUMNS} FROM {SCHEMA}.conversations WHERE id > %s ORDER BY id LIMIT %s",
+        (after_id or "", limit),
+    ).fetchall()
+    return [state_from_row(row) for row in rows]
+
+
+# The message inserts keep the count; the rest moves on to the copied row's.
+_RESTORE_CONVERSATION = f"""
+INSERT INTO {SCHEMA}.conversations AS c
+    (id, parent_id, next_seq, message_count, first_at, last_at)
+VALUES (%s, %s, %s, 0, %s, %s)
+ON CONFLICT (id) DO UPDATE SET parent_id = coalesce(c.parent_id, excluded.parent_id),
+    next_seq = GREATEST(c.next_seq, excluded.next_seq),
+    first_at = LEAST(c.first_at, excluded.first_at),
+    last_at = GREATEST(c.last_at, excluded.last_at)
+WHERE (c.parent_id IS NULL AND excluded.parent_id IS NOT NULL)
+    OR c.next_seq < excluded.next_seq OR c.first_at > excluded.first_at
+    OR c.last_at < excluded.last_at
+RETURNING 1"""
+
+
+def restore_conversation(db: Executes, state: ConversationState) -> bool:
+    """Bring a conversation's row up to ``state`` (see ``Transaction.restore_conversation``)."""
+    row = db.execute(
+        _RESTORE_CONVERSATION,
+        (state.id, state.parent_id, state.next_seq, state.first_at, state.last_at),
+    ).fetchone()
+    return row is not None

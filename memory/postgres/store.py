@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 
 from anchorline.errors import AnchorlineError, ConfigurationError
-from anchorline.memory.interface import Store, Transaction
+from anchorline.memory.interface import ConversationState, Store, Transaction
 from anchorline.memory.retry import RetryPolicy
 from anchorline.results import Change, Conversation, Message
 
@@ -235,6 +235,10 @@ class PostgresStore:
     def scan(self, after_id: str | None, limit: int) -> list[Message]:
         """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
         return self.read(lambda c: crud.scan(c, after_id, limit))
+
+    def scan_conversations(self, after_id: str | None, limit: int) -> list[ConversationState]:
+        """Up to ``limit`` conversations whose id sorts after ``after_id``, in id order."""
+        return self.read(lambda c: changelog.scan_conversations(c, after_id, limit))
 
     # --- the conversation log ---------------------------------------------------
 

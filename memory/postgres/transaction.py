@@ -29,6 +29,7 @@ import psycopg_pool
 from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
+from anchorline.memory.interface import ConversationState
 from anchorline.memory.retry import RetryPolicy
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
@@ -42,7 +43,7 @@ from anchorline.results import (
     Updated,
 )
 
-from . import crud
+from . import changelog, crud
 from .changelog import FEED, FEED_ONE, feed_params
 from .connection import Connections
 from .errors import gave_up, keeps_connection, retryable, storage_error
@@ -249,6 +250,11 @@ class PostgresTransaction:
             lambda db: crud.restore_message(db, message), queues=message.status == "complete"
         )
         return written
+
+    def restore_conversation(self, state: ConversationState) -> bool:
+        """Bring the conversation's row up to ``state`` (see the ``Transaction`` protocol)."""
+        changed: bool = self.run(lambda db: changelog.restore_conversation(db, state))
+        return changed
 
     def forget(self, op: Forget) -> Forgotten:
         """Delete every message of the conversation (see the ``Transaction`` protocol)."""

@@ -21,11 +21,14 @@ import apsw
 from anchorline.memory.changelog import (
     CHANGE_COLUMNS,
     CONVERSATION_COLUMNS,
+    STATE_COLUMNS,
     TRIMMED_KEY,
     change_from_row,
     check_cursor,
     conversation_from_row,
+    state_from_row,
 )
+from anchorline.memory.interface import ConversationState
 from anchorline.results import Change, Conversation
 
 T = TypeVar("T")
@@ -97,6 +100,37 @@ def list_conversations(
         sql += " LIMIT ?"
         params.append(limit)
     return [conversation_from_row(row) for row in conn.execute(sql, params)]
+
+
+def scan_conversations(
+    conn: apsw.Connection, after_id: str | None, limit: int
+) -> list[ConversationState]:
+    """Conversations in id order after ``after_id`` (see ``Store.scan_conversations``)."""
+    rows = conn.execute(
+        f"SELECT {STATE_COLUMNS} FROM conversations WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id or "", limit),
+    )
+    return [state_from_row(row) for row in rows]
+
+
+# The message triggers keep the count; the rest moves on to the copied row's.
+_RESTORE_CONVERSATION = """
+INSERT INTO conversations (id, parent_id, next_seq, message_count, first_at, last_at)
+VALUES (?1, ?2, ?3, 0, ?4, ?5)
+ON CONFLICT (id) DO UPDATE SET parent_id = coalesce(parent_id, excluded.parent_id),
+    next_seq = max(next_seq, excluded.next_seq), first_at = min(first_at, excluded.first_at),
+    last_at = max(last_at, excluded.last_at)
+WHERE (parent_id IS NULL AND excluded.parent_id IS NOT NULL) OR next_seq < excluded.next_seq
+    OR first_at > excluded.first_at OR last_at < excluded.last_at"""
+
+
+def restore_conversation(conn: apsw.Connection, state: ConversationState) -> bool:
+    """Bring a conversation's row up to ``state`` (see ``Transaction.restore_conversation``)."""
+    conn.execute(
+        _RESTORE_CONVERSATION,
+        (state.id, state.parent_id, state.next_seq, state.first_at, state.last_at),
+    )
+    return bool(conn.changes())
 
 
 class Commits:

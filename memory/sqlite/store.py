@@ -13,6 +13,7 @@ from typing import TypeVar
 import apsw
 
 from anchorline.errors import StorageUnavailable
+from anchorline.memory.interface import ConversationState
 from anchorline.memory.retry import RetryPolicy
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
@@ -91,6 +92,9 @@ class SQLiteTransaction(Transaction):
 
     def restore(self, message: Message) -> bool:
         return self.run(lambda c: crud.restore_message(c, message)) is not None
+
+    def restore_conversation(self, state: ConversationState) -> bool:
+        return self.run(lambda c: changelog.restore_conversation(c, state))
 
     def forget(self, op: Forget) -> Forgotten:
         return self.run(lambda c: _FORGET(c, op))
@@ -234,6 +238,9 @@ class SQLiteStore:
 
     def scan(self, after_id: str | None, limit: int) -> list[Message]:
         return self.read(partial(crud.scan, after_id=after_id, limit=limit))
+
+    def scan_conversations(self, after_id: str | None, limit: int) -> list[ConversationState]:
+        return self.read(partial(changelog.scan_conversations, after_id=after_id, limit=limit))
 
     # --- the conversation log ---------------------------------------------------
 
