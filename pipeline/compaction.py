@@ -82,11 +82,15 @@ def latest_compaction(
 
 
 def context(pipeline: Pipeline, conversation_id: str, as_of_seq: int | None) -> list[Message]:
-    """The latest compaction (if any), then every message from its ``first_kept_seq`` on,
-    in seq order; with ``as_of_seq``, the same as it stood once that seq was written."""
+    """The latest compaction (if any), then every complete message from its
+    ``first_kept_seq`` on, in seq order; with ``as_of_seq``, the same as it stood once
+    that seq was written. Placeholders (an answer still streaming, or one whose stream
+    died) are not context yet."""
     compaction = latest_compaction(pipeline, conversation_id, as_of_seq)
     after = None if compaction is None else max(first_kept_seq(compaction) - 1, 0)
-    kept = pipeline.messages(conversation_id, after_seq=after)
-    if as_of_seq is not None:
-        kept = [message for message in kept if message.seq <= as_of_seq]
+    kept = [
+        message
+        for message in pipeline.messages(conversation_id, after_seq=after)
+        if message.status == "complete" and (as_of_seq is None or message.seq <= as_of_seq)
+    ]
     return kept if compaction is None else [compaction, *kept]

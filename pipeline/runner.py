@@ -465,7 +465,9 @@ class Pipeline:
         """What a model should see of the conversation: the latest compaction (a message of
         role ``compaction`` whose content is the summary), then the messages from its
         ``first_kept_seq`` on, in seq order. Without a compaction, every message.
-        ``as_of_seq`` rebuilds the context as it stood once that seq was written."""
+        Placeholders (``reserved``: an answer still streaming, or one whose stream died)
+        are left out. ``as_of_seq`` rebuilds the context as it stood once that seq was
+        written."""
         self._check_open()
         if not isinstance(conversation_id, str) or not conversation_id:
             raise InvalidOp("conversation_id: must be a non-empty string")

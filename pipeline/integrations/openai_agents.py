@@ -166,9 +166,14 @@ class AnchorlineSession:
             return [item for message in context for item in as_items(message)]
         if limit == 0:
             return []
-        # The newest ``limit`` messages, and the compaction only if they do not fill it.
+        # The newest ``limit`` messages, and the compaction only if they do not fill it;
+        # placeholders (an answer still streaming) are not items yet.
         latest = self.pipeline.messages(self.session_id, limit=1, roles=[COMPACTION_ROLE])
-        newest = self.pipeline.messages(self.session_id, limit=limit)
+        newest = [
+            m
+            for m in self.pipeline.messages(self.session_id, limit=limit)
+            if m.status == "complete"
+        ]
         if not latest:
             return [as_item(message) for message in newest]
         kept = [as_item(m) for m in newest if m.seq >= first_kept_seq(latest[0])]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from anchorline import Add, InvalidOp, Pipeline, hookimpl, parse_op
+from anchorline import Add, InvalidOp, Pipeline, Reserve, UpdateContent, hookimpl, parse_op
 from anchorline.compaction import check_target
 from anchorline.ops import Compact
 from anchorline.results import Compacted, Message
@@ -56,6 +56,16 @@ def test_without_a_compaction_the_context_is_every_message(pipeline: Pipeline) -
     said = _say(pipeline, 3)
     assert pipeline.context("c") == said
     assert pipeline.context("unknown") == []
+
+
+def test_the_context_leaves_out_placeholders_streaming_or_abandoned(pipeline: Pipeline) -> None:
+    said = _say(pipeline, 2)
+    abandoned = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    pipeline.persist(UpdateContent(message_id=abandoned.id, content="half an ans", final=False))
+    pipeline.persist(Reserve(conversation_id="c", role="assistant"))  # streaming now
+    assert pipeline.context("c") == said
+    pipeline.persist(UpdateContent(message_id=abandoned.id, content="half an answer"))
+    assert [m.id for m in pipeline.context("c")] == [*(m.id for m in said), abandoned.id]
 
 
 def test_the_latest_compaction_wins_and_an_earlier_context_can_be_rebuilt(

@@ -18,7 +18,7 @@ from openai.types.responses import (
     ResponseOutputText,
 )
 
-from anchorline import Add, Pipeline, hookimpl
+from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.integrations.openai_agents import AnchorlineSession, summary
 
 ITEMS: list[Any] = [
@@ -97,6 +97,16 @@ def test_a_message_written_through_the_pipeline_reads_as_a_plain_item(pipeline: 
         {"role": "user", "content": "typed elsewhere"},
         {"role": "assistant", "content": "42"},  # a tool output needs its call: model text
     ]
+
+
+def test_an_answer_still_streaming_is_not_an_item_yet(pipeline: Pipeline) -> None:
+    pipeline.persist(Add(conversation_id="s1", role="user", content="hi"))
+    streaming = pipeline.persist(Reserve(conversation_id="s1", role="assistant")).message
+    pipeline.persist(UpdateContent(message_id=streaming.id, content="Hel", final=False))
+    session = AnchorlineSession("s1", pipeline)
+    expected = [{"role": "user", "content": "hi"}]
+    assert run(session.get_items()) == expected
+    assert run(session.get_items(limit=5)) == expected
 
 
 class _Watcher:

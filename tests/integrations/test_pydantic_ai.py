@@ -17,7 +17,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.test import TestModel
 
-from anchorline import Add, Pipeline, hookimpl
+from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.integrations.pydantic_ai import compact_history, load_history, save_history
 
 
@@ -90,6 +90,14 @@ def test_messages_written_through_the_pipeline_read_as_prompts_and_answers(
     assert response.parts == [TextPart(content="answered")]
     result = _agent().run_sync("go on", message_history=[request, response])
     assert result.output
+
+
+def test_an_answer_still_streaming_is_not_history_yet(pipeline: Pipeline) -> None:
+    pipeline.persist(Add(conversation_id="c1", role="user", content="hi"))
+    streaming = pipeline.persist(Reserve(conversation_id="c1", role="assistant")).message
+    pipeline.persist(UpdateContent(message_id=streaming.id, content="Hel", final=False))
+    [request] = load_history(pipeline, "c1")
+    assert isinstance(request, ModelRequest)
 
 
 def test_after_a_compaction_the_history_is_the_summary_then_what_it_keeps(
