@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from .errors import Conflict, InvalidOp
 from .ops import Content, PersistOp, Reserve, UpdateContent
 from .results import (
     Change,
     Compacted,
+    ContentUpdated,
     Conversation,
     Forgotten,
     Hit,
@@ -213,7 +215,34 @@ class AsyncStream(StreamHandle):
 
     async def _write(self, op: UpdateContent | None) -> None:
         if op is not None:
-            await self._apipeline.persist(op)
+            try:
+                written = await self._apipeline.persist(op)
+            except Conflict as e:  # the message is complete: another writer finished it
+                raise self.state.overtaken(e) from e
+            self.state.wrote(cast(ContentUpdated, written))
+
+    async def _final(self, ops: list[PersistOp]) -> None:
+        if not ops:
+            return
+        write = asyncio.ensure_future(
+            self._apipeline.persist_many(ops, expect_updated_at=self.state.guard)
+        )
+        try:
+            # Shielded: a second cancellation while finalising must not drop the write.
+            await asyncio.shield(write)
+        except Conflict as e:
+            raise self.state.overtaken(e) from e
+
+    async def _abort(self, error: BaseException) -> None:
+        try:
+            try:
+                await self._final(self.state.abort(error))
+            except InvalidOp as refused:
+                ops = self.state.abort(error, written_only=True)
+                await self._final(ops)
+                self._kept_written(refused, ops)
+        except Exception as e:
+            self._abort_failed(e)
 
     async def __aexit__(
         self,
@@ -221,16 +250,13 @@ class AsyncStream(StreamHandle):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        ops = self.state.finish() if exc is None else self.state.abort(exc)
-        if not ops:  # the message was already complete
+        if exc is not None:
+            await self._abort(exc)
             return
-        write = asyncio.ensure_future(self._apipeline.persist_many(ops))
         try:
-            # Shielded: a second cancellation while finalising must not drop the write.
-            await asyncio.shield(write)
-        except asyncio.CancelledError:
+            await self._final(self.state.finish())
+        except Conflict:
+            raise  # another writer's write stands
+        except Exception as e:
+            await self._abort(e)  # e.g. content over the limits: keep what was written
             raise
-        except Exception:
-            if exc is None:
-                raise
-            log.exception("could not finalise interrupted stream %s", self.state.message_id)

@@ -7,9 +7,9 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .errors import Conflict, InvalidOp
+from .errors import AnchorlineError, Conflict, InvalidOp
 from .ops import Content, Delete, PersistOp, Reserve, Update, UpdateContent
-from .results import Message, Reserved
+from .results import ContentUpdated, Message, Reserved
 
 if TYPE_CHECKING:
     from .runner import Pipeline
@@ -31,6 +31,11 @@ class StreamState:
     block, and later text extends a trailing one); ``set_content`` sets either
     shape. Partial flushes, the final write and the interrupted one all write
     :attr:`content`.
+
+    The final write and the interrupted one are guarded (:attr:`guard`) by the
+    ``updated_at`` of the last write the stream made or saw, so a message that
+    another writer changed since (a retried stream with the same
+    ``client_message_id``) is never rewritten: the write raises ``Conflict``.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class StreamState:
         resume_from: Content | None = None,
         *,
         complete: bool = False,
+        updated_at: int | None = None,
     ) -> None:
         if flush_interval < 0:
             raise InvalidOp(f"flush_interval: must be >= 0, got {flush_interval!r}")
@@ -55,6 +61,28 @@ class StreamState:
         self._text: list[str] = []
         self._dirty = False
         self._last_flush = time.monotonic()
+        #: The ``updated_at`` of the last write this stream made or saw (None: unknown).
+        self.updated_at = updated_at
+        # The content the store last accepted from this stream (or held on entry).
+        self._written: Content = _copy(resume_from) if resume_from else ""
+
+    @property
+    def guard(self) -> dict[str, int] | None:
+        """``expect_updated_at`` for the final and the interrupted write."""
+        return None if self.updated_at is None else {self.message_id: self.updated_at}
+
+    def wrote(self, written: ContentUpdated) -> None:
+        """Note the store's answer to a partial flush: the content it accepted, and when."""
+        self.updated_at = written.message.updated_at
+        self._written = written.message.content
+
+    def overtaken(self, error: Conflict) -> Conflict:
+        """The ``Conflict`` a write of this stream raised, told as what it means here."""
+        return Conflict(
+            f"message {self.message_id!r} was changed by another writer (a retried stream"
+            " with the same client_message_id?) since this stream last wrote it; its stored"
+            f" content stands, and this stream's was not written ({error})"
+        )
 
     def _join_text(self) -> Content:
         if self._text:
@@ -135,18 +163,23 @@ class StreamState:
             return []
         return [UpdateContent(message_id=self.message_id, content=self.content, final=True)]
 
-    def abort(self, error: BaseException) -> list[PersistOp]:
-        """Keep what was streamed, marked interrupted; drop an empty placeholder."""
+    def abort(self, error: BaseException, *, written_only: bool = False) -> list[PersistOp]:
+        """Keep what was streamed, marked interrupted; drop an empty placeholder.
+
+        ``written_only`` keeps only the content the store last accepted (for when
+        the content streamed since was refused, e.g. over ``Limits``).
+        """
         if self.complete:
             return []
-        if not self.streamed:
+        content = _copy(self._written) if written_only else self.content
+        if not content:
             return [Delete(message_id=self.message_id)]
         return [
             Update(
                 message_id=self.message_id,
                 metadata={"interrupted": True, "error": type(error).__name__},
             ),
-            UpdateContent(message_id=self.message_id, content=self.content, final=True),
+            UpdateContent(message_id=self.message_id, content=content, final=True),
         ]
 
 
@@ -201,8 +234,31 @@ class StreamHandle:
         resume = reserved.message.content if reserved.deduplicated else None
         complete = reserved.deduplicated and reserved.message.status == "complete"
         self._state = StreamState(
-            reserved.message.id, self._flush_interval, resume, complete=complete
+            reserved.message.id,
+            self._flush_interval,
+            resume,
+            complete=complete,
+            updated_at=reserved.message.updated_at,
         )
+
+    def _kept_written(self, refused: InvalidOp, ops: list[PersistOp]) -> None:
+        kept = (
+            "deleted its empty placeholder"
+            if ops and ops[0].kind == "delete"
+            else "kept the content last written, marked interrupted"
+        )
+        log.warning(
+            "stream %s: its content was refused (%s); %s", self.state.message_id, refused, kept
+        )
+
+    def _abort_failed(self, error: Exception) -> None:
+        # The original error matters more; a sweep recovers a placeholder left reserved.
+        if isinstance(error, AnchorlineError):  # its message says it all in one line
+            log.warning(
+                "could not finalise interrupted stream %s: %s", self.state.message_id, error
+            )
+        else:
+            log.exception("could not finalise interrupted stream %s", self.state.message_id)
 
 
 class Stream(StreamHandle):
@@ -220,7 +276,7 @@ class Stream(StreamHandle):
         """Add a text delta or a content block; flushes at most once per ``flush_interval``."""
         op = self.state.append(delta)
         if op is not None:
-            self._pipeline.persist(op)
+            self._write(op)
 
     def set_content(self, content: Content) -> None:
         """Replace the content produced so far."""
@@ -232,7 +288,29 @@ class Stream(StreamHandle):
 
     def _write(self, op: UpdateContent | None) -> None:
         if op is not None:
-            self._pipeline.persist(op)
+            try:
+                written = self._pipeline.persist(op)
+            except Conflict as e:  # the message is complete: another writer finished it
+                raise self.state.overtaken(e) from e
+            self.state.wrote(written)
+
+    def _final(self, ops: list[PersistOp]) -> None:
+        if ops:
+            try:
+                self._pipeline.persist_many(ops, expect_updated_at=self.state.guard)
+            except Conflict as e:
+                raise self.state.overtaken(e) from e
+
+    def _abort(self, error: BaseException) -> None:
+        try:
+            try:
+                self._final(self.state.abort(error))
+            except InvalidOp as refused:
+                ops = self.state.abort(error, written_only=True)
+                self._final(ops)
+                self._kept_written(refused, ops)
+        except Exception as e:
+            self._abort_failed(e)
 
     def __exit__(
         self,
@@ -240,15 +318,13 @@ class Stream(StreamHandle):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            ops = self.state.finish()
-            if ops:
-                self._pipeline.persist_many(ops)
+        if exc is not None:
+            self._abort(exc)
             return
         try:
-            ops = self.state.abort(exc)
-            if ops:
-                self._pipeline.persist_many(ops)
-        except Exception:
-            # The original error matters more; a sweep recovers the placeholder later.
-            log.exception("could not finalise interrupted stream %s", self.state.message_id)
+            self._final(self.state.finish())
+        except Conflict:
+            raise  # another writer's write stands
+        except Exception as e:
+            self._abort(e)  # e.g. content over the limits: keep what was written
+            raise

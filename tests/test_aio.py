@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Generator
@@ -14,7 +15,10 @@ import pytest
 from anchorline import (
     Add,
     AsyncPipeline,
+    Conflict,
     Context,
+    InvalidOp,
+    Limits,
     PersistOp,
     PersistResult,
     Reserve,
@@ -138,6 +142,63 @@ def test_cancelling_before_anything_streamed_deletes_the_placeholder(tmp_path: P
             assert await ap.get(ids[0]) is None
 
     run(main())
+
+
+def test_an_async_stream_overtaken_by_its_retry_never_rewrites_the_finished_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anchorline")
+
+    async def main() -> None:
+        async with await AsyncPipeline.open(str(tmp_path / "a.db"), load_entrypoints=False) as ap:
+            with pytest.raises(Conflict, match="changed by another writer"):
+                async with ap.stream("c", client_message_id="t", flush_interval=0) as first:
+                    await first.append("A1 ")
+                    async with ap.stream("c", client_message_id="t", flush_interval=0) as retry:
+                        await retry.append("B1 ")
+                    await first.append("A2 ")  # the retry finished the message: refused
+            stored = await ap.get(first.message_id)
+            assert stored is not None and stored.status == "complete"
+            assert stored.content == "A1 B1 " and stored.metadata == {}
+            # A final write after the other stream wrote is refused; the other one wins.
+            async with ap.stream("d", client_message_id="u", flush_interval=0) as first:
+                await first.append("A1 ")
+                with pytest.raises(Conflict, match="changed by another writer"):
+                    async with ap.stream("d", client_message_id="u", flush_interval=9) as retry:
+                        await retry.append("B1 ")
+                        await first.append("A2 ")
+            stored = await ap.get(first.message_id)
+            assert stored is not None and stored.content == "A1 A2 " and stored.metadata == {}
+
+    run(main())
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+
+
+@pytest.mark.parametrize(
+    ("flush_interval", "kept"), [(0, "x" * 80), (3600, None)], ids=["flushed", "never-flushed"]
+)
+def test_async_content_over_the_limit_keeps_what_was_written_marked_interrupted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, flush_interval: float, kept: str | None
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anchorline")
+
+    async def main() -> None:
+        async with await AsyncPipeline.open(
+            str(tmp_path / "a.db"), limits=Limits(max_content_bytes=100), load_entrypoints=False
+        ) as ap:
+            with pytest.raises(InvalidOp, match="max_content_bytes"):
+                async with ap.stream("c", flush_interval=flush_interval) as s:
+                    for delta in ("x" * 40, "x" * 40, "y" * 40):
+                        await s.append(delta)
+            stored = await ap.get(s.message_id)
+            if kept is None:
+                assert stored is None
+            else:
+                assert stored is not None and stored.content == kept
+                assert stored.metadata == {"interrupted": True, "error": "InvalidOp"}
+
+    run(main())
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
 
 
 class Slow:

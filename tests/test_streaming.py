@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator
+import logging
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from anchorline import (
     Conflict,
     Context,
     InvalidOp,
+    Limits,
     PersistOp,
     PersistResult,
     Pipeline,
@@ -21,7 +23,9 @@ from anchorline import (
     UpdateContent,
     hookimpl,
 )
+from anchorline.plugins.in_memory import InMemoryTerminal
 from anchorline.streaming import StreamState
+from tests.conftest import TERMINALS
 
 
 class Writes:
@@ -218,6 +222,89 @@ def test_a_retried_stream_of_a_finished_turn_keeps_its_answer_and_writes_nothing
             raise RuntimeError("model failed")
     assert pipeline.messages("c") == [stored]
     assert pipeline.changes() == feed  # nothing written: no update, no interrupted mark
+
+
+def test_a_stream_overtaken_by_its_retry_never_rewrites_the_finished_answer(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client timed out and retried the turn while the first attempt still streamed.
+    caplog.set_level(logging.WARNING, logger="anchorline")
+    with pytest.raises(Conflict, match="changed by another writer") as refused:
+        with pipeline.stream("c", client_message_id="turn-7", flush_interval=0) as first:
+            first.append("A1 ")
+            first.append("A2 ")
+            with pipeline.stream("c", client_message_id="turn-7", flush_interval=0) as retry:
+                assert retry.content == "A1 A2 " and not retry.complete
+                retry.append("B1 ")
+                retry.append("B2 ")
+            first.append("A3 ")  # the retry finished the message: refused
+    assert first.message_id in str(refused.value)
+    stored = pipeline.get(first.message_id)
+    assert stored is not None and stored.status == "complete"
+    assert stored.content == "A1 A2 B1 B2 " and stored.metadata == {}
+    # The first attempt's failed clean-up is one line, not a traceback.
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+    assert "could not finalise interrupted stream" in caplog.records[0].getMessage()
+
+
+def test_a_final_write_after_another_writer_wrote_is_refused_and_the_other_stream_wins(
+    pipeline: Pipeline,
+) -> None:
+    with pipeline.stream("c", client_message_id="turn-7", flush_interval=0) as first:
+        first.append("A1 ")
+        with pytest.raises(Conflict, match="changed by another writer"):
+            with pipeline.stream("c", client_message_id="turn-7", flush_interval=3600) as retry:
+                retry.append("B1 ")
+                first.append("A2 ")  # written after the retry last saw the message
+        assert pipeline.get(first.message_id).status == "reserved"  # type: ignore[union-attr]
+        first.append("A3 ")
+    stored = pipeline.get(first.message_id)
+    assert stored is not None and stored.status == "complete"
+    assert stored.content == "A1 A2 A3 " and stored.metadata == {}
+
+
+@pytest.fixture(params=TERMINALS)
+def limited(request: pytest.FixtureRequest, db_path: str) -> Iterator[Pipeline]:
+    """A pipeline on each store that refuses content over 100 bytes."""
+    options: dict[str, Any] = {"limits": Limits(max_content_bytes=100), "load_entrypoints": False}
+    if request.param == "sqlite":
+        opened = Pipeline.open(db_path, **options)
+    elif request.param == "postgres":
+        opened = Pipeline.open(request.getfixturevalue("postgres_url"), **options)
+    else:
+        opened = Pipeline.open(":memory:", terminal=InMemoryTerminal(), **options)
+    with opened:
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("flush_interval", "flush", "kept"),
+    [(0, False, "x" * 80), (3600, True, "x" * 80), (3600, False, None)],
+    ids=["each-token-flushed", "flushed-once", "never-flushed"],
+)
+def test_content_over_the_limit_keeps_what_was_written_marked_interrupted(
+    limited: Pipeline,
+    caplog: pytest.LogCaptureFixture,
+    flush_interval: float,
+    flush: bool,
+    kept: str | None,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anchorline")
+    with pytest.raises(InvalidOp, match="max_content_bytes"):
+        with limited.stream("c", flush_interval=flush_interval) as s:
+            for _ in range(2):
+                s.append("x" * 40)
+            if flush:
+                s.flush()
+            s.append("y" * 40)  # 122 bytes as JSON: over the limit
+    stored = limited.get(s.message_id)
+    if kept is None:  # nothing was written: the empty placeholder is gone
+        assert stored is None and limited.messages("c") == []
+    else:
+        assert stored is not None and stored.status == "complete"
+        assert stored.content == kept
+        assert stored.metadata == {"interrupted": True, "error": "InvalidOp"}
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
 
 
 def test_using_the_handle_outside_with_is_an_error(pipeline: Pipeline) -> None:
