@@ -407,7 +407,10 @@ class Pipeline:
         ``s.set_content(...)`` sets either shape. A resumed stream
         (``client_message_id``) continues in the shape that is stored; if its
         message is already complete, ``s.complete`` is true, the stream writes
-        nothing, and new content raises ``Conflict``.
+        nothing, and new content raises ``Conflict``. The final and interrupted
+        writes are guarded by the ``updated_at`` the stream last wrote or saw: a
+        message another writer changed since is not rewritten (``Conflict``).
+        Content refused by ``Limits`` keeps what was last written, marked interrupted.
         """
         self._check_open()
         return Stream(
