@@ -35,6 +35,7 @@ from .cli_ingest import Stopped, ingest_atomic, ingest_each
 from .errors import AnchorlineError
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
+from .plugin_manager import autoload_enabled, check_entrypoints
 from .results import Message
 from .runner import Pipeline
 from .settings import parse_index
@@ -516,6 +517,8 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if not needs.creates and "://" in db:  # a server: looked for once the rest is right
         _refuse_missing(db)
     embedder = args.embedder if index is not None else None
+    if autoload_enabled():
+        check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)
 
 

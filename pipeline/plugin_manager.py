@@ -83,7 +83,7 @@ def register_plugins(
                 pm.register(plugin, name=name)
         if settings.terminal is not None:
             pm.register(settings.terminal, name="terminal")
-        if load_entrypoints and os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
+        if load_entrypoints and autoload_enabled():
             _load_entrypoints(pm)
         for position, plugin in enumerate(plugins):
             if isinstance(plugin, _NOT_PLUGINS):
@@ -101,16 +101,29 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except pluggy.PluginValidationError:
         raise
-    except Exception as e:
+    except Exception:
         # pluggy does not say which entry point failed: try the ones it did not register.
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
-                continue
-            try:
-                ep.load()
-            except Exception as failure:
-                raise PluginError(_broken_entrypoint(ep, failure)) from e
+        check_entrypoints(lambda name: pm.get_plugin(name) is not None or pm.is_blocked(name))
         raise
+
+
+def autoload_enabled() -> bool:
+    """Whether ``Pipeline.open`` loads the entry-point plugins: unless
+    ``$ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD`` is set to something else than ``0``."""
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
+
+
+def check_entrypoints(skip: Callable[[str], bool] = lambda name: False) -> None:
+    """Load each ``anchorline`` entry point (but those ``skip`` names); the first that fails
+    raises :class:`PluginError` naming it, its distribution and the way to start without
+    entry-point plugins. The CLI calls it before it opens (and may create) a database."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if skip(ep.name):
+            continue
+        try:
+            ep.load()
+        except Exception as e:
+            raise PluginError(_broken_entrypoint(ep, e)) from e
 
 
 def _broken_entrypoint(ep: importlib.metadata.EntryPoint, error: BaseException) -> str:

@@ -133,5 +133,6 @@ def test_the_cli_names_a_broken_entry_point_in_one_line(
     assert result.stderr.startswith(f"anchorline: error: entry point {name!r} ({entry_point},")
     assert error in result.stderr and "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD=1" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # no database created
     skipped = run(tmp_path, "ingest", "-", stdin="", env={"PYTHONPATH": str(site)})
     assert skipped.returncode == 0, skipped.stderr
