@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import math
@@ -12,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 import attrs
 from rich.console import Console
@@ -34,6 +35,7 @@ from .cli_ingest import Stopped, ingest_atomic, ingest_each
 from .errors import AnchorlineError
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
+from .plugin_manager import autoload_enabled, check_entrypoints
 from .results import Message
 from .runner import Pipeline
 from .settings import parse_index
@@ -59,8 +61,24 @@ class CLIError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as a :class:`CLIError` that points to its command's help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The command's own parser, for what only the top parser finds wrong.
+        self.set_defaults(command_parser=self)
+
     def error(self, message: str) -> NoReturn:
-        raise CLIError(f"{message} (see anchorline --help)", status=2)
+        raise CLIError(f"{message} (see {self.prog} --help)", status=2)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; a word no command takes is a usage error of that command."""
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        parser: argparse.ArgumentParser = args.command_parser
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _text(message: Message) -> str:
@@ -146,17 +164,14 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
         print(f"line {number}: {_one_line(reason)}", file=sys.stderr, flush=True)
 
     ingest = ingest_atomic if args.atomic else ingest_each
+    source: IO[bytes] = args.input
     try:
-        if args.file == "-":
-            if sys.stdin is None:
-                raise CLIError("ingest -: standard input is closed; give a FILE instead")
-            applied = ingest(pipeline, sys.stdin.buffer, refuse)
-        else:
-            try:
-                with open(args.file, "rb") as f:
-                    applied = ingest(pipeline, f, refuse)
-            except OSError as e:
-                raise CLIError(f"cannot read {args.file}: {e.strerror}") from None
+        try:
+            applied = ingest(pipeline, source, refuse)
+        except OSError as e:
+            if args.file == "-":
+                raise
+            raise CLIError(f"cannot read {args.file}: {e.strerror}") from None
     except Stopped as e:
         kept = "nothing applied" if args.atomic else f"the {e.applied} applied before it stay"
         raise CLIError(f"stopped at line {e.number}: {e.cause} ({kept})") from None
@@ -503,7 +518,27 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if not needs.creates and "://" in db:  # a server: looked for once the rest is right
         _refuse_missing(db)
     embedder = args.embedder if index is not None else None
+    if autoload_enabled():
+        check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)
+
+
+def _open_input(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """Open what the command reads (``ingest FILE``) into ``args.input``, before the
+    database: an input that cannot be read fails the command without creating one."""
+    file: str | None = getattr(args, "file", None)
+    if file is None:
+        return contextlib.nullcontext()
+    if file == "-":
+        if sys.stdin is None:
+            raise CLIError("ingest -: standard input is closed; give a FILE instead")
+        args.input = sys.stdin.buffer
+        return contextlib.nullcontext()
+    try:
+        args.input = open(file, "rb")  # noqa: SIM115 (closed by the caller's with)
+    except OSError as e:
+        raise CLIError(f"cannot read {file}: {e.strerror}") from None
+    return contextlib.closing(args.input)
 
 
 def _refuse_missing(db: str) -> None:
@@ -668,14 +703,19 @@ def _check_text(args: argparse.Namespace) -> None:
 
 
 class _OneLine(logging.Formatter):
-    """A log record as one line: the exception's type and text, not its traceback."""
+    """A log record as one line: the exception's type and text, not its traceback.
+
+    Each is a warning: the library logs what the command went on after (an
+    observer that failed, an index that is down). What fails the command is
+    reported once, as its error, with a non-zero exit status.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             message += f": {type(error).__name__}: {error}"
-        return f"anchorline: {record.levelname.lower()}: {_one_line(message)}"
+        return f"anchorline: warning: {_one_line(message)}"
 
 
 def _log_to_stderr() -> logging.Handler:
@@ -703,14 +743,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         if prepare := getattr(args, "prepare", None):
             prepare(args, CLIError)
         _check_text(args)
         if standalone := getattr(args, "standalone", None):
             status: int = standalone(args)
             return status
-        with _open(args) as pipeline:
+        with _open_input(args), _open(args) as pipeline:
             status = args.func(pipeline, args)
         return status
     except CLIError as e:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.metadata
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -21,6 +24,14 @@ from .settings import Settings
 ENTRY_POINT_GROUP = "anchorline"
 DISABLE_AUTOLOAD_ENV = "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD"
 TRACE_ENV = "ANCHORLINE_TRACE"
+
+#: The hooks the runner calls implementation by implementation (each error
+#: logged, the others still called), not through pluggy's call: a wrapper on
+#: one of them would never run, so ``check_plugins`` refuses it.
+CALLED_ONE_BY_ONE: tuple[str, ...] = ("after_persist", "pipeline_closing")
+
+#: What ``plugins=`` refuses outright: values that are not a plugin by mistake.
+_NOT_PLUGINS = (type(None), str, bytes, int, float, complex, bool)
 
 #: The built-in plugins, registered in this order under these names. Each entry
 #: points to a factory that takes the pipeline's :class:`Settings` and returns
@@ -72,13 +83,77 @@ def register_plugins(
                 pm.register(plugin, name=name)
         if settings.terminal is not None:
             pm.register(settings.terminal, name="terminal")
-        if load_entrypoints and os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        for plugin in plugins:
-            pm.register(plugin)
+        if load_entrypoints and autoload_enabled():
+            _load_entrypoints(pm)
+        for position, plugin in enumerate(plugins):
+            if isinstance(plugin, _NOT_PLUGINS):
+                raise PluginError(_not_a_plugin(position, plugin))
+            pm.register(plugin, name=_free_name(pm, plugin))
     except pluggy.PluginValidationError as e:
         raise PluginError(_misfit(pm, e)) from e
     check_plugins(pm)
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    """pluggy's loading of the ``anchorline`` entry points; one that fails to load raises
+    :class:`PluginError` naming it, its distribution and the way to start without them."""
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except pluggy.PluginValidationError:
+        raise
+    except Exception:
+        # pluggy does not say which entry point failed: try the ones it did not register.
+        check_entrypoints(lambda name: pm.get_plugin(name) is not None or pm.is_blocked(name))
+        raise
+
+
+def autoload_enabled() -> bool:
+    """Whether ``Pipeline.open`` loads the entry-point plugins: unless
+    ``$ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD`` is set to something else than ``0``."""
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
+
+
+def check_entrypoints(skip: Callable[[str], bool] = lambda name: False) -> None:
+    """Load each ``anchorline`` entry point (but those ``skip`` names); the first that fails
+    raises :class:`PluginError` naming it, its distribution and the way to start without
+    entry-point plugins. The CLI calls it before it opens (and may create) a database."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if skip(ep.name):
+            continue
+        try:
+            ep.load()
+        except Exception as e:
+            raise PluginError(_broken_entrypoint(ep, e)) from e
+
+
+def _broken_entrypoint(ep: importlib.metadata.EntryPoint, error: BaseException) -> str:
+    dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
+    problem = " ".join(f"{type(error).__name__}: {error}".split())
+    return (
+        f"entry point {ep.name!r} ({ep.name} = {ep.value}, group {ep.group!r}) of {dist}"
+        f" failed to load: {problem}; fix or uninstall it, or set"
+        f" {DISABLE_AUTOLOAD_ENV}=1 to start without entry-point plugins"
+    )
+
+
+def _not_a_plugin(position: int, value: object) -> str:
+    if isinstance(value, str):
+        hint = "a plugin is an object or a module, not its name: import it and pass the module"
+    else:
+        hint = "a plugin is an object or a module with @hookimpl functions"
+    shown = f"{value!r:.80}"
+    return f"plugins[{position}]: {shown} ({type(value).__name__}) is not a plugin; {hint}"
+
+
+def _free_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    """A name for a plugin given in code: its class's (or module's) name, made unique with
+    a ``-2``, ``-3``... suffix when taken."""
+    base = label(plugin)
+    name, n = base, 1
+    while pm.get_plugin(name) is not None or pm.is_blocked(name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def _misfit(pm: pluggy.PluginManager, error: pluggy.PluginValidationError) -> str:
@@ -103,22 +178,37 @@ def _misfit(pm: pluggy.PluginManager, error: pluggy.PluginValidationError) -> st
                 f"plugin {label(plugin)!r}: hook {caller.name!r} has no argument"
                 f" {', '.join(map(repr, extra))}; it passes {', '.join(spec)}"
             )
-    # Otherwise pluggy's own words, on one line and without its made-up plugin name.
-    problem = " ".join(str(error).split()).replace(f"Plugin {str(id(plugin))!r} for hook", "hook")
-    return f"plugin {label(plugin)!r}: {problem}"
+    # Otherwise pluggy's own words, on one line, the plugin named once.
+    problem = " ".join(str(error).split())
+    named = re.match(r"Plugin ('[^']*'|\"[^\"]*\") for hook ", problem)
+    if named is None:
+        return f"plugin {label(plugin)!r}: {problem}"
+    name = ast.literal_eval(named.group(1))
+    return f"plugin {label(plugin, name)!r}: hook {problem[named.end() :]}"
 
 
 def check_plugins(pm: pluggy.PluginManager) -> None:
-    """Raise :class:`PluginError` if a registered plugin implements a hook that has no spec.
+    """Raise :class:`PluginError` if a registered plugin implements a hook that has no spec,
+    or wraps a hook that is called implementation by implementation.
 
     A misspelt hook would otherwise never be called. An implementation meant
     for a hook that another plugin may add is declared
-    ``@hookimpl(optionalhook=True)`` and passes.
+    ``@hookimpl(optionalhook=True)`` and passes. A wrapper on ``after_persist``
+    or ``pipeline_closing`` would never run (see :data:`CALLED_ONE_BY_ONE`).
     """
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
         raise PluginError(_unknown_hooks(pm, e.plugin)) from e
+    for hook_name in CALLED_ONE_BY_ONE:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                raise PluginError(
+                    f"plugin {label(impl.plugin, impl.plugin_name)!r}: hook {hook_name!r} is"
+                    f" called for each plugin in turn, so a {kind} implementation never runs;"
+                    " drop the wrapper (the implementation gets every argument it needs)"
+                )
     for plugin in pm.get_plugins():
         if inspect.isclass(plugin) and _needs_instance(pm, plugin):
             raise PluginError(
@@ -168,7 +258,7 @@ def label(plugin: object, name: str | None = None) -> str:
     """How messages name ``plugin``: its registered name, or its class when pluggy made one up."""
     if name and name != str(id(plugin)):
         return name
-    if isinstance(plugin, ModuleType):
+    if isinstance(plugin, ModuleType) or inspect.isclass(plugin):
         return plugin.__name__
     return type(plugin).__name__
 

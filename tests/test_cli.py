@@ -11,16 +11,19 @@ from pathlib import Path
 import pytest
 
 
-def run(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
-    env.pop("ANCHORLINE_DB", None)
+def run(
+    cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``anchorline ARGS`` in ``cwd``, without entry-point plugins unless ``env`` says so."""
+    environment = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
+    environment.pop("ANCHORLINE_DB", None)
     return subprocess.run(
         [sys.executable, "-m", "anchorline.cli", *args],
         cwd=cwd,
         input=stdin,
         capture_output=True,
         text=True,
-        env=env,
+        env={**environment, **(env or {})},
         timeout=120,
     )
 
@@ -126,6 +129,30 @@ def test_errors_are_one_line_without_traceback(
     assert result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failed_ingest_creates_no_file(tmp_path: Path) -> None:
+    result = run(tmp_path, "ingest", "missing.jsonl")
+    assert result.returncode == 1
+    assert "cannot read missing.jsonl" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "help_named"),
+    [
+        (("show",), "(see anchorline show --help)"),
+        (("ingest", "a.jsonl", "--atomc"), "(see anchorline ingest --help)"),
+        (("index", "optimize", "a", "b"), "(see anchorline index optimize --help)"),
+        (("--dbb", "x", "show", "c"), "(see anchorline --help)"),
+    ],
+)
+def test_an_argument_error_names_the_help_of_its_command(
+    tmp_path: Path, args: tuple[str, ...], help_named: str
+) -> None:
+    result = run(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.rstrip().endswith(help_named)
 
 
 def test_the_db_comes_from_the_environment(tmp_path: Path) -> None:
@@ -318,7 +345,7 @@ def test_a_failing_observer_is_one_line_without_traceback_and_the_write_stands(
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == (
-        "anchorline: error: after_persist in plugin 'indexer' failed:"
+        "anchorline: warning: after_persist in plugin 'indexer' failed:"
         " RuntimeError: observer gremlin\n"
     )
     assert "kept" in run(tmp_path, "--db", "a.db", "show", "c").stdout

@@ -362,3 +362,60 @@ def test_a_plugin_class_instead_of_an_instance_fails_open() -> None:
     with pytest.raises(PluginError, match=refused):
         Pipeline.open(":memory:", plugins=[Audit], load_entrypoints=False)
     Pipeline.open(":memory:", plugins=[Audit()], load_entrypoints=False).close()
+
+
+class Counting:
+    """An observer that fails on every write (an injected fault)."""
+
+    @hookimpl
+    def after_persist(self, op: PersistOp, result: object, context: object) -> None:
+        raise RuntimeError("observer gremlin")
+
+
+def test_plugins_given_in_code_are_named_after_their_class_in_logs_and_listings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import anchorline.plugins.text_extraction as module_plugin
+
+    plugins = [Counting(), Counting(), module_plugin]
+    with Pipeline.open(":memory:", plugins=plugins, load_entrypoints=False) as pipeline:
+        names = [name for name, _ in pipeline.plugin_manager.list_name_plugin()]
+        assert names[-3:] == ["Counting", "Counting-2", "anchorline.plugins.text_extraction"]
+        assert pipeline.plugin_manager.get_plugin("Counting-2") is plugins[1]
+        pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert failed == [
+        "after_persist in plugin 'Counting-2' failed",
+        "after_persist in plugin 'Counting' failed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        (None, r"^plugins\[1\]: None \(NoneType\) is not a plugin; "),
+        ("my_pkg.plugin", r"^plugins\[1\]: 'my_pkg.plugin' \(str\) is not a plugin; .* import it"),
+    ],
+    ids=["None", "a module's name"],
+)
+def test_a_value_that_is_not_a_plugin_is_refused_by_position(value: object, refused: str) -> None:
+    with pytest.raises(PluginError, match=refused):
+        Pipeline.open(":memory:", plugins=[Counting(), value], load_entrypoints=False)
+
+
+@pytest.mark.parametrize("hook", ["after_persist", "pipeline_closing"])
+@pytest.mark.parametrize("kind", ["wrapper", "hookwrapper"])
+def test_a_wrapper_on_a_hook_called_plugin_by_plugin_fails_open(
+    db_path: str, hook: str, kind: str
+) -> None:
+    def wrapping(*args: object, **kwargs: object) -> Generator[None, object, object]:
+        return (yield)
+
+    wrapping.__name__ = hook
+    plugin = type("Timing", (), {hook: staticmethod(hookimpl(**{kind: True})(wrapping))})()
+    with pytest.raises(PluginError) as info:
+        Pipeline.open(db_path, plugins=[plugin], load_entrypoints=False)
+    message = str(info.value)
+    assert message.startswith(f"plugin 'Timing': hook {hook!r} is called for each plugin in turn")
+    assert f"a {kind}=True implementation never runs" in message
+    assert open_files(db_path) == []
