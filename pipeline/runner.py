@@ -89,9 +89,15 @@ def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> Pers
         return result  # the usual case: a fresh add or reserve
     if not isinstance(result, expected):
         if result is None:
+            wrappers = [repr(i.plugin_name) for i in hook.get_hookimpls() if i.wrapper]
+            hint = (
+                f"; a wrapper=True implementation must return what its yield gave"
+                f" ({', '.join(wrappers)})"
+                if wrappers
+                else " (is a terminal registered?)"
+            )
             raise PluginError(
-                f"{hook.name}: no plugin returned a result for the {describe(op)}"
-                " (is a terminal registered?)"
+                f"{hook.name}: no plugin returned a result for the {describe(op)}{hint}"
             )
         raise PluginError(
             f"{hook.name}: {culprits(hook)} returned {type(result).__name__}"

@@ -145,6 +145,23 @@ def test_a_plugin_registered_after_open_still_runs(db_path: str) -> None:
     assert [kind for kind, _ in recorder.seen] == ["before", "after"]
 
 
+def test_a_wrapper_that_forgets_to_return_the_result_is_named(db_path: str) -> None:
+    class Forgets:
+        @hookimpl(wrapper=True)
+        def persist(
+            self, op: PersistOp, context: Context
+        ) -> Generator[None, PersistResult, PersistResult]:
+            yield  # the result is dropped
+            return None  # type: ignore[return-value]
+
+    with Pipeline.open(db_path, plugins=[Forgets()], load_entrypoints=False) as pipeline:
+        with pytest.raises(
+            PluginError, match=r"wrapper=True implementation must return .*'Forgets'"
+        ):
+            pipeline.persist(Add(conversation_id="c", role="user", content="hi"))
+    assert rows(db_path) == 0
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_a_wrapper_that_raises_fails_the_op_and_writes_nothing(db_path: str, where: str) -> None:
     class Veto:
