@@ -169,15 +169,21 @@ class AnchorlineSession:
         # The newest ``limit`` messages, and the compaction only if they do not fill it;
         # placeholders (an answer still streaming) are not items yet.
         latest = self.pipeline.messages(self.session_id, limit=1, roles=[COMPACTION_ROLE])
-        newest = [
-            m
-            for m in self.pipeline.messages(self.session_id, limit=limit)
-            if m.status == "complete"
-        ]
+        newest = self._newest_complete(limit)
         if not latest:
             return [as_item(message) for message in newest]
         kept = [as_item(m) for m in newest if m.seq >= first_kept_seq(latest[0])]
         return kept if len(kept) == limit else [*as_items(latest[0]), *kept][-limit:]
+
+    def _newest_complete(self, limit: int) -> list[Message]:
+        """The newest ``limit`` complete messages (placeholders skipped, not counted)."""
+        asked = limit
+        while True:
+            newest = self.pipeline.messages(self.session_id, limit=asked)
+            complete = [m for m in newest if m.status == "complete"]
+            if len(complete) >= limit or len(newest) < asked:
+                return complete[-limit:]
+            asked += limit - len(complete)
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The session's items, oldest first; ``limit`` keeps the newest ``limit``.

@@ -107,6 +107,12 @@ def test_an_answer_still_streaming_is_not_an_item_yet(pipeline: Pipeline) -> Non
     expected = [{"role": "user", "content": "hi"}]
     assert run(session.get_items()) == expected
     assert run(session.get_items(limit=5)) == expected
+    # The placeholder takes no place in a limit: the newest complete ones fill it.
+    pipeline.persist(Add(conversation_id="s1", role="user", content="still there?"))
+    assert run(session.get_items(limit=2)) == [
+        *expected,
+        {"role": "user", "content": "still there?"},
+    ]
 
 
 class _Watcher:
