@@ -65,13 +65,16 @@ def message_role(message: ModelMessage) -> str:
 
 
 def message_text(message: ModelMessage) -> str:
-    """The readable text of a ``ModelMessage``, for search: prompts and model text."""
-    texts = [
-        part.content
-        for part in message.parts
-        if isinstance(part, TextPart | SystemPromptPart | UserPromptPart)
-        and isinstance(part.content, str)
-    ]
+    """The readable text of a ``ModelMessage``, for search: prompts (the text items of a
+    multimodal prompt) and model text."""
+    texts: list[str] = []
+    for part in message.parts:
+        if not isinstance(part, TextPart | SystemPromptPart | UserPromptPart):
+            continue
+        if isinstance(part.content, str):
+            texts.append(part.content)
+        elif isinstance(part, UserPromptPart):  # a sequence: text, images, documents...
+            texts.extend(item for item in part.content if isinstance(item, str))
     return "\n".join(texts)
 
 

@@ -41,6 +41,15 @@ def test_a_stored_history_reads_back_equal(pipeline: Pipeline) -> None:
     assert load_history(pipeline, "unknown") == []
 
 
+def test_the_text_of_a_multimodal_prompt_is_stored_for_search(pipeline: Pipeline) -> None:
+    result = _agent().run_sync(["Describe the chart", "and the legend"])
+    save_history(pipeline, "c1", result.new_messages())
+    prompt = pipeline.messages("c1")[0]
+    assert prompt.role == "user" and isinstance(prompt.content, list)
+    assert prompt.content[0]["text"].endswith("Describe the chart\nand the legend")
+    assert load_history(pipeline, "c1") == result.all_messages()
+
+
 def test_a_run_resumes_a_stored_conversation_in_a_new_pipeline(tmp_path: Path) -> None:
     db = str(tmp_path / "chat.db")
     agent = _agent()
