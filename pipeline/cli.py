@@ -197,7 +197,7 @@ def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Rebuild the index from SQLite (resumes if interrupted)."""
+    """Rebuild the index from the database (resumes if interrupted)."""
     from rich.progress import Progress
 
     indexer = pipeline.indexer()
@@ -605,7 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, fn: Command, needs: Needs, **kwargs: Any) -> argparse.ArgumentParser:
-        summary = (fn.__doc__ or "").split("\n")[0]
+        # The docstring's first sentence, however many lines it runs over.
+        summary = " ".join((fn.__doc__ or "").split("\n\n")[0].split()).split(". ")[0]
+        summary = summary.replace("``", "")
         p = sub.add_parser(name, help=summary, description=fn.__doc__, **kwargs)
         p.set_defaults(func=fn, needs=needs)
         return p
