@@ -12,6 +12,7 @@ import math
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
+import orjson
 
 from .errors import InvalidOp
 
@@ -29,39 +30,57 @@ Metadata: TypeAlias = dict[str, Any]
 encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+def _encode_checked(value: object, floats: bool) -> str:
+    """:func:`encode_json` of a value already checked to be plain JSON, faster: orjson
+    encodes 500 characters about 20 times as fast, and its text is the same when it
+    is ASCII but DEL and holds no float (orjson writes exponents as ``1e16``, json as
+    ``1e+16``); json writes the rest (other characters escaped, as always, and the
+    integers beyond 64 bits orjson refuses)."""
+    if not floats:
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return encode_json(value)
+        if encoded.isascii() and b"\x7f" not in encoded:  # json escapes DEL too
+            return encoded.decode()
+    return encode_json(value)
+
+
 class _NotJSON(Exception):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         self.path: list[str] = []
 
 
-def _walk_json(value: object, depth: int) -> None:
+def _walk_json(value: object, depth: int) -> bool:
+    """Check that ``value`` is plain JSON; whether it holds a float."""
     if isinstance(value, str | bool | int) or value is None:
-        return
+        return False
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _NotJSON(f"{value!r} is not allowed in JSON")
-        return
+        return True
     if depth >= MAX_JSON_DEPTH:
         raise _NotJSON(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    floats = False
     if type(value) is list:
         for i, item in enumerate(value):
             try:
-                _walk_json(item, depth + 1)
+                floats = _walk_json(item, depth + 1) or floats
             except _NotJSON as e:
                 e.path.append(f"[{i}]")
                 raise
-        return
+        return floats
     if type(value) is dict:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _NotJSON(f"key {key!r} is not a string")
             try:
-                _walk_json(item, depth + 1)
+                floats = _walk_json(item, depth + 1) or floats
             except _NotJSON as e:
                 e.path.append(f"[{key!r}]")
                 raise
-        return
+        return floats
     raise _NotJSON(
         f"a {type(value).__name__} is not JSON (use str, int, float, bool, None, list, dict)"
     )
@@ -70,11 +89,11 @@ def _walk_json(value: object, depth: int) -> None:
 def check_json(field: str, value: object) -> str:
     """Check that ``value`` is plain JSON and return its compact encoding."""
     try:
-        _walk_json(value, 0)
+        floats = _walk_json(value, 0)
     except _NotJSON as e:
         where = field + "".join(reversed(e.path))
         raise InvalidOp(f"{where}: {e.problem}") from None
-    return encode_json(value)
+    return _encode_checked(value, floats)
 
 
 def _check_id(field: str, value: object) -> None:
@@ -114,7 +133,7 @@ def _valid_final(_: object, attribute: attrs.Attribute[Any], value: object) -> N
 
 def _content_json(value: object) -> str:
     if isinstance(value, str):
-        return encode_json(value)
+        return _encode_checked(value, False)
     if type(value) is not list:
         raise InvalidOp(
             f"content: must be a string or a list of content blocks, got {type(value).__name__}"

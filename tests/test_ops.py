@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from anchorline import (
@@ -194,3 +195,32 @@ def test_cycles_are_refused() -> None:
     loop["self"] = loop
     with pytest.raises(InvalidOp, match="nested deeper"):
         Update(message_id="m", metadata=loop)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text() | st.text(st.characters(max_codepoint=0x7F)), value=_JSON)
+@example(text="del \x7f, tab \t, \u00e9", value=[1e16, 2**64, 1e-05, "\ud800"])
+def test_the_stored_json_is_the_compact_ascii_json_the_standard_library_writes(
+    text: str, value: object
+) -> None:
+    def stdlib(v: object) -> str:
+        return json.dumps(v, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+    block = {"type": "text", "text": text, "extra": value}
+    assert Add(conversation_id="c", role="user", content=text).content_json == stdlib(text)
+    op = Add(conversation_id="c", role="user", content=[block], metadata={"v": value})
+    assert op.content_json == stdlib([block])
+    assert op.metadata_json == stdlib({"v": value})

@@ -115,6 +115,9 @@ def connect(
         # Deleted rows and freed pages are overwritten with zeros, so a forgotten
         # conversation leaves no text in the file once the WAL is checkpointed.
         conn.execute("PRAGMA secure_delete = ON")
+        # A batch writes inside a savepoint, whose undo pages SQLite keeps in a temp
+        # file by default: in memory, persist_many's rows cost half as much.
+        conn.execute("PRAGMA temp_store = MEMORY")
     except apsw.Error as e:
         conn.close()
         raise storage_error(e, path) from e
