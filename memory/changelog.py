@@ -46,6 +46,29 @@ def state_from_row(row: tuple[Any, ...]) -> ConversationState:
     )
 
 
+def conversations_query(
+    table: str, mark: str, limit: int | None, after: tuple[int, str] | None, parent_id: str | None
+) -> tuple[str, list[Any]]:
+    """The SQL and values that list ``table``'s conversations, newest activity first, after
+    the key ``after``; ``mark`` is the driver's placeholder (``?`` or ``%s``)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if parent_id is not None:
+        where.append(f"parent_id = {mark}")
+        params.append(parent_id)
+    if after is not None:
+        where.append(f"(last_at, id) < ({mark}, {mark})")
+        params.extend(after)
+    sql = f"SELECT {CONVERSATION_COLUMNS} FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_at DESC, id DESC"
+    if limit is not None:
+        sql += f" LIMIT {mark}"
+        params.append(limit)
+    return sql, params
+
+
 def conversation_from_row(row: tuple[Any, ...]) -> Conversation:
     return Conversation(
         id=row[0], message_count=row[1], first_at=row[2], last_at=row[3], parent_id=row[4]

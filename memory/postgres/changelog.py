@@ -25,12 +25,12 @@ import psycopg
 
 from anchorline.memory.changelog import (
     CHANGE_COLUMNS,
-    CONVERSATION_COLUMNS,
     STATE_COLUMNS,
     TRIMMED_KEY,
     change_from_row,
     check_cursor,
     conversation_from_row,
+    conversations_query,
     state_from_row,
 )
 from anchorline.memory.interface import ConversationState
@@ -110,21 +110,8 @@ def list_conversations(
     after: tuple[int, str] | None,
     parent_id: str | None,
 ) -> list[Conversation]:
-    where: list[str] = []
-    params: list[Any] = []
-    if parent_id is not None:
-        where.append("parent_id = %s")
-        params.append(parent_id)
-    if after is not None:
-        where.append("(last_at, id) < (%s, %s)")
-        params.extend(after)
-    sql = f"SELECT {CONVERSATION_COLUMNS} FROM {SCHEMA}.conversations"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY last_at DESC, id DESC"
-    if limit is not None:
-        sql += " LIMIT %s"
-        params.append(limit)
+    """Conversations, newest activity first, after the key ``after``."""
+    sql, params = conversations_query(f"{SCHEMA}.conversations", "%s", limit, after, parent_id)
     return [conversation_from_row(row) for row in conn.execute(sql, params).fetchall()]
 
 

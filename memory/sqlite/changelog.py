@@ -20,12 +20,12 @@ import apsw
 
 from anchorline.memory.changelog import (
     CHANGE_COLUMNS,
-    CONVERSATION_COLUMNS,
     STATE_COLUMNS,
     TRIMMED_KEY,
     change_from_row,
     check_cursor,
     conversation_from_row,
+    conversations_query,
     state_from_row,
 )
 from anchorline.memory.interface import ConversationState
@@ -84,21 +84,7 @@ def list_conversations(
     parent_id: str | None,
 ) -> list[Conversation]:
     """Conversations, newest activity first, after the key ``after``."""
-    where: list[str] = []
-    params: list[Any] = []
-    if parent_id is not None:
-        where.append("parent_id = ?")
-        params.append(parent_id)
-    if after is not None:
-        where.append("(last_at < ? OR (last_at = ? AND id < ?))")
-        params.extend((after[0], after[0], after[1]))
-    sql = f"SELECT {CONVERSATION_COLUMNS} FROM conversations"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY last_at DESC, id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    sql, params = conversations_query("conversations", "?", limit, after, parent_id)
     return [conversation_from_row(row) for row in conn.execute(sql, params)]
 
 
