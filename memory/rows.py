@@ -34,16 +34,31 @@ READ_COLUMNS = COLUMNS + ", seq"
 
 
 def decode_json(text: str) -> Any:
-    """Stored JSON text as Python values.
+    """Stored JSON text as Python values, every number exactly as written.
 
-    orjson decodes a 500-byte content about 6 times faster than ``json``; the
-    rare text it refuses and ``json`` reads (an integer beyond 64 bits, a lone
-    surrogate escape) goes to ``json``, so every stored value reads back.
+    orjson decodes a 500-byte content about 6 times faster than ``json``, but it
+    turns an integer beyond 64 bits into a float. A value it decodes with no float
+    in it is exact; one with a float (rare in messages) is read again by ``json``,
+    as is the text orjson refuses (a lone surrogate escape).
     """
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    if type(value) is str or not _holds_float(value):
+        return value
+    return json.loads(text)
+
+
+def _holds_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return True
+    if kind is list:
+        return any(type(item) is not str and _holds_float(item) for item in value)
+    if kind is dict:
+        return any(type(item) is not str and _holds_float(item) for item in value.values())
+    return False
 
 
 def decode_metadata(text: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ statement and look further only when it did not match.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -192,10 +191,6 @@ def check_storable(op: Add | Reserve | Message, message_id: str) -> None:
             raise InvalidOp(
                 f"{field}: contains a NUL character (\\x00), which PostgreSQL cannot store"
             )
-
-
-def _metadata(text: str) -> dict[str, Any]:
-    return {} if text == "{}" else json.loads(text)  # most messages carry none
 
 
 def get_message(db: Executes, message_id: str, *, lock: bool = False) -> Message | None:
@@ -408,7 +403,7 @@ def update_message_content(
             conversation_id=row[0],
             role=row[1],
             content=op.content,  # as written: no need to read it back and decode it
-            metadata=_metadata(row[2]),
+            metadata=rows.decode_metadata(row[2]),
             status=status,
             client_message_id=row[3],
             created_at=row[4],
