@@ -15,6 +15,7 @@ from typing import Protocol
 
 import attrs
 
+from anchorline.memory.journal import Corrections
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
     Added,
@@ -110,8 +111,14 @@ class Transaction(Protocol):
         never queued for the index."""
         ...
 
-    def commit(self) -> None:
-        """Make every write durable, or raise ``StorageUnavailable`` with nothing written."""
+    def commit(self) -> Corrections | None:
+        """Make every write durable, or raise ``StorageUnavailable`` with nothing written.
+
+        A retried attempt may store a write differently from the first (another
+        writer took the seq meanwhile): return the ``(handed out, committed)`` pairs
+        of those results (``anchorline.memory.journal``), so the caller returns what
+        is stored; ``None`` or empty when every result stands.
+        """
         ...
 
     def rollback(self) -> None:

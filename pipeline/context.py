@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
@@ -15,14 +15,20 @@ log = logging.getLogger("anchorline")
 
 
 class Participant(Protocol):
-    """A store's share of a unit of work: whatever it wrote, it commits or rolls back."""
+    """A store's share of a unit of work: whatever it wrote, it commits or rolls back.
 
-    def commit(self) -> None: ...
+    ``commit`` may return ``(handed out, committed)`` pairs of the results a
+    retried attempt stored differently (``anchorline.memory.journal``); ``None``
+    when every result it handed out stands.
+    """
+
+    def commit(self) -> Sequence[tuple[Any, Any]] | None: ...
 
     def rollback(self) -> None: ...
 
 
 P = TypeVar("P", bound=Participant)
+R = TypeVar("R")
 
 
 class UnitOfWork:
@@ -39,11 +45,14 @@ class UnitOfWork:
     round trip to a server. :meth:`alone` says whether a store joining now may.
     """
 
-    __slots__ = ("_participants", "sole")
+    __slots__ = ("_participants", "corrections", "sole")
 
     def __init__(self, *, sole: bool = False) -> None:
         self._participants: dict[Hashable, Participant] = {}
         self.sole = sole
+        #: After :meth:`commit`: the results a retried attempt stored differently,
+        #: as ``(handed out, committed)`` pairs (see :meth:`corrected`).
+        self.corrections: list[tuple[Any, Any]] = []
 
     def alone(self) -> bool:
         """Whether a participant joining now is the call's only one and may commit its
@@ -59,17 +68,34 @@ class UnitOfWork:
 
     def commit(self) -> None:
         if len(self._participants) == 1:  # the usual case: one store
-            self._participants.popitem()[1].commit()
+            changed = self._participants.popitem()[1].commit()
+            if changed:
+                self.corrections.extend(changed)
             return
         participants = list(self._participants.values())
         self._participants.clear()
         for i, participant in enumerate(participants):
             try:
-                participant.commit()
+                changed = participant.commit()
+                if changed:
+                    self.corrections.extend(changed)
             except BaseException:
                 for rest in participants[i + 1 :]:
                     rest.rollback()
                 raise
+
+    def corrected(self, result: R) -> R:
+        """``result`` as committed: a result (or the message in it) that a retried
+        attempt stored differently is replaced by what is stored."""
+        for given, committed in self.corrections:
+            if given is result:
+                return committed  # type: ignore[no-any-return]
+        message = getattr(result, "message", None)
+        if message is not None:
+            for given, committed in self.corrections:
+                if getattr(given, "message", None) is message:
+                    return attrs.evolve(result, message=committed.message)  # type: ignore[misc]
+        return result
 
     def rollback(self) -> None:
         participants = list(self._participants.values())

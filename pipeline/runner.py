@@ -299,6 +299,8 @@ class Pipeline:
         except BaseException:
             unit.rollback()
             raise
+        if unit.corrections:
+            result = unit.corrected(result)
         if self._after_persist.get_hookimpls():
             self._notify(op, result, context)
         return result
@@ -352,6 +354,8 @@ class Pipeline:
             if isinstance(e, AnchorlineError) and not batched and len(results) < len(checked):
                 e.op_index = len(results)
             raise
+        if unit.corrections:
+            results = [unit.corrected(result) for result in results]
         if self._after_persist.get_hookimpls():
             for op, result in zip(checked, results, strict=True):
                 self._notify(op, result, context)

@@ -119,7 +119,11 @@ class StoreTerminal:
         except BaseException:
             unit.rollback()
             raise
-        return result
+        if not unit.corrections:
+            return result
+        if isinstance(result, list):  # persist_batch's
+            return cast(T, [unit.corrected(r) for r in result])
+        return unit.corrected(result)
 
     @hookimpl(trylast=True)
     def get_message(self, message_id: str, context: Context) -> Message | None:

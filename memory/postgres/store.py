@@ -13,6 +13,7 @@ import psycopg
 
 from anchorline.errors import AnchorlineError, ConfigurationError
 from anchorline.memory.interface import ConversationState, Store, Transaction
+from anchorline.memory.journal import settled
 from anchorline.memory.retry import RetryPolicy
 from anchorline.results import Change, Conversation, Message
 
@@ -186,8 +187,7 @@ class PostgresStore:
         except BaseException:
             tx.rollback()
             raise
-        tx.commit()
-        return result
+        return settled(result, tx.commit())
 
     # --- the Store protocol ---------------------------------------------------------
 

@@ -30,6 +30,7 @@ from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.interface import ConversationState
+from anchorline.memory.journal import NONE, Corrections, corrections
 from anchorline.memory.retry import RetryPolicy
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
@@ -160,8 +161,8 @@ class PostgresTransaction:
     protocol). Not for sharing between threads: each thread begins its own."""
 
     __slots__ = (
-        "_conn", "_failed", "_host", "_journal", "_queued", "_results", "_session", "_sole",
-        "_started",
+        "_conn", "_failed", "_given", "_host", "_journal", "_queued", "_results", "_session",
+        "_sole", "_started",
     )  # fmt: skip
 
     def __init__(self, host: Host, *, sole: bool = False) -> None:
@@ -172,6 +173,9 @@ class PostgresTransaction:
         self._started = time.monotonic()
         self._journal: list[Write] = []
         self._results: list[Any] = []
+        # What each write handed out, kept apart from ``_results`` once a replay may
+        # have made them differ (see ``journal``).
+        self._given: list[Any] | None = None
         self._failed = False
         self._queued = False  # whether a write may have queued index work
         self._conn: psycopg.Connection[Any] | None = None
@@ -269,8 +273,9 @@ class PostgresTransaction:
         )
         return result
 
-    def commit(self) -> None:
-        """Commit, retrying under the policy; on failure roll back and raise."""
+    def commit(self) -> Corrections:
+        """Commit, retrying under the policy; on failure roll back and raise. Returns the
+        results a replay stored differently from what the writes handed out."""
         try:
             if self._failed:
                 raise StorageUnavailable(
@@ -294,6 +299,7 @@ class PostgresTransaction:
             self._host.queued()
         if wrote:
             self._host.logged()
+        return NONE if self._given is None else corrections(self._given, self._results)
 
     def rollback(self) -> None:
         """Drop every write of the transaction and give its connection back."""
@@ -353,11 +359,15 @@ class PostgresTransaction:
             except BaseException:
                 self._failed = True
                 raise
+            assert self._given is not None
+            self._given.append(result)
         except BaseException:
             self._failed = True
             raise
         else:
             self._results.append(result)
+            if self._given is not None:
+                self._given.append(result)
         self._queued = self._queued or queues
         return result
 
@@ -373,6 +383,8 @@ class PostgresTransaction:
         ``commit``: the failure was in a COMMIT, or in a write sent as its own
         transaction (then ``landed`` may tell whether it went through).
         """
+        if self._given is None:
+            self._given = list(self._results)
         attempts = Attempts(self._host, self._started)
         ambiguous = False  # whether a COMMIT may have committed although it failed
         while True:

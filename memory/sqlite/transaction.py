@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import apsw
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
+from anchorline.memory.journal import NONE, Corrections, corrections, settled
 from anchorline.memory.retry import RetryPolicy
 
 from .errors import RETRYABLE, explain, filename, named, reraise, storage_error
@@ -91,7 +92,8 @@ class Transaction:
     """
 
     __slots__ = (
-        "_conn", "_failed", "_journal", "_landed", "_lock", "_policy", "_results", "_started"
+        "_conn", "_failed", "_given", "_journal", "_landed", "_lock", "_policy", "_results",
+        "_started",
     )  # fmt: skip
 
     def __init__(
@@ -113,6 +115,9 @@ class Transaction:
         self._landed = landed
         self._journal: list[Callable[[apsw.Connection], Any]] = []
         self._results: list[Any] = []
+        # What each write handed out, kept apart from ``_results`` once a replay may
+        # have made them differ (see ``journal``).
+        self._given: list[Any] | None = None
         self._started = time.monotonic()
         self._failed = False
         try:
@@ -140,6 +145,8 @@ class Transaction:
             except BaseException as failure:
                 self._failed = True
                 reraise(failure, self._conn)
+            assert self._given is not None
+            self._given[-1] = result
             return result
         except apsw.Error as e:
             # A statement failed part-way through the op: never commit what it left.
@@ -151,10 +158,13 @@ class Transaction:
             self._journal.pop()
             raise
         self._results.append(result)
+        if self._given is not None:
+            self._given.append(result)
         return result
 
-    def commit(self) -> None:
-        """Commit, retrying under the policy; on failure roll back and raise."""
+    def commit(self) -> Corrections:
+        """Commit, retrying under the policy; on failure roll back and raise. Returns the
+        results a replay stored differently from what the writes handed out."""
         try:
             if self._failed:
                 raise StorageUnavailable(
@@ -171,6 +181,7 @@ class Transaction:
             self._abort()
             reraise(e, self._conn)
         self._release()
+        return NONE if self._given is None else corrections(self._given, self._results)
 
     def rollback(self) -> None:
         """Undo every write of the transaction and let other threads in."""
@@ -193,6 +204,9 @@ class Transaction:
             self._lock = None
 
     def _retry(self, error: BaseException, *, commit: bool) -> Any:
+        if self._given is None:
+            self._given = list(self._results)
+
         def replay() -> Any:
             if commit and self._landed is not None and self._landed(self._conn, self._results):
                 return self._results[-1] if self._results else None
@@ -218,5 +232,4 @@ def run_in(tx: Transaction, fn: Callable[[apsw.Connection], T]) -> T:
     except BaseException:
         tx._abort()
         raise
-    tx.commit()
-    return result
+    return settled(result, tx.commit())

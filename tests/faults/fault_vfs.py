@@ -25,10 +25,16 @@ class FaultVFS(apsw.VFS):  # type: ignore[misc]
         self.calls = 0
         #: Bytes the "disk" still takes; ``None`` for no limit.
         self.space: int | None = None
+        #: How many of the next writes fail with ``SQLITE_BUSY``, whatever ``rate``.
+        self.fail_next = 0
         super().__init__(name, "")
 
     def maybe_fail(self, where: str) -> None:
         self.calls += 1
+        if self.fail_next and where == "write":
+            self.fail_next -= 1
+            self.injected["busy"] += 1
+            raise apsw.BusyError(f"injected busy error in {where}")
         if self.rate and self.random.random() < self.rate:
             if self.random.random() < 0.5:
                 self.injected["io"] += 1

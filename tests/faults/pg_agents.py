@@ -13,6 +13,11 @@ Roles:
     Agent turns (a question, then a streamed answer with partial flushes) until the
     file STOP exists; POLICY is ``default`` or ``patient``. Prints a JSON summary with
     each error's type, module and message.
+``replay NAME URL ACKS GO OPS CONVERSATION``
+    Waits for GO, then adds OPS messages to CONVERSATION through a pass-through
+    ``wrapper=True`` plugin (so each write is a usual transaction, committed after the
+    chain) under a policy whose 1 ms lock timeout makes COMMITs fail and replay; acks
+    each result's id and seq.
 ``index URL FOLDER GO``
     An index worker with its own embedded folder: see :func:`index_worker`.
 """
@@ -25,10 +30,19 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import IO, Any
 
-from anchorline import Add, Delete, Pipeline, Reserve, RetryPolicy, Update, UpdateContent
+from anchorline import (
+    Add,
+    Delete,
+    Pipeline,
+    Reserve,
+    RetryPolicy,
+    Update,
+    UpdateContent,
+    hookimpl,
+)
 from anchorline.plugins import indexer as indexer_module
 
 #: Waits out a restart or a killed connection, but gives up within a test's patience.
@@ -278,6 +292,38 @@ def stream(name: str, url: str, acks_path: str, stop: str, policy: str) -> dict[
     return {"turns": turns, "ops": ops, "slow": slow, "errors": errors}
 
 
+class _PassThrough:
+    """A wrapper on ``persist`` that changes nothing: each write then commits after the
+    chain, in a transaction of the usual kind (not as one statement)."""
+
+    @hookimpl(wrapper=True)
+    def persist(self, op: object, context: object) -> Generator[None, Any, Any]:
+        return (yield)
+
+
+#: Lock waits time out at once, so COMMITs on a contended feed head fail and replay.
+IMPATIENT = RetryPolicy(busy_timeout=0.001, max_attempts=1000, deadline=60.0)
+
+
+def replay(name: str, url: str, acks_path: str, go: str, ops: int, conversation: str) -> int:
+    """Add ``ops`` messages to ``conversation``, acking each result's id and seq."""
+    with (
+        Pipeline.open(
+            url, retry=IMPATIENT, plugins=[_PassThrough()], load_entrypoints=False
+        ) as pipeline,
+        open(acks_path, "w", buffering=1) as out,
+    ):
+        ack = _acker(out)
+        _ready()
+        _wait_for(go)
+        for i in range(ops):
+            added = pipeline.persist(
+                Add(conversation_id=conversation, role="user", content=f"{name} {i}")
+            )
+            ack(id=added.message.id, seq=added.message.seq, conversation=conversation)
+    return 0
+
+
 def index_worker(url: str, folder: str, go: str) -> dict[str, Any]:
     """Drain the outbox into the embedded index ``folder`` until SIGTERM.
 
@@ -321,6 +367,9 @@ def main(argv: list[str]) -> int:
         return 0
     if role == "stream":
         print(json.dumps(stream(*args[:5])), flush=True)
+        return 0
+    if role == "replay":
+        print(replay(*args[:4], int(args[4]), args[5]), flush=True)
         return 0
     if role == "index":
         print(json.dumps(index_worker(*args[:3])), flush=True)
