@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import attrs
 
+from anchorline.errors import ConfigurationError
+
+#: The longest lock wait a database takes, in seconds (SQLite's is a 32-bit count of ms).
+_LONGEST_WAIT = 2_000_000
+
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name}: must be positive, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigurationError(f"{attribute.name}: must be a positive number, got {value!r}")
+
+
+def _attempts(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if type(value) is not int or value <= 0:
+        raise ConfigurationError(f"{attribute.name}: must be a positive integer, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -23,7 +34,7 @@ class RetryPolicy:
     ``max_attempts`` or once ``deadline`` seconds have passed since the first.
     """
 
-    max_attempts: int = attrs.field(default=8, validator=_positive)
+    max_attempts: int = attrs.field(default=8, validator=_attempts)
     initial_backoff: float = attrs.field(default=0.01, validator=_positive)
     max_backoff: float = attrs.field(default=0.5, validator=_positive)
     deadline: float = attrs.field(default=10.0, validator=_positive)
@@ -32,10 +43,10 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The pause after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** min(attempt - 1, 64))
         return random.uniform(0, ceiling) if self.jitter else ceiling
 
     @property
     def busy_timeout_ms(self) -> int:
         """How long one attempt waits for the lock, in ms: never past the deadline."""
-        return int(min(self.busy_timeout, self.deadline) * 1000)
+        return int(min(self.busy_timeout, self.deadline, _LONGEST_WAIT) * 1000)

@@ -6,13 +6,13 @@ from typing import Any
 
 import attrs
 
-from .errors import InvalidOp
+from .errors import ConfigurationError, InvalidOp
 from .ops import PersistOp
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if type(value) is not int or value <= 0:
-        raise ValueError(f"{attribute.name}: must be a positive integer, got {value!r}")
+        raise ConfigurationError(f"{attribute.name}: must be a positive integer, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

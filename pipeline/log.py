@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, CursorExpired, InvalidOp
+from .ops import check_id
 from .results import Change
 
 if TYPE_CHECKING:
@@ -67,8 +68,11 @@ def parse_key(after: object) -> tuple[int, str] | None:
         return None
     if isinstance(after, str):
         at, sep, conversation_id = after.partition(":")
-        if sep and at.lstrip("-").isdigit() and conversation_id:
-            return int(at), conversation_id
+        digits = at.lstrip("-")
+        if sep and conversation_id and digits.isascii() and digits.isdigit():
+            last_at = int(at)
+            if -LARGEST - 1 <= last_at <= LARGEST:
+                return last_at, check_id("after", conversation_id)
     raise InvalidOp(
         f"after: must be a Conversation.key (like '1700000000000:trip-42'), got {after!r}"
     )

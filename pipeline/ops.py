@@ -96,7 +96,10 @@ def check_json(field: str, value: object) -> str:
     return _encode_checked(value, floats)
 
 
-def _check_id(field: str, value: object) -> None:
+def check_id(field: str, value: object) -> str:
+    """``value`` if it is an id an op may carry (a non-empty string of at most
+    :data:`MAX_ID_LENGTH` characters, valid text, no NUL), else :class:`InvalidOp`
+    naming ``field``."""
     if type(value) is not str:
         raise InvalidOp(f"{field}: must be a string, got {type(value).__name__}")
     if not value:
@@ -110,19 +113,20 @@ def _check_id(field: str, value: object) -> None:
             value.encode()
         except UnicodeEncodeError:
             raise InvalidOp(f"{field}: contains a lone surrogate, not valid text") from None
+    return value
 
 
 def _valid_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _check_id(attribute.name, value)
+    check_id(attribute.name, value)
 
 
 def _valid_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
-        _check_id(attribute.name, value)
+        check_id(attribute.name, value)
 
 
 def _valid_role(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in ROLES:
+    if not isinstance(value, str) or value not in ROLES:
         raise InvalidOp(f"role: must be one of {', '.join(sorted(ROLES))}; got {value!r}")
 
 

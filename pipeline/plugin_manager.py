@@ -82,12 +82,18 @@ def register_plugins(
             if plugin is not None:
                 pm.register(plugin, name=name)
         if settings.terminal is not None:
+            if _not_a_plugin_object(settings.terminal):
+                raise PluginError(_not_a_plugin("terminal", settings.terminal))
             pm.register(settings.terminal, name="terminal")
         if load_entrypoints and autoload_enabled():
             _load_entrypoints(pm)
+        if isinstance(plugins, str | bytes) or not isinstance(plugins, Iterable):
+            raise PluginError(
+                f"plugins: must be a list of plugin objects or modules, got {plugins!r:.80}"
+            )
         for position, plugin in enumerate(plugins):
-            if isinstance(plugin, _NOT_PLUGINS):
-                raise PluginError(_not_a_plugin(position, plugin))
+            if _not_a_plugin_object(plugin):
+                raise PluginError(_not_a_plugin(f"plugins[{position}]", plugin))
             pm.register(plugin, name=_free_name(pm, plugin))
     except pluggy.PluginValidationError as e:
         raise PluginError(_misfit(pm, e)) from e
@@ -136,13 +142,25 @@ def _broken_entrypoint(ep: importlib.metadata.EntryPoint, error: BaseException) 
     )
 
 
-def _not_a_plugin(position: int, value: object) -> str:
+def _not_a_plugin_object(value: object) -> bool:
+    """Whether ``value`` cannot be a plugin: a plain value, or unhashable (pluggy keys
+    its plugins by the object)."""
+    if isinstance(value, _NOT_PLUGINS):
+        return True
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
+
+
+def _not_a_plugin(where: str, value: object) -> str:
     if isinstance(value, str):
         hint = "a plugin is an object or a module, not its name: import it and pass the module"
     else:
         hint = "a plugin is an object or a module with @hookimpl functions"
     shown = f"{value!r:.80}"
-    return f"plugins[{position}]: {shown} ({type(value).__name__}) is not a plugin; {hint}"
+    return f"{where}: {shown} ({type(value).__name__}) is not a plugin; {hint}"
 
 
 def _free_name(pm: pluggy.PluginManager, plugin: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -12,7 +13,13 @@ import pluggy
 
 from . import compaction
 from .context import Context, UnitOfWork
-from .errors import AnchorlineError, IndexUnavailable, InvalidOp, PluginError
+from .errors import (
+    AnchorlineError,
+    ConfigurationError,
+    IndexUnavailable,
+    InvalidOp,
+    PluginError,
+)
 from .limits import DEFAULT_LIMITS, Limits
 from .log import LARGEST, Follower, change_log, check_count, check_known, parse_key
 from .ops import (
@@ -27,6 +34,7 @@ from .ops import (
     Reserve,
     Update,
     UpdateContent,
+    check_id,
 )
 from .parsing import parse_op
 from .plugin_manager import check_messages, create_plugin_manager, culprits, register_plugins
@@ -148,15 +156,19 @@ def check_ops(ops: object) -> Iterable[PersistOp | Mapping[str, Any]]:
     return ops
 
 
-def check_older_than(older_than: object) -> float:
-    """``older_than`` if it is a finite number of seconds >= 0, or :class:`InvalidOp`."""
+#: The oldest a sweep reaches, in seconds: about 30,000 years, within any timestamp.
+OLDEST = 10**12
+
+
+def check_older_than(older_than: object, name: str = "older_than") -> float:
+    """``older_than`` if it is a number of seconds from 0 to :data:`OLDEST`, or
+    :class:`InvalidOp` naming it."""
     if (
         isinstance(older_than, bool)
         or not isinstance(older_than, int | float)
-        or not math.isfinite(older_than)
-        or older_than < 0
+        or not 0 <= older_than <= OLDEST
     ):
-        raise InvalidOp(f"older_than: must be a number of seconds >= 0, got {older_than!r}")
+        raise InvalidOp(f"{name}: must be a number of seconds from 0 to 1e12, got {older_than!r}")
     return older_than
 
 
@@ -179,7 +191,7 @@ class Pipeline:
         path: str = "anchorline.db",
         *,
         terminal: object | None = None,
-        plugins: Iterable[object] = (),
+        plugins: Iterable[object] | None = (),
         load_entrypoints: bool = True,
         retry: RetryPolicy | None = None,
         index: str | None = None,
@@ -214,12 +226,22 @@ class Pipeline:
         ``sweep_on_open=S`` runs :meth:`sweep` with ``older_than=S`` once open.
         ``durability="full"`` (or ``$ANCHORLINE_DURABILITY``) also survives power loss.
         """
+        if not isinstance(path, str | os.PathLike):
+            raise ConfigurationError(
+                f"path: must be a file path or a postgresql:// URL, got {type(path).__name__}"
+            )
+        if type(load_entrypoints) is not bool:
+            raise ConfigurationError(
+                f"load_entrypoints: must be True or False, got {type(load_entrypoints).__name__}"
+            )
+        if sweep_on_open is not None:
+            sweep_on_open = check_older_than(sweep_on_open, "sweep_on_open")
         if isinstance(embedder, str):
             from anchorline.memory.embedders import embedder_from_spec
 
             embedder = embedder_from_spec(embedder)
         settings = Settings(
-            path=str(path),
+            path=os.fspath(path) if isinstance(path, os.PathLike) else path,
             terminal=terminal,
             retry=retry,
             index=index,
@@ -228,13 +250,16 @@ class Pipeline:
             index_sync=index_sync,
             index_drain=index_drain,
             vfs=vfs,
-            limits=limits or DEFAULT_LIMITS,
+            limits=DEFAULT_LIMITS if limits is None else limits,
             durability=durability,
         )
         pm = create_plugin_manager()
         pipeline = cls(settings, pm)
         try:
-            register_plugins(pm, settings, plugins=plugins, load_entrypoints=load_entrypoints)
+            register_plugins(
+                pm, settings, plugins=() if plugins is None else plugins,
+                load_entrypoints=load_entrypoints,
+            )  # fmt: skip
             pm.hook.pipeline_opened(context=Context(pipeline))
             if sweep_on_open is not None:
                 pipeline.sweep(sweep_on_open)
@@ -482,8 +507,7 @@ class Pipeline:
         are left out. ``as_of_seq`` rebuilds the context as it stood once that seq was
         written."""
         self._check_open()
-        if not isinstance(conversation_id, str) or not conversation_id:
-            raise InvalidOp("conversation_id: must be a non-empty string")
+        check_id("conversation_id", conversation_id)
         return compaction.context(self, conversation_id, compaction.check_as_of_seq(as_of_seq))
 
     # --- reads --------------------------------------------------------------
@@ -491,8 +515,7 @@ class Pipeline:
     def get(self, message_id: str) -> Message | None:
         """The message with ``message_id``, or ``None``."""
         self._check_open()
-        if not isinstance(message_id, str) or not message_id:
-            raise InvalidOp("message_id: must be a non-empty string")
+        check_id("message_id", message_id)
         hook = self.plugin_manager.hook.get_message
         message = hook(message_id=message_id, context=Context(self))
         if message is not None and not isinstance(message, Message):
@@ -517,8 +540,7 @@ class Pipeline:
         greater. ``roles`` keeps only messages of those roles.
         """
         self._check_open()
-        if not isinstance(conversation_id, str) or not conversation_id:
-            raise InvalidOp("conversation_id: must be a non-empty string")
+        check_id("conversation_id", conversation_id)
         if limit is not None and (type(limit) is not int or not 0 <= limit <= LARGEST):
             raise InvalidOp(f"limit: must be a non-negative integer or None, got {limit!r}")
         if after_seq is not None and (type(after_seq) is not int or not 0 <= after_seq <= LARGEST):
@@ -591,8 +613,7 @@ class Pipeline:
     def threads(self, parent_id: str) -> list[Conversation]:
         """The conversations started from ``parent_id`` (ops that named it ``parent_id``)."""
         self._check_open()
-        if not isinstance(parent_id, str) or not parent_id:
-            raise InvalidOp("parent_id: must be a non-empty string")
+        check_id("parent_id", parent_id)
         return change_log(self.plugin_manager).conversations(None, None, parent_id)
 
     # --- the vector index ---------------------------------------------------
@@ -613,10 +634,8 @@ class Pipeline:
         """The indexed messages nearest to ``query`` in meaning, best first."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidOp("query: must be a non-empty string")
-        if conversation_id is not None and (
-            not isinstance(conversation_id, str) or not conversation_id
-        ):
-            raise InvalidOp("conversation_id: must be a non-empty string or None")
+        if conversation_id is not None:
+            check_id("conversation_id", conversation_id)
         if type(limit) is not int or limit < 1:
             raise InvalidOp(f"limit: must be a positive integer, got {limit!r}")
         return self.indexer().search(query, conversation_id, limit)
@@ -664,14 +683,15 @@ class Pipeline:
 
 def check_roles(roles: Iterable[str]) -> tuple[str, ...]:
     """``roles`` as a sorted tuple of known roles, or :class:`InvalidOp` naming the stranger."""
-    if isinstance(roles, str):
-        raise InvalidOp(f"roles: must be an iterable of role names, not the string {roles!r}")
-    wanted = tuple(sorted(set(roles)))
-    for role in wanted:
-        if role not in ROLES and role != COMPACTION_ROLE:
+    if isinstance(roles, str | bytes) or not isinstance(roles, Iterable):
+        raise InvalidOp(f"roles: must be an iterable of role names, got {roles!r}")
+    wanted = set()
+    for role in roles:
+        if not isinstance(role, str) or (role not in ROLES and role != COMPACTION_ROLE):
             known = ", ".join(sorted({*ROLES, COMPACTION_ROLE}))
             raise InvalidOp(f"roles: {role!r} is not one of {known}")
-    return wanted
+        wanted.add(role)
+    return tuple(sorted(wanted))
 
 
 def call_each(hook: pluggy.HookCaller, **kwargs: Any) -> None:

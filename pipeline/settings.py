@@ -57,6 +57,8 @@ def parse_index(value: object) -> str | None:
         raise refuse("is empty")
     if value != value.strip() or any(c < " " or c == "\x7f" for c in value):
         raise refuse("has surrounding spaces or control characters")
+    if problem := _text_problem(value):
+        raise refuse(problem)
     if "://" in value:
         scheme, rest = value.split("://", 1)
         if scheme.lower() not in SERVER_SCHEMES:
@@ -79,6 +81,54 @@ def parse_index(value: object) -> str | None:
     return path
 
 
+def _text_problem(value: str) -> str | None:
+    """What makes ``value`` unfit for a path or a name: a NUL, or a lone surrogate."""
+    if "\x00" in value:
+        return "contains a NUL character (\\x00)"
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "contains a lone surrogate, not valid text"
+    return None
+
+
+def _path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    problem = _text_problem(value)
+    if problem:
+        raise ConfigurationError(f"path: {value!r} {problem}")
+
+
+def _optional(kind: type, name: str) -> Any:
+    """A validator taking ``None`` or an instance of ``kind`` (``name`` says which)."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{attribute.name}: must be {name} or None, got {type(value).__name__}"
+            )
+        if isinstance(value, str) and (problem := _text_problem(value)):
+            raise ConfigurationError(f"{attribute.name}: {value!r} {problem}")
+
+    return check
+
+
+def _flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not bool:
+        raise ConfigurationError(
+            f"{attribute.name}: must be True or False, got {type(value).__name__}"
+        )
+
+
+def _retry(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    from anchorline.memory.retry import RetryPolicy
+
+    if value is not None and not isinstance(value, RetryPolicy):
+        raise ConfigurationError(
+            f"retry: must be a RetryPolicy or None, got {type(value).__name__}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """The options of one pipeline. ``terminal`` is the caller's replacement, if any.
@@ -86,14 +136,16 @@ class Settings:
     ``index`` is checked by :func:`parse_index` when the settings are built.
     """
 
-    path: str
+    path: str = attrs.field(validator=_path)
     terminal: Any = None
-    retry: RetryPolicy | None = None
+    retry: RetryPolicy | None = attrs.field(default=None, validator=_retry)
     index: str | None = attrs.field(default=None, converter=parse_index)
     embedder: Embedder | None = None
-    index_api_key: str | None = None
-    index_sync: bool = False
-    index_drain: bool = True
-    vfs: str | None = None
-    limits: Limits = DEFAULT_LIMITS
-    durability: str | None = None
+    index_api_key: str | None = attrs.field(default=None, validator=_optional(str, "a string"))
+    index_sync: bool = attrs.field(default=False, validator=_flag)
+    index_drain: bool = attrs.field(default=True, validator=_flag)
+    vfs: str | None = attrs.field(default=None, validator=_optional(str, "a VFS name"))
+    limits: Limits = attrs.field(default=DEFAULT_LIMITS, validator=_optional(Limits, "Limits"))
+    durability: str | None = attrs.field(
+        default=None, validator=_optional(str, "'normal' or 'full'")
+    )

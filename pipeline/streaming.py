@@ -47,8 +47,6 @@ class StreamState:
         complete: bool = False,
         updated_at: int | None = None,
     ) -> None:
-        if flush_interval < 0:
-            raise InvalidOp(f"flush_interval: must be >= 0, got {flush_interval!r}")
         self.message_id = message_id
         self.flush_interval = flush_interval
         #: Whether the message was already complete (a retried turn that had finished):
@@ -192,7 +190,7 @@ def reserve_op(
     return Reserve(
         conversation_id=conversation_id,
         role=role,
-        metadata=metadata or {},
+        metadata={} if metadata is None else metadata,
         client_message_id=client_message_id,
     )
 
@@ -201,6 +199,14 @@ class StreamHandle:
     """What the blocking and the asyncio stream handles share: the reserve, and the state."""
 
     def __init__(self, reserve: Reserve, flush_interval: float) -> None:
+        if (
+            isinstance(flush_interval, bool)
+            or not isinstance(flush_interval, int | float)
+            or not flush_interval >= 0
+        ):
+            raise InvalidOp(
+                f"flush_interval: must be a number of seconds >= 0, got {flush_interval!r}"
+            )
         self._reserve = reserve
         self._flush_interval = flush_interval
         self._state: StreamState | None = None
