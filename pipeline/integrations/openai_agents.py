@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
     from agents.memory import SessionSettings
-    from agents.memory.session_settings import resolve_session_limit
+    from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 except ModuleNotFoundError as e:
     if (e.name or "").split(".")[0] != "agents":
         raise
@@ -140,7 +140,9 @@ class AnchorlineSession:
     the item exactly as the SDK gave it.
 
     The pipeline's calls run in a worker thread, so the event loop never waits
-    on the database. ``session_settings`` gives ``get_items`` its default limit.
+    on the database. ``session_settings`` (a ``SessionSettings`` or a dict of its
+    fields, checked as the SDK's sessions check it) gives ``get_items`` its default
+    limit.
     """
 
     def __init__(
@@ -148,11 +150,17 @@ class AnchorlineSession:
         session_id: str,
         pipeline: Pipeline,
         *,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
         self.session_id = session_id
         self.pipeline = pipeline
-        self.session_settings: SessionSettings | None = session_settings or SessionSettings()
+        # As the SDK's own sessions do: a dict becomes SessionSettings, and an unknown
+        # key raises the SDK's TypeError ("Unknown session settings: ...").
+        self.session_settings: SessionSettings | None = (
+            coerce_session_settings(session_settings)
+            if session_settings is not None
+            else SessionSettings()
+        )
 
     def __repr__(self) -> str:
         return f"AnchorlineSession({self.session_id!r}, {self.pipeline!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,8 @@ from openai.types.responses import (
     ResponseOutputMessage,
     ResponseOutputText,
 )
+
+import pytest
 
 from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.integrations.openai_agents import AnchorlineSession, summary
@@ -218,6 +221,25 @@ def test_runner_sends_only_the_limited_history(tmp_path: Path) -> None:
         assert len(pipeline.messages("s")) == 4
     assert [i.get("content") for i in model.inputs[-1]][-1] == "second"
     assert len(model.inputs[-1]) == limit + 1
+
+
+def test_runner_takes_session_settings_as_a_dict_and_refuses_unknown_keys(
+    tmp_path: Path,
+) -> None:
+    model = ScriptedModel([[_say("one", 1)], [_say("two", 2)]])
+    agent = Agent(name="a", model=model)
+    config = RunConfig(tracing_disabled=True)
+    with Pipeline.open(str(tmp_path / "chat.db"), load_entrypoints=False) as pipeline:
+        session = AnchorlineSession("s", pipeline, session_settings={"limit": 1})
+        assert session.session_settings == SessionSettings(limit=1)
+        run(Runner.run(agent, "first", session=session, run_config=config))
+        second = run(Runner.run(agent, "second", session=session, run_config=config))
+        assert second.final_output == "two"
+        with pytest.raises(TypeError, match="Unknown session settings: limitt"):
+            AnchorlineSession("s", pipeline, session_settings={"limitt": 1})
+    # The history the second run sent: the newest item only, then the new question.
+    assert [i.get("content") for i in model.inputs[-1]][-1] == "second"
+    assert len(model.inputs[-1]) == 2
 
 
 # --- compaction: the SDK's compaction session over an Anchorline session ------------
