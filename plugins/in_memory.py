@@ -367,7 +367,7 @@ class InMemoryTerminal:
             if after_seq is not None:
                 found = found[:limit]
             else:
-                found = found[len(found) - limit :] if limit else []
+                found = found[max(len(found) - limit, 0) :] if limit else []
         return [_detached(m) for m in found]
 
     # The hook takes every argument (pluggy passes none that has a default).

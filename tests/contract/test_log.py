@@ -123,6 +123,13 @@ def test_messages_pages_forward_by_seq_and_filters_roles(pipeline: Pipeline) -> 
     assert [m.seq for m in pipeline.messages("c", roles={"user"}, after_seq=1, limit=2)] == [3, 5]
 
 
+def test_a_limit_above_the_count_gives_every_message(pipeline: Pipeline) -> None:
+    for text in ("1", "2", "3"):
+        _add(pipeline, "c", text)
+    for limit in (3, 4, 5, 6, 100):
+        assert [m.content for m in pipeline.messages("c", limit=limit)] == ["1", "2", "3"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
