@@ -162,6 +162,8 @@ class InMemoryTerminal:
         return result
 
     def _append(self, kind: Any, message: Message, at: int, final: bool, undo: _Undo) -> None:
+        if self.feed:  # as every store does: ``at`` never goes back in cursor order
+            at = max(at, self.feed[-1].at)
         self._cursor += 1
         self.feed.append(
             Change(
