@@ -10,7 +10,7 @@ of the conversation ``session_id``, written through the pipeline's hook chain
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:

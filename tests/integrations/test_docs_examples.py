@@ -31,6 +31,6 @@ def test_the_integrations_md_examples_run_and_print_what_they_say(
     out = io.StringIO()
     with contextlib.redirect_stdout(out), caplog.at_level(logging.WARNING):
         for block in blocks:
-            exec(compile(block, str(PAGE), "exec"), namespace)
+            exec(compile(block, str(PAGE), "exec", dont_inherit=True), namespace)
     assert out.getvalue().splitlines() == expected
     assert [r.getMessage() for r in caplog.records] == []  # no trace export tried, say

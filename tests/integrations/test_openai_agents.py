@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from agents import Agent, ModelResponse, RunConfig, Runner, Usage, function_tool
 from agents.memory import (
     OpenAIResponsesCompactionSession,
@@ -23,8 +24,6 @@ from openai.types.responses import (
     ResponseOutputMessage,
     ResponseOutputText,
 )
-
-import pytest
 
 from anchorline import Add, Pipeline, Reserve, UpdateContent, hookimpl
 from anchorline.integrations.openai_agents import AnchorlineSession, summary
@@ -370,9 +369,9 @@ def _chat_with_automatic_compaction(session: Any, **kwargs: Any) -> _FakeRespons
         should_trigger_compaction=lambda context: True,
         **kwargs,
     )
-    config = RunConfig(tracing_disabled=True)
+    agent, config = Agent(name="a", model=model), RunConfig(tracing_disabled=True)
     for question in ("q0", "q1", "q2"):
-        run(Runner.run(Agent(name="a", model=model), question, session=compacting, run_config=config))
+        run(Runner.run(agent, question, session=compacting, run_config=config))
     return responses
 
 
