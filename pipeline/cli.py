@@ -343,17 +343,17 @@ def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Recover placeholders left by dead writers: delete empty ones, finalise partial ones."""
+    """Recover placeholders left by dead writers: delete empty ones, finalize partial ones."""
     report = pipeline.sweep(older_than=args.older_than)
     for message_id in report.deleted:
         out.print(Text(f"deleted   {message_id} (empty placeholder)"))
     for message_id in report.finalized:
-        out.print(Text(f"finalised {message_id} (partial content, marked interrupted)"))
+        out.print(Text(f"finalized {message_id} (partial content, marked interrupted)"))
     for message_id in report.skipped:
         out.print(Text(f"skipped   {message_id} (written while sweeping)"))
     out.print(
         f"swept {report.total}: {len(report.deleted)} deleted,"
-        f" {len(report.finalized)} finalised, {len(report.skipped)} skipped"
+        f" {len(report.finalized)} finalized, {len(report.skipped)} skipped"
     )
     return 0
 

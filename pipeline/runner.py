@@ -429,7 +429,7 @@ class Pipeline:
         Partial content is written at most once per ``flush_interval`` seconds;
         ``s.flush()`` writes it now (before a long pause, say).
         A normal exit writes the final content. On an exception (cancellation
-        included) what was streamed is kept, finalised with
+        included) what was streamed is kept, finalized with
         ``metadata.interrupted = true`` and the error's type, or the empty
         placeholder is deleted; then the exception propagates.
 
@@ -454,7 +454,7 @@ class Pipeline:
 
     def sweep(self, older_than: float = 60.0) -> SweepReport:
         """Recover placeholders whose writer is gone: ``reserved`` messages not written for
-        ``older_than`` seconds. Empty ones are deleted; partial ones are finalised with
+        ``older_than`` seconds. Empty ones are deleted; partial ones are finalized with
         ``metadata.interrupted = true`` (and then indexed like any complete message).
 
         Each runs through the pipeline as ordinary ops, guarded by the

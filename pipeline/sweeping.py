@@ -21,10 +21,11 @@ BATCH = 100
 
 @attrs.frozen(kw_only=True)
 class SweepReport:
-    """What a sweep did, by message id.
+    """What a sweep did: each field a tuple of message ids, in the order it met them.
 
-    ``deleted``: empty placeholders; ``finalized``: partial ones, now complete;
-    ``skipped``: written by someone else while the sweep ran, left alone.
+    ``deleted``: empty placeholders, deleted; ``finalized``: partial ones, now
+    complete (marked interrupted); ``skipped``: written by someone else while the
+    sweep ran, left alone. ``total`` counts the deleted and the finalized.
     """
 
     deleted: tuple[str, ...] = ()

@@ -162,6 +162,8 @@ class InMemoryTerminal:
         return result
 
     def _append(self, kind: Any, message: Message, at: int, final: bool, undo: _Undo) -> None:
+        if self.feed:  # as every store does: ``at`` never goes back in cursor order
+            at = max(at, self.feed[-1].at)
         self._cursor += 1
         self.feed.append(
             Change(
@@ -367,7 +369,7 @@ class InMemoryTerminal:
             if after_seq is not None:
                 found = found[:limit]
             else:
-                found = found[len(found) - limit :] if limit else []
+                found = found[max(len(found) - limit, 0) :] if limit else []
         return [_detached(m) for m in found]
 
     # The hook takes every argument (pluggy passes none that has a default).

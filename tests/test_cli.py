@@ -248,8 +248,8 @@ def test_sweep_recovers_a_placeholder_left_by_a_killed_writer(tmp_path: Path) ->
     message_id = killed.stdout.strip()
     result = run(tmp_path, "sweep", "--older-than", "0")
     assert result.returncode == 0, result.stderr
-    assert f"finalised {message_id}" in result.stdout
-    assert "swept 1: 0 deleted, 1 finalised" in result.stdout
+    assert f"finalized {message_id}" in result.stdout
+    assert "swept 1: 0 deleted, 1 finalized" in result.stdout
     assert "streamed before the crash" in run(tmp_path, "show", "c").stdout
 
 

@@ -14,7 +14,7 @@ import attrs
 import pytest
 from jsonschema import Draft202012Validator
 
-from anchorline import Add, Pipeline, hookspecs, parse_op
+from anchorline import Add, Pipeline, SweepReport, hookspecs, parse_op
 from anchorline.op_schema import shipped_op_schema
 from anchorline.ops import OP_TYPES
 
@@ -83,7 +83,7 @@ def test_the_python_examples_run(
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
     for block in blocks:
-        exec(compile(block, page, "exec"), namespace)
+        exec(compile(block, page, "exec", dont_inherit=True), namespace)
     pipeline = namespace["pipeline"]
     pipeline.close()  # type: ignore[attr-defined]
 
@@ -104,12 +104,19 @@ def test_the_hooks_md_examples_run_in_order(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    ran = 0
-    for block in fenced("docs/hooks.md", "python"):
-        if not EXCERPT.match(block):
-            exec(compile(block, "docs/hooks.md", "exec"), namespace)
-            ran += 1
-    assert ran >= 8
+    blocks = fenced("docs/hooks.md", "python")
+    for block in blocks:
+        exec(compile(block, "docs/hooks.md", "exec", dont_inherit=True), namespace)
+    excerpts = [block for block in blocks if EXCERPT.match(block)]
+    assert len(blocks) >= 12 and len(excerpts) >= 4
+    # An excerpt of docs/examples/ runs on its own too, after the page's imports, as a
+    # reader pastes it: it defines the part of the class it shows.
+    for excerpt in excerpts:
+        alone: dict[str, Any] = {}
+        exec(compile(blocks[0], "docs/hooks.md", "exec", dont_inherit=True), alone)
+        exec(compile(excerpt, "docs/hooks.md", "exec", dont_inherit=True), alone)
+        shown = re.findall(r"^    def (\w+)\(", excerpt, re.M)
+        assert shown and all(name in vars(alone["Archive"]) for name in shown)
     assert "add took" in capsys.readouterr().out
     # The pipeline_closing example ends with its plugin: use it as its section says.
     with Pipeline.open(":memory:", plugins=[namespace["Flusher"]()]) as pipeline:
@@ -123,7 +130,7 @@ def test_the_hooks_md_excerpts_are_verbatim_from_their_example_file() -> None:
     for block in fenced("docs/hooks.md", "python"):
         if match := EXCERPT.match(block):
             source = (ROOT / match.group(1)).read_text()
-            for chunk in re.split(r"\n +\.\.\.\n", block[match.end() :]):
+            for chunk in re.split(r"\n *\.\.\.\n", block[match.end() :]):
                 assert chunk.strip("\n") in source, f"not in {match.group(1)}:\n{chunk}"
             excerpts += 1
     assert excerpts >= 4
@@ -136,6 +143,28 @@ def test_hooks_md_says_a_redirecting_plugin_must_answer_the_read_hooks() -> None
     for hook in ("get_message", "list_messages", "list_reserved"):
         assert hook in warning.group(0)
     assert "examples/archive_plugin.py" in text
+
+
+NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docs/*.md")))
+def test_a_page_that_counts_the_kinds_of_op_counts_them_all(page: str) -> None:
+    prose = re.sub(r"```.*?```", "", (ROOT / page).read_text(), flags=re.S)
+    text = " ".join(prose.split())
+    counts = re.findall(rf"\b(?:the|all) ({'|'.join(NUMBERS)}) (?:kinds|ops)\b", text)
+    assert all(NUMBERS.index(n) + 2 == len(OP_TYPES) for n in counts), (page, counts)
+
+
+def test_the_docs_spell_finalized_as_the_sweep_report_does() -> None:
+    assert "finalized" in {a.name for a in attrs.fields(SweepReport)}
+    for page in [ROOT / "README.md", *ROOT.glob("docs/*.md")]:
+        assert "finalis" not in page.read_text(), page.name
+
+
+def test_agent_loop_md_says_what_a_sweep_report_holds() -> None:
+    text = " ".join((ROOT / "docs" / "agent-loop.md").read_text().split())
+    assert "`deleted`, `finalized` and `skipped` are tuples of message ids" in text
 
 
 # --- docs/ops-format.md: every kind, every field, examples that parse -------------
@@ -202,7 +231,7 @@ def test_ops_format_md_python_examples_run() -> None:
     blocks = fenced(OPS_FORMAT, "python")
     assert len(blocks) >= 2
     for block in blocks:
-        exec(compile(block, OPS_FORMAT, "exec"), {})
+        exec(compile(block, OPS_FORMAT, "exec", dont_inherit=True), {})
 
 
 # --- docs/indexing.md: what the default embedder finds ---------------------------

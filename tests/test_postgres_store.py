@@ -121,7 +121,7 @@ def test_processes_opening_a_new_database_at_once_create_its_schema_once(
             opener.kill()
     assert [opener.returncode for opener in openers] == [0] * 4, outcomes
     rows = sql(postgres_url, "SELECT key, value FROM anchorline.anchorline_meta ORDER BY key")
-    assert rows == [("application", "anchorline"), ("functions", "2"), ("schema_version", "2")]
+    assert rows == [("application", "anchorline"), ("functions", "3"), ("schema_version", "2")]
     contents = sql(postgres_url, "SELECT content FROM anchorline.messages ORDER BY content")
     assert [json.loads(c) for (c,) in contents] == ["p0", "p1", "p2", "p3"]
 
@@ -847,7 +847,36 @@ def test_a_version_2_database_made_before_its_functions_gets_them(
         assert added.message.seq == 1
         assert [c.message_id for c in pipeline.changes()] == [added.message.id]
     meta = "SELECT value FROM anchorline.anchorline_meta WHERE key = 'functions'"
-    assert sql(postgres_url, meta) == [("2",)]
+    assert sql(postgres_url, meta) == [("3",)]
+
+
+def test_a_database_with_the_older_feed_functions_gets_the_new_ones(postgres_url: str) -> None:
+    from .contract.test_log import writes_after_a_burst
+
+    PostgresStore(postgres_url).close()
+    # As the previous Anchorline left it: log_change without the clock, no log_changes.
+    sql(
+        postgres_url,
+        """CREATE OR REPLACE FUNCTION anchorline.log_change(
+            kind TEXT, final BOOLEAN, message_id TEXT, conversation TEXT, seq BIGINT, at BIGINT)
+        RETURNS VOID LANGUAGE plpgsql AS $$
+        DECLARE taken BIGINT;
+        BEGIN
+            UPDATE anchorline.changes_head SET last = last + 1 WHERE id = 1
+            RETURNING last INTO taken;
+            INSERT INTO anchorline.changes
+                (cursor, kind, final, message_id, conversation_id, seq, at)
+            VALUES (taken, kind, final, message_id, conversation, seq, at);
+        END
+        $$;
+        DROP FUNCTION anchorline.log_changes;
+        UPDATE anchorline.anchorline_meta SET value = '2' WHERE key = 'functions';""",
+    )
+    with Pipeline.open(postgres_url, index="none", load_entrypoints=False) as pipeline:
+        ats = [c.at for c in writes_after_a_burst(pipeline)]
+    assert ats == sorted(ats)
+    meta = "SELECT value FROM anchorline.anchorline_meta WHERE key = 'functions'"
+    assert sql(postgres_url, meta) == [("3",)]
 
 
 def test_new_functions_a_user_may_not_create_are_one_line_naming_the_fix(

@@ -123,3 +123,32 @@ def test_a_version_1_file_is_upgraded_in_place_with_its_messages(tmp_path: Path)
     queued = {r[0] for r in conn.execute("SELECT message_id FROM index_outbox")}
     assert queued == {"m2", added.message.id}
     conn.close()
+
+
+def test_a_file_made_with_the_older_feed_triggers_gets_the_new_ones(tmp_path: Path) -> None:
+    from anchorline.memory.sqlite.schema import LOG_TRIGGERS_VERSION
+
+    from .contract.test_log import writes_after_a_burst
+
+    path = str(tmp_path / "older.db")
+    Pipeline.open(path, load_entrypoints=False).close()
+    # As the previous Anchorline left it: a delete's change stamped by the wall clock
+    # alone, and no record of the triggers' version.
+    conn = apsw.Connection(path)
+    conn.execute(
+        """DROP TRIGGER log_on_delete;
+        CREATE TRIGGER log_on_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO changes (kind, final, message_id, conversation_id, seq, at)
+            VALUES ('delete', 0, OLD.id, OLD.conversation_id, OLD.seq,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER));
+        END;
+        DELETE FROM anchorline_meta WHERE key = 'log_triggers';"""
+    )
+    conn.close()
+    with Pipeline.open(path, load_entrypoints=False) as pipeline:
+        ats = [c.at for c in writes_after_a_burst(pipeline)]
+    assert ats == sorted(ats)
+    conn = apsw.Connection(path)
+    recorded = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'log_triggers'")
+    assert recorded.fetchone() == (str(LOG_TRIGGERS_VERSION),)
+    conn.close()

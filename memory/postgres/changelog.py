@@ -44,16 +44,13 @@ CHANNEL = "anchorline_changes"
 CHANGES = f"{SCHEMA}.changes"
 META = f"{SCHEMA}.anchorline_meta"
 
-#: The transaction's feed rows, then its COMMIT: one message, one round trip.
-FEED = f"""WITH head AS (
-    UPDATE {SCHEMA}.changes_head SET last = last + %(n)s WHERE id = 1
-    RETURNING last - %(n)s AS base)
-INSERT INTO {CHANGES} (cursor, kind, final, message_id, conversation_id, seq, at)
-SELECT head.base + t.i, t.kind, t.final, t.message_id, t.conversation_id, t.seq, t.at
-FROM head, unnest(%(kind)s::text[], %(final)s::boolean[], %(message_id)s::text[],
-                  %(conversation_id)s::text[], %(seq)s::bigint[], %(at)s::bigint[])
-     WITH ORDINALITY AS t(kind, final, message_id, conversation_id, seq, at, i);
-COMMIT"""
+#: The transaction's feed rows (schema.py's log_changes), then its COMMIT: one message,
+#: one round trip.
+FEED = (
+    f"SELECT {SCHEMA}.log_changes(%(kind)s::text[], %(final)s::boolean[],"
+    " %(message_id)s::text[], %(conversation_id)s::text[], %(seq)s::bigint[],"
+    " %(at)s::bigint[]); COMMIT"
+)
 
 
 #: The same for the usual transaction of one write (schema.py's log_change, whose
@@ -64,7 +61,7 @@ FEED_ONE = f"SELECT {SCHEMA}.log_change(%s, %s, %s, %s, %s, %s); COMMIT"
 def feed_params(changes: Sequence[tuple[str, bool, str, str, int, int]]) -> dict[str, Any]:
     columns = list(zip(*changes, strict=True))
     names = ("kind", "final", "message_id", "conversation_id", "seq", "at")
-    return {"n": len(changes), **{n: list(c) for n, c in zip(names, columns, strict=True)}}
+    return {n: list(c) for n, c in zip(names, columns, strict=True)}
 
 
 def _trimmed_before(conn: psycopg.Connection[Any]) -> int:

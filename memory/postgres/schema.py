@@ -142,14 +142,36 @@ BEGIN
     RETURN taken;
 END
 $$;
+-- A change's at is the write's own time, raised to the change before it when that
+-- one is later (writers' clocks differ), so at never goes back in cursor order.
+-- The change before is read once the head row is held, by a statement of its
+-- own: its snapshot, taken then, sees that change committed.
 CREATE OR REPLACE FUNCTION {SCHEMA}.log_change(
     kind TEXT, final BOOLEAN, message_id TEXT, conversation TEXT, seq BIGINT, at BIGINT)
 RETURNS VOID LANGUAGE plpgsql AS $$
-DECLARE taken BIGINT;
+DECLARE taken BIGINT; before BIGINT;
 BEGIN
     UPDATE {SCHEMA}.changes_head SET last = last + 1 WHERE id = 1 RETURNING last INTO taken;
+    SELECT c.at INTO before FROM {SCHEMA}.changes AS c WHERE c.cursor = taken - 1;
     INSERT INTO {SCHEMA}.changes (cursor, kind, final, message_id, conversation_id, seq, at)
-    VALUES (taken, kind, final, message_id, conversation, seq, at);
+    VALUES (taken, kind, final, message_id, conversation, seq, GREATEST(at, before));
+END
+$$;
+-- The same for a transaction's several changes, numbered in order.
+CREATE OR REPLACE FUNCTION {SCHEMA}.log_changes(
+    kinds TEXT[], finals BOOLEAN[], message_ids TEXT[], conversations TEXT[], seqs BIGINT[],
+    ats BIGINT[])
+RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE base BIGINT; before BIGINT;
+BEGIN
+    UPDATE {SCHEMA}.changes_head SET last = last + cardinality(kinds) WHERE id = 1
+    RETURNING last - cardinality(kinds) INTO base;
+    SELECT c.at INTO before FROM {SCHEMA}.changes AS c WHERE c.cursor = base;
+    INSERT INTO {SCHEMA}.changes (cursor, kind, final, message_id, conversation_id, seq, at)
+    SELECT base + t.i, t.kind, t.final, t.message_id, t.conversation_id, t.seq,
+           GREATEST(max(t.at) OVER (ORDER BY t.i), before)
+    FROM unnest(kinds, finals, message_ids, conversations, seqs, ats)
+         WITH ORDINALITY AS t(kind, final, message_id, conversation_id, seq, at, i);
 END
 $$;
 -- A new message's row, with its seq. In a transaction of several statements
@@ -223,7 +245,7 @@ $$;
 LOG_DDL += LOG_FUNCTIONS
 #: The version of LOG_FUNCTIONS, kept in anchorline_meta ('functions'): a database
 #: whose functions are older (or that has none) gets them all again on open.
-FUNCTIONS_VERSION = 2
+FUNCTIONS_VERSION = 3
 DDL = DDL.replace("{log}", LOG_DDL)
 
 # Version 2 numbers each conversation's messages (in created_at and rowid order),

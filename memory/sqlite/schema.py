@@ -73,9 +73,14 @@ CREATE TABLE changes (
 );
 """
 
+# A change's ``at`` is the write's own time (the row's updated_at; a delete's, the
+# wall clock), raised to the change before it when that one is later: writers'
+# clocks differ (a burst of new messages runs the write clock ahead of the wall
+# clock, see ids.Clock), and the feed's ``at`` never goes back in cursor order.
 _CHANGE = """
     INSERT INTO changes (kind, final, message_id, conversation_id, seq, at)
-    VALUES ({kind}, {row}.status = 'complete', {row}.id, {row}.conversation_id, {row}.seq, {at});"""
+    VALUES ({kind}, {row}.status = 'complete', {row}.id, {row}.conversation_id, {row}.seq,
+            max({at}, coalesce((SELECT at FROM changes ORDER BY cursor DESC LIMIT 1), 0)));"""
 
 # Written by triggers, like the index intents: whatever writes a message (the
 # terminal, a batch, a direct CRUD call) logs it in the same transaction, and a
@@ -113,6 +118,12 @@ BEGIN
 }
 END;
 """
+
+#: The version of LOG_TRIGGERS, kept in anchorline_meta ('log_triggers'): a file
+#: whose triggers are older (or that has no record of them) gets them again on
+#: open, as a PostgreSQL database gets its functions.
+LOG_TRIGGERS_VERSION = 2
+_LOG_TRIGGER_NAMES = ("log_on_insert", "log_on_content", "log_on_metadata", "log_on_delete")
 
 SCHEMA = f"""
 CREATE TABLE anchorline_meta (
@@ -250,6 +261,8 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
         _check_version(conn, where)
         if _version(conn) < SCHEMA_VERSION:
             _upgrade(conn)
+        if _log_triggers(conn) != LOG_TRIGGERS_VERSION and not conn.readonly("main"):
+            _renew_log_triggers(conn)
         return
     if tables:
         names = ", ".join(sorted(tables)[:5])
@@ -264,8 +277,8 @@ def ensure_schema(conn: apsw.Connection, where: str) -> None:
             conn.execute(LOG_TRIGGERS)
             conn.execute(
                 "INSERT INTO anchorline_meta VALUES"
-                " ('schema_version', ?), ('application', 'anchorline')",
-                (str(SCHEMA_VERSION),),
+                " ('schema_version', ?), ('application', 'anchorline'), ('log_triggers', ?)",
+                (str(SCHEMA_VERSION), str(LOG_TRIGGERS_VERSION)),
             )
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")
@@ -293,6 +306,31 @@ def _upgrade(conn: apsw.Connection) -> None:
                 conn.execute("ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
             conn.execute(_FROM_V2)
             allow_compaction_role(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _log_triggers(conn: apsw.Connection) -> int:
+    row = conn.execute("SELECT value FROM anchorline_meta WHERE key = 'log_triggers'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def _renew_log_triggers(conn: apsw.Connection) -> None:
+    """Replace the change feed's triggers of a file made by an older Anchorline."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _log_triggers(conn) != LOG_TRIGGERS_VERSION:  # unless another process did
+            for name in _LOG_TRIGGER_NAMES:
+                conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            conn.execute(LOG_TRIGGERS)
+            conn.execute(
+                "INSERT INTO anchorline_meta VALUES ('log_triggers', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(LOG_TRIGGERS_VERSION),),
+            )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
     from agents.memory import SessionSettings
-    from agents.memory.session_settings import resolve_session_limit
+    from agents.memory.session import _CompactionSnapshot
+    from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 except ModuleNotFoundError as e:
     if (e.name or "").split(".")[0] != "agents":
         raise
@@ -140,7 +141,9 @@ class AnchorlineSession:
     the item exactly as the SDK gave it.
 
     The pipeline's calls run in a worker thread, so the event loop never waits
-    on the database. ``session_settings`` gives ``get_items`` its default limit.
+    on the database. ``session_settings`` (a ``SessionSettings`` or a dict of its
+    fields, checked as the SDK's sessions check it) gives ``get_items`` its default
+    limit.
     """
 
     def __init__(
@@ -148,11 +151,17 @@ class AnchorlineSession:
         session_id: str,
         pipeline: Pipeline,
         *,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
         self.session_id = session_id
         self.pipeline = pipeline
-        self.session_settings: SessionSettings | None = session_settings or SessionSettings()
+        # As the SDK's own sessions do: a dict becomes SessionSettings, and an unknown
+        # key raises the SDK's TypeError ("Unknown session settings: ...").
+        self.session_settings: SessionSettings | None = (
+            coerce_session_settings(session_settings)
+            if session_settings is not None
+            else SessionSettings()
+        )
 
     def __repr__(self) -> str:
         return f"AnchorlineSession({self.session_id!r}, {self.pipeline!r})"
@@ -263,6 +272,55 @@ class AnchorlineSession:
         (:meth:`Pipeline.compact <anchorline.Pipeline.compact>`) that stands in for every
         item so far, so the full history stays in the log."""
         await self._call(self._compact, items)
+        return True
+
+    async def _get_compaction_snapshot(
+        self,
+        limit: int,
+        *,
+        prune_prefix: Callable[[TResponseInputItem], bool] | None = None,
+    ) -> _CompactionSnapshot | None:
+        """The newest ``limit`` items, for the SDK's bounded automatic compaction (the
+        method its SQL sessions have): ``complete`` says whether they are all the items,
+        and ``replace_suffix(start, output)`` makes the session's items those before
+        ``items[start]`` followed by ``output``, unless the newest items changed
+        meanwhile (then it answers ``False`` and writes nothing).
+
+        The replacement is a compaction that stands in for every item so far and
+        holds, as its summary, the items it keeps (all of them since the latest
+        compaction, not only the ``limit`` read here) and then ``output``; the leading
+        ones ``prune_prefix`` accepts (expired items, as ``EncryptedSession`` asks) are
+        left out of it. ``pipeline.messages`` keeps every item, as after any compaction.
+        """
+        read = await self._call(self._read, limit + 1)
+        items = read[-limit:] if limit > 0 else []
+
+        async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
+            expected = items[start:]
+            if not expected:
+                return False
+            return await self._call(self._replace_suffix, expected, output, prune_prefix)
+
+        return _CompactionSnapshot(items, len(read) <= limit, replace_suffix)
+
+    def _replace_suffix(
+        self,
+        expected: list[TResponseInputItem],
+        output: list[TResponseInputItem],
+        prune_prefix: Callable[[TResponseInputItem], bool] | None,
+    ) -> bool:
+        context = self.pipeline.context(self.session_id)
+        current = [item for message in context for item in as_items(message)]
+        cut = len(current) - len(expected)
+        if cut < 0 or current[cut:] != expected:
+            return False
+        kept = current[:cut]
+        while kept and prune_prefix is not None and prune_prefix(kept[0]):
+            kept.pop(0)
+        # Past the newest message the context holds: an answer still streaming (a
+        # placeholder, not in the context) stays after the compaction.
+        first_kept = max(message.seq for message in context) + 1
+        self.pipeline.compact(self.session_id, summary([*kept, *output]), first_kept)
         return True
 
 

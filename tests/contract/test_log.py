@@ -25,6 +25,7 @@ from anchorline import (
     Update,
     UpdateContent,
 )
+from anchorline.ids import wall_ms
 
 SHARED = ("sqlite", "postgres")  # stores that several processes can write at once
 
@@ -123,6 +124,13 @@ def test_messages_pages_forward_by_seq_and_filters_roles(pipeline: Pipeline) -> 
     assert [m.seq for m in pipeline.messages("c", roles={"user"}, after_seq=1, limit=2)] == [3, 5]
 
 
+def test_a_limit_above_the_count_gives_every_message(pipeline: Pipeline) -> None:
+    for text in ("1", "2", "3"):
+        _add(pipeline, "c", text)
+    for limit in (3, 4, 5, 6, 100):
+        assert [m.content for m in pipeline.messages("c", limit=limit)] == ["1", "2", "3"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
@@ -175,6 +183,30 @@ def test_the_feed_lists_every_write_in_commit_order_by_ids(pipeline: Pipeline) -
     # Reading on from a cursor gives exactly what followed it.
     assert pipeline.changes(after=cursors[2], limit=2) == changes[3:5]
     assert pipeline.changes(after=cursors[-1]) == []
+
+
+def writes_after_a_burst(pipeline: Pipeline) -> list[Change]:
+    """A burst of adds, then writes stamped by the wall clock: the feed they make."""
+    early = pipeline.persist(Add(conversation_id="c", role="user", content="early")).message
+    # A burst of new messages runs the write clock ahead of the wall clock (ids.Clock),
+    # which is what the messages' updated_at, and so their changes' at, come from.
+    burst = pipeline.persist_many(
+        [Add(conversation_id="burst", role="user", content=str(i)) for i in range(3000)]
+    )
+    assert burst[-1].message.updated_at > wall_ms()  # ahead, as it is after any burst
+    pipeline.persist(Update(message_id=early.id, metadata={"read": True}))  # wall clock
+    pipeline.persist(Delete(message_id=early.id))
+    first, second = burst[0].message.id, burst[1].message.id
+    pipeline.persist_many([Update(message_id=first, metadata={"n": 1}), Delete(message_id=second)])
+    pipeline.forget("burst")
+    changes = pipeline.changes(limit=10_000)
+    assert len(changes) == 1 + 3000 + 2 + 2 + 2999
+    return changes
+
+
+def test_the_feeds_at_never_goes_back_in_cursor_order(pipeline: Pipeline) -> None:
+    ats = [c.at for c in writes_after_a_burst(pipeline)]
+    assert ats == sorted(ats)
 
 
 def test_the_feed_records_what_a_write_did(pipeline: Pipeline) -> None:

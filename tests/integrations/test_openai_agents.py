@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from agents import Agent, ModelResponse, RunConfig, Runner, Usage, function_tool
-from agents.memory import OpenAIResponsesCompactionSession, Session, SessionSettings
+from agents.memory import (
+    OpenAIResponsesCompactionSession,
+    Session,
+    SessionSettings,
+    SQLiteSession,
+)
 from agents.models.interface import Model
 from openai.types.responses import (
     ResponseFunctionToolCall,
@@ -220,6 +227,25 @@ def test_runner_sends_only_the_limited_history(tmp_path: Path) -> None:
     assert len(model.inputs[-1]) == limit + 1
 
 
+def test_runner_takes_session_settings_as_a_dict_and_refuses_unknown_keys(
+    tmp_path: Path,
+) -> None:
+    model = ScriptedModel([[_say("one", 1)], [_say("two", 2)]])
+    agent = Agent(name="a", model=model)
+    config = RunConfig(tracing_disabled=True)
+    with Pipeline.open(str(tmp_path / "chat.db"), load_entrypoints=False) as pipeline:
+        session = AnchorlineSession("s", pipeline, session_settings={"limit": 1})
+        assert session.session_settings == SessionSettings(limit=1)
+        run(Runner.run(agent, "first", session=session, run_config=config))
+        second = run(Runner.run(agent, "second", session=session, run_config=config))
+        assert second.final_output == "two"
+        with pytest.raises(TypeError, match="Unknown session settings: limitt"):
+            AnchorlineSession("s", pipeline, session_settings={"limitt": 1})
+    # The history the second run sent: the newest item only, then the new question.
+    assert [i.get("content") for i in model.inputs[-1]][-1] == "second"
+    assert len(model.inputs[-1]) == 2
+
+
 # --- compaction: the SDK's compaction session over an Anchorline session ------------
 
 
@@ -312,3 +338,80 @@ def test_replacing_the_items_of_an_empty_session_adds_them(pipeline: Pipeline) -
     assert run(session._atomic_replace_items(ITEMS[:2])) is True
     assert run(session.get_items()) == ITEMS[:2]
     assert [m.role for m in pipeline.messages("s1")] == ["user", "system"]
+
+
+# --- the SDK's bounded automatic compaction (_get_compaction_snapshot) -------------
+
+
+class _RespondingModel(ScriptedModel):
+    """A scripted model whose responses have ids, as the Responses API's do: the SDK
+    compacts automatically after each of them."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        response = await super().get_response(*args, **kwargs)
+        response.response_id = f"resp_{len(self.inputs)}"
+        return response
+
+
+SUMMARY: list[Any] = [
+    {"role": "user", "content": "the story so far"},
+    {"type": "compaction", "id": "cmp_1", "encrypted_content": "opaque"},
+]
+
+
+def _chat_with_automatic_compaction(session: Any, **kwargs: Any) -> _FakeResponses:
+    model = _RespondingModel([[_say(f"answer {n}", n)] for n in range(3)])
+    responses = _FakeResponses(SUMMARY)
+    compacting = OpenAIResponsesCompactionSession(
+        "s",
+        session,
+        client=SimpleNamespace(responses=responses),  # type: ignore[arg-type]
+        should_trigger_compaction=lambda context: True,
+        **kwargs,
+    )
+    agent, config = Agent(name="a", model=model), RunConfig(tracing_disabled=True)
+    for question in ("q0", "q1", "q2"):
+        run(Runner.run(agent, question, session=compacting, run_config=config))
+    return responses
+
+
+def test_automatic_compaction_under_a_session_limit_matches_the_sdks_sqlite_session(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The limit hides the older items from the model, so the SDK compacts only the
+    # latest exchange and keeps what is before it: a bounded snapshot.
+    reference = SQLiteSession("s", session_settings={"limit": 1})
+    expected = _chat_with_automatic_compaction(reference)
+    session = AnchorlineSession("s", pipeline, session_settings={"limit": 1})
+    with caplog.at_level(logging.WARNING, logger="openai-agents.openai.compaction"):
+        responses = _chat_with_automatic_compaction(session)
+    assert caplog.records == []  # no "Skipped automatic compaction"
+    assert len(responses.calls) == len(expected.calls) == 3
+    assert responses.calls == expected.calls
+    everything = 100
+    assert run(session.get_items(everything)) == run(reference.get_items(everything))
+    assert run(session.get_items(everything)) == SUMMARY * 3
+    assert len(pipeline.messages("s")) == 6  # three questions, three answers: all kept
+
+
+def test_automatic_compaction_with_a_rollback_budget_of_one_item(pipeline: Pipeline) -> None:
+    session = AnchorlineSession("s", pipeline)
+    responses = _chat_with_automatic_compaction(session, max_rollback_items=1)
+    assert len(responses.calls) == 3
+    assert run(session.get_items()) == SUMMARY
+
+
+def test_a_compaction_snapshot_is_not_replaced_once_the_session_changed(
+    pipeline: Pipeline,
+) -> None:
+    session = AnchorlineSession("s", pipeline)
+    run(session.add_items(ITEMS[:2]))
+    snapshot = run(session._get_compaction_snapshot(1))
+    assert snapshot.items == ITEMS[1:2] and snapshot.complete is False
+    run(session.add_items(ITEMS[2:3]))
+    assert run(snapshot.replace_suffix(0, SUMMARY)) is False
+    assert run(session.get_items()) == ITEMS[:3]
+    fresh = run(session._get_compaction_snapshot(5))
+    assert fresh.complete is True
+    assert run(fresh.replace_suffix(1, SUMMARY)) is True
+    assert run(session.get_items()) == [ITEMS[0], *SUMMARY]
