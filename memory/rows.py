@@ -11,7 +11,7 @@ import attrs
 import orjson
 
 from anchorline.errors import Conflict
-from anchorline.ops import Add, Content, Reserve
+from anchorline.ops import COMPACTION_ROLE, Add, Compact, Content, Reserve
 from anchorline.results import (
     Added,
     Compacted,
@@ -79,6 +79,21 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
         created_at=row[7],
         updated_at=row[8],
         seq=row[9],
+    )
+
+
+def compaction_message(op: Compact, message_id: str, now: int, seq: int) -> Message:
+    """The row a store wrote for ``op``: role ``compaction``, the summary as content."""
+    return Message(
+        id=message_id,
+        conversation_id=op.conversation_id,
+        role=COMPACTION_ROLE,
+        content=op.summary,
+        metadata=op.stored_metadata(),
+        status="complete",
+        created_at=now,
+        updated_at=now,
+        seq=seq,
     )
 
 

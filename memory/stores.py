@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from anchorline.errors import ConfigurationError, StorageUnavailable
 
+from .durability import resolve_durability as resolve_durability
+
 if TYPE_CHECKING:
     from .interface import Store
     from .retry import RetryPolicy
@@ -26,12 +28,6 @@ if TYPE_CHECKING:
 STORES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("postgresql", "postgres"), "anchorline.memory.postgres:PostgresStore", "postgres"),
 )
-
-#: The environment variable that sets the durability when ``Pipeline.open`` does not.
-DURABILITY_ENV = "ANCHORLINE_DURABILITY"
-#: What each store makes of a durability is its own (SQLite: ``PRAGMA synchronous``).
-DURABILITIES = ("normal", "full")
-
 
 #: Where each store lists its driver's errors that mean the database failed.
 FAILURES = ("anchorline.memory.sqlite.errors:FAILURES",)
@@ -49,20 +45,6 @@ def storage_failures() -> tuple[type[BaseException], ...]:
         except ImportError:
             continue  # a store whose driver is not installed raises none of its errors
     return tuple(found)
-
-
-def resolve_durability(durability: str | None) -> str:
-    """``durability``, else ``$ANCHORLINE_DURABILITY``, else ``"normal"``; checked."""
-    source = "durability"
-    if durability is None:
-        durability = os.environ.get(DURABILITY_ENV) or "normal"
-        source = DURABILITY_ENV
-    if durability not in DURABILITIES:
-        raise ConfigurationError(
-            f"{source}: must be 'normal' or 'full', got {durability!r}"
-            " ('full' also survives a power loss, at the cost of a sync per commit)"
-        )
-    return durability
 
 
 def _scheme(location: str) -> str:

@@ -12,26 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOp
-from .ops import COMPACTION_ROLE, ROLES, Compact
+from .ops import COMPACTION_ROLE, ROLES
 from .results import Message
 
 if TYPE_CHECKING:
-    from .runner import Pipeline
-
-
-def compaction_message(op: Compact, message_id: str, now: int, seq: int) -> Message:
-    """The row a store wrote for ``op``: role ``compaction``, the summary as content."""
-    return Message(
-        id=message_id,
-        conversation_id=op.conversation_id,
-        role=COMPACTION_ROLE,
-        content=op.summary,
-        metadata=op.stored_metadata(),
-        status="complete",
-        created_at=now,
-        updated_at=now,
-        seq=seq,
-    )
+    from .context import PipelineView
 
 
 def first_kept_seq(compaction: Message) -> int:
@@ -41,7 +26,7 @@ def first_kept_seq(compaction: Message) -> int:
     return value if type(value) is int else 0
 
 
-def check_target(pipeline: Pipeline, conversation_id: str, first_kept_seq: int) -> None:
+def check_target(pipeline: PipelineView, conversation_id: str, first_kept_seq: int) -> None:
     """:class:`InvalidOp` unless ``conversation_id`` holds messages and ``first_kept_seq``
     is at most its last seq + 1 (which keeps nothing): what a compaction needs of the
     store, checked before the op is sent."""
@@ -67,7 +52,7 @@ def check_as_of_seq(as_of_seq: object) -> int | None:
 
 
 def latest_compaction(
-    pipeline: Pipeline, conversation_id: str, as_of_seq: int | None
+    pipeline: PipelineView, conversation_id: str, as_of_seq: int | None
 ) -> Message | None:
     """The conversation's newest compaction at or before ``as_of_seq`` (any, if ``None``)."""
     if as_of_seq is None:
@@ -81,7 +66,7 @@ def latest_compaction(
     return found
 
 
-def context(pipeline: Pipeline, conversation_id: str, as_of_seq: int | None) -> list[Message]:
+def context(pipeline: PipelineView, conversation_id: str, as_of_seq: int | None) -> list[Message]:
     """The latest compaction (if any), then every complete message from its
     ``first_kept_seq`` on, in seq order; with ``as_of_seq``, the same as it stood once
     that seq was written. Placeholders (an answer still streaming, or one whose stream

@@ -1,17 +1,62 @@
-"""The context every hook receives, and the unit of work a write commits in."""
+"""The context every hook receives, the unit of work a write commits in, and what code
+beside the runner may use of a running pipeline (:class:`PipelineView`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
 if TYPE_CHECKING:
-    from .runner import Pipeline
+    import pluggy
+
+    from .ops import PersistOp
+    from .results import Hit, Message, PersistResult
+    from .settings import Settings
 
 log = logging.getLogger("anchorline")
+
+
+class PipelineView(Protocol):
+    """What a hook implementation (``context.pipeline``) and the runner's helpers
+    (streaming, sweeping, compaction) use of a running pipeline.
+    :class:`anchorline.Pipeline` is one; see it for what each method does."""
+
+    settings: Settings
+    plugin_manager: pluggy.PluginManager
+
+    def persist(
+        self,
+        op: PersistOp | Mapping[str, Any],
+        *,
+        expect_updated_at: Mapping[str, int] | None = ...,
+    ) -> PersistResult: ...
+
+    def persist_many(
+        self,
+        ops: Iterable[PersistOp | Mapping[str, Any]],
+        *,
+        expect_updated_at: Mapping[str, int] | None = ...,
+    ) -> list[PersistResult]: ...
+
+    def get(self, message_id: str) -> Message | None: ...
+
+    def messages(
+        self,
+        conversation_id: str,
+        *,
+        limit: int | None = ...,
+        after_seq: int | None = ...,
+        roles: Iterable[str] | None = ...,
+    ) -> list[Message]: ...
+
+    def context(self, conversation_id: str, *, as_of_seq: int | None = ...) -> list[Message]: ...
+
+    def search(
+        self, query: str, *, conversation_id: str | None = ..., limit: int = ...
+    ) -> list[Hit]: ...
 
 
 class Participant(Protocol):
@@ -111,13 +156,14 @@ class UnitOfWork:
 class Context:
     """What a hook implementation gets besides its own arguments.
 
-    ``pipeline`` is the running :class:`~anchorline.Pipeline`; ``unit`` is the
+    ``pipeline`` is the running :class:`~anchorline.Pipeline` (typed as the
+    :class:`PipelineView` it offers hooks); ``unit`` is the
     call's :class:`UnitOfWork`, or ``None`` outside a write. ``expected``
     maps message ids to the ``updated_at`` the caller last saw
     (``expect_updated_at``): a terminal pops a message's entry when it first
     writes that message, and raises ``Conflict`` if the stored value differs.
     """
 
-    pipeline: Pipeline
+    pipeline: PipelineView
     unit: UnitOfWork | None = None
     expected: dict[str, int] | None = None

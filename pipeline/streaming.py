@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import AnchorlineError, Conflict, InvalidOp
 from .ops import Content, Delete, PersistOp, Reserve, Update, UpdateContent
 from .results import ContentUpdated, Message, Reserved
 
 if TYPE_CHECKING:
-    from .runner import Pipeline
+    from .context import PipelineView
 
 log = logging.getLogger("anchorline")
 
@@ -270,12 +270,12 @@ class StreamHandle:
 class Stream(StreamHandle):
     """The handle :meth:`Pipeline.stream` yields. ``message_id`` is known on entry."""
 
-    def __init__(self, pipeline: Pipeline, reserve: Reserve, flush_interval: float) -> None:
+    def __init__(self, pipeline: PipelineView, reserve: Reserve, flush_interval: float) -> None:
         super().__init__(reserve, flush_interval)
         self._pipeline = pipeline
 
     def __enter__(self) -> Stream:
-        self._start(self._pipeline.persist(self._reserve))
+        self._start(cast(Reserved, self._pipeline.persist(self._reserve)))
         return self
 
     def append(self, delta: str | dict[str, Any]) -> None:
@@ -298,7 +298,7 @@ class Stream(StreamHandle):
                 written = self._pipeline.persist(op)
             except Conflict as e:  # the message is complete: another writer finished it
                 raise self.state.overtaken(e) from e
-            self.state.wrote(written)
+            self.state.wrote(cast(ContentUpdated, written))
 
     def _final(self, ops: list[PersistOp]) -> None:
         if ops:

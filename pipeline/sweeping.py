@@ -14,7 +14,7 @@ from .plugin_manager import check_messages
 from .results import Message
 
 if TYPE_CHECKING:
-    from .runner import Pipeline
+    from .context import PipelineView
 
 BATCH = 100
 
@@ -37,7 +37,7 @@ class SweepReport:
         return len(self.deleted) + len(self.finalized)
 
 
-def _recover(pipeline: Pipeline, message: Message) -> str:
+def _recover(pipeline: PipelineView, message: Message) -> str:
     guard = {message.id: message.updated_at}
     if not message.content:
         pipeline.persist(Delete(message_id=message.id), expect_updated_at=guard)
@@ -55,7 +55,7 @@ def _recover(pipeline: Pipeline, message: Message) -> str:
     return "finalized"
 
 
-def sweep(pipeline: Pipeline, older_than: float) -> SweepReport:
+def sweep(pipeline: PipelineView, older_than: float) -> SweepReport:
     # The write clock too, not only the wall clock: after a burst of new
     # messages it is ahead of wall time, and of every timestamp written here.
     now = max(clock.now(), wall_ms())

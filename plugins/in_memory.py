@@ -16,13 +16,12 @@ from typing import Any
 
 import attrs
 
-from anchorline.compaction import compaction_message
 from anchorline.context import Context
 from anchorline.errors import Conflict, MessageNotFound
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory.changelog import check_cursor
-from anchorline.memory.rows import check_expected, check_replay, completed
+from anchorline.memory.rows import check_expected, check_replay, compaction_message, completed
 from anchorline.ops import (
     COMPACTION_ROLE,
     Add,

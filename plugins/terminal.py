@@ -9,8 +9,9 @@ from anchorline.context import Context, UnitOfWork
 from anchorline.errors import AnchorlineError
 from anchorline.hookspecs import hookimpl
 from anchorline.ids import clock, new_message_id, wall_ms
+from anchorline.memory.durability import resolve_durability
 from anchorline.memory.interface import ChangeLog, SoleWrites, Store, Transaction
-from anchorline.memory.stores import open_store, resolve_durability
+from anchorline.memory.stores import open_store
 from anchorline.ops import (
     COMPACTION_ROLE,
     Add,

@@ -19,7 +19,6 @@ import attrs
 import psycopg
 from psycopg import ClientCursor
 
-from anchorline.compaction import compaction_message
 from anchorline.errors import AnchorlineError, Conflict, InvalidOp, MessageNotFound
 from anchorline.ids import wall_ms
 from anchorline.memory import rows
@@ -648,4 +647,4 @@ def compact_conversation(db: Executes, op: Compact, *, message_id: str, now: int
     if row is None or row[0] is None:
         raise Conflict(f"message_id: a message with id {message_id!r} already exists")
     _log(db, "add", True, message_id, op.conversation_id, row[0], now)
-    return Compacted(message=compaction_message(op, message_id, now, row[0]))
+    return Compacted(message=rows.compaction_message(op, message_id, now, row[0]))

@@ -8,8 +8,8 @@ import stat
 import apsw
 
 from anchorline.errors import StorageUnavailable
+from anchorline.memory.durability import resolve_durability
 from anchorline.memory.retry import RetryPolicy
-from anchorline.memory.stores import resolve_durability
 
 from .errors import named, storage_error
 from .schema import ensure_schema

@@ -18,7 +18,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 import attrs
 
-from anchorline.compaction import compaction_message
 from anchorline.errors import AnchorlineError, Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
 from anchorline.memory import rows
@@ -490,4 +489,4 @@ def compact_conversation(
     ).fetchone()
     if row is None:
         raise Conflict(f"message_id: a message with id {message_id!r} already exists")
-    return Compacted(message=compaction_message(op, message_id, now, row[0]))
+    return Compacted(message=rows.compaction_message(op, message_id, now, row[0]))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, TypeVar, cast
 
 import apsw
 
@@ -22,8 +22,19 @@ from anchorline.results import IndexStatus
 
 from .schema import enable_index
 
-if TYPE_CHECKING:
-    from .store import SQLiteStore
+T = TypeVar("T")
+
+
+class Host(Protocol):
+    """What the outbox needs of its store."""
+
+    location: str
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` on the store's connection."""
+
+    def transact(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` in a transaction of its own."""
 
 
 def now_ms() -> int:
@@ -240,7 +251,7 @@ class SQLiteOutbox:
     other processes within one wait, and its own at once.
     """
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Host) -> None:
         self._store = store
         self._woken = threading.Event()
 
