@@ -97,7 +97,7 @@ class UnitOfWork:
         self.sole = sole
         #: After :meth:`commit`: the results a retried attempt stored differently,
         #: as ``(handed out, committed)`` pairs (see :meth:`corrected`).
-        self.corrections: list[tuple[Any, Any]] = []
+        self.corrections: Sequence[tuple[Any, Any]] = ()
 
     def alone(self) -> bool:
         """Whether a participant joining now is the call's only one and may commit its
@@ -115,7 +115,7 @@ class UnitOfWork:
         if len(self._participants) == 1:  # the usual case: one store
             changed = self._participants.popitem()[1].commit()
             if changed:
-                self.corrections.extend(changed)
+                self.corrections = changed
             return
         participants = list(self._participants.values())
         self._participants.clear()
@@ -123,7 +123,7 @@ class UnitOfWork:
             try:
                 changed = participant.commit()
                 if changed:
-                    self.corrections.extend(changed)
+                    self.corrections = [*self.corrections, *changed]
             except BaseException:
                 for rest in participants[i + 1 :]:
                     rest.rollback()
