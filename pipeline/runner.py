@@ -124,7 +124,7 @@ def check_result(hook: pluggy.HookCaller, op: PersistOp, result: object) -> Pers
     return result
 
 
-def check_expected(expected: object) -> dict[str, int] | None:
+def check_expect_updated_at(expected: object) -> dict[str, int] | None:
     """``expect_updated_at`` as the dict the terminals pop from, or :class:`InvalidOp`."""
     if type(expected) is not dict and not isinstance(expected, Mapping):
         raise InvalidOp(
@@ -316,7 +316,7 @@ class Pipeline:
         unit = UnitOfWork(
             sole=not any(i.wrapper or i.hookwrapper for i in self._persist.get_hookimpls())
         )
-        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
+        expected = None if expect_updated_at is None else check_expect_updated_at(expect_updated_at)
         context = Context(self, unit, expected)
         try:
             result = check_result(self._persist, op, self._persist(op=op, context=context))
@@ -341,7 +341,7 @@ class Pipeline:
         If one fails, the error's ``op_index`` says which.
         """
         self._check_open()
-        expected = None if expect_updated_at is None else check_expected(expect_updated_at)
+        expected = None if expect_updated_at is None else check_expect_updated_at(expect_updated_at)
         checked = []
         limits = self._limits
         most_content, most_metadata = limits.max_content_bytes, limits.max_metadata_bytes

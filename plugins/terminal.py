@@ -52,7 +52,7 @@ class StoreTerminal:
     def persist(self, op: PersistOp, context: Context) -> PersistResult:
         unit = context.unit
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
-            return self._alone(lambda context: self.persist(op, context), context)
+            return self._own_unit(lambda context: self.persist(op, context), context)
         if unit.alone():  # the call's one write, committed right after it
             return self._write(unit.join(self._key, self._begin_sole), op, context)
         return self._write(unit.join(self._key, self.store.begin), op, context)
@@ -61,7 +61,7 @@ class StoreTerminal:
     def persist_batch(self, ops: list[PersistOp], context: Context) -> list[PersistResult]:
         unit = context.unit
         if unit is None:
-            return self._alone(lambda context: self.persist_batch(ops, context), context)
+            return self._own_unit(lambda context: self.persist_batch(ops, context), context)
         tx = unit.join(self._key, self.store.begin)
         add_many = getattr(tx, "add_many", None)  # a store that writes many adds at once
         results: list[PersistResult] = []
@@ -111,7 +111,7 @@ class StoreTerminal:
             return tx.compact(op, message_id=new_message_id(), now=clock.now())
         raise TypeError(f"not an op: {op!r}")
 
-    def _alone(self, write: Callable[[Context], T], context: Context) -> T:
+    def _own_unit(self, write: Callable[[Context], T], context: Context) -> T:
         """``write`` in a unit of work of its own, committed (for a call outside the runner)."""
         unit = UnitOfWork()
         try:
