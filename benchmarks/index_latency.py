@@ -1,6 +1,6 @@
 """persist latency with the index on against off, and reindex throughput, in one run.
 
-Run: python benchmarks/bench_index.py [N]
+Run: python -m anchorline.bench.index_latency [N]
 Each case writes N ``Add`` ops of about 30 words to a fresh database and
 reports the median (p50) and p99 latency of ``persist``. "index on" is the
 default configuration (embedded Qdrant next to the database, background
