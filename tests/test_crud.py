@@ -1,4 +1,5 @@
-"""The terminal is a thin dispatch: the pipeline and the direct CRUD call write the same rows."""
+"""The terminal is a thin dispatch: the pipeline and the CRUD function, called in a
+transaction of the store's, write the same rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from anchorline import Add, Delete, Pipeline, Reserve, Update, UpdateContent
 from anchorline.memory.sqlite import crud
-from anchorline.memory.sqlite.connection import connect
+from anchorline.memory.sqlite.store import SQLiteStore
 
 SCRIPT: list[Any] = [
     Add(
@@ -70,24 +71,15 @@ def test_each_op_through_the_pipeline_gives_the_rows_of_the_direct_call(
     with Pipeline.open(str(via_pipeline), load_entrypoints=False) as pipeline:
         for op in SCRIPT[:steps]:
             pipeline_results.append(pipeline.persist(op))
-    conn = connect(str(direct))
-    direct_results = [DIRECT[type(op)](conn, op) for op in SCRIPT[:steps]]
-    conn.close()
+    store = SQLiteStore(str(direct))
+    try:
+        direct_results = [
+            store.write(lambda c, op=op: DIRECT[type(op)](c, op)) for op in SCRIPT[:steps]
+        ]
+    finally:
+        store.close()
     assert snapshot(via_pipeline) == snapshot(direct)
     assert [type(r) for r in pipeline_results] == [type(r) for r in direct_results]
-
-
-def test_a_direct_call_outside_a_transaction_is_atomic(tmp_path: Path) -> None:
-    conn = connect(str(tmp_path / "d.db"))
-    crud.add_message(conn, Add(conversation_id="c", role="user", content="x", message_id="m"))
-    with pytest.raises(Exception, match="already exists"):
-        crud.add_message(
-            conn, Add(conversation_id="new-conversation", role="user", content="x", message_id="m")
-        )
-    assert not conn.in_transaction
-    # The refused op wrote nothing in its conversation either.
-    assert conn.execute("SELECT DISTINCT conversation_id FROM messages").fetchall() == [("c",)]
-    conn.close()
 
 
 def test_an_add_completing_its_placeholder_is_queued_for_the_index(tmp_path: Path) -> None:

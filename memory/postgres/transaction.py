@@ -30,7 +30,7 @@ from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
 from anchorline.memory.interface import ConversationState
-from anchorline.memory.journal import NONE, Corrections, corrections
+from anchorline.memory.journal import Attempts, Corrections, Journal
 from anchorline.memory.retry import RetryPolicy
 from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
@@ -67,43 +67,19 @@ class Host(Protocol):
         """Called after a commit that wrote change feed rows."""
 
 
-class Attempts:
-    """Counts the attempts at one piece of work and sleeps the policy's backoff between
-    them; raises :class:`StorageUnavailable` once the policy gives up."""
+def again(host: Host, attempts: Attempts, error: BaseException) -> None:
+    """Pause before the next attempt after ``error``, or raise if there is none: a
+    one-line :class:`StorageUnavailable` naming the server."""
+    if not retryable(error):
+        raise storage_error(error, host.where) from None
+    if not attempts.again():
+        probe = host.connections.probe() if isinstance(error, psycopg_pool.PoolTimeout) else None
+        raise gave_up(error, host.where, attempts.count, attempts.elapsed(), probe) from None
 
-    __slots__ = ("count", "host", "started")
 
-    def __init__(self, host: Host, started: float | None = None) -> None:
-        self.host = host
-        self.started = time.monotonic() if started is None else started
-        self.count = 1
-
-    def remaining(self) -> float:
-        return self.started + self.host.policy.deadline - time.monotonic()
-
-    def again(self, error: BaseException) -> None:
-        """Pause before the next attempt after ``error``, or raise if there is none."""
-        policy = self.host.policy
-        pause = policy.backoff(self.count)
-        if not retryable(error):
-            raise storage_error(error, self.host.where) from None
-        if self.count >= policy.max_attempts or self.remaining() <= pause:
-            probe = None
-            if isinstance(error, psycopg_pool.PoolTimeout):
-                probe = self.host.connections.probe()
-            raise gave_up(
-                error,
-                self.host.where,
-                self.count,
-                time.monotonic() - self.started,
-                probe,
-            ) from None
-        time.sleep(pause)
-        self.count += 1
-
-    def connection(self) -> psycopg.Connection[Any]:
-        """A pooled connection, waiting for one no longer than the deadline allows."""
-        return self.host.connections.get(self.remaining())
+def connection(host: Host, attempts: Attempts) -> psycopg.Connection[Any]:
+    """A pooled connection, waiting for one no longer than the deadline allows."""
+    return host.connections.get(attempts.remaining())
 
 
 def let_go(host: Host, conn: psycopg.Connection[Any] | None) -> None:
@@ -123,15 +99,15 @@ def let_go(host: Host, conn: psycopg.Connection[Any] | None) -> None:
 
 def read(host: Host, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
     """Run the read ``fn`` on a pooled connection, retried under the host's policy."""
-    attempts = Attempts(host)
+    attempts = Attempts(host.policy)
     while True:
         conn = None
         try:
-            conn = attempts.connection()
+            conn = connection(host, attempts)
             result = fn(conn)
         except psycopg.Error as e:
             let_go(host, conn)
-            attempts.again(e)
+            again(host, attempts, e)
             continue
         except AnchorlineError:
             let_go(host, conn)  # a refusal of ours (CursorExpired): the connection is fine
@@ -161,8 +137,7 @@ class PostgresTransaction:
     protocol). Not for sharing between threads: each thread begins its own."""
 
     __slots__ = (
-        "_conn", "_failed", "_given", "_host", "_journal", "_queued", "_results", "_session",
-        "_sole", "_started",
+        "_conn", "_failed", "_host", "_journal", "_queued", "_session", "_sole", "_started",
     )  # fmt: skip
 
     def __init__(self, host: Host, *, sole: bool = False) -> None:
@@ -171,11 +146,7 @@ class PostgresTransaction:
         # reserve or a content update then commits as it is written (crud.Session).
         self._sole = sole
         self._started = time.monotonic()
-        self._journal: list[Write] = []
-        self._results: list[Any] = []
-        # What each write handed out, kept apart from ``_results`` once a replay may
-        # have made them differ (see ``journal``).
-        self._given: list[Any] | None = None
+        self._journal = Journal()
         self._failed = False
         self._queued = False  # whether a write may have queued index work
         self._conn: psycopg.Connection[Any] | None = None
@@ -187,13 +158,13 @@ class PostgresTransaction:
                     host.connections.get(self._started + host.policy.deadline - time.monotonic())
                 )
             except psycopg.Error as e:
-                attempts = attempts or Attempts(host, self._started)
-                attempts.again(e)
+                attempts = attempts or Attempts(host.policy, self._started)
+                again(host, attempts, e)
 
     def _attach(self, conn: psycopg.Connection[Any]) -> crud.Session:
         self._conn = conn
         # A replay takes the usual way: it must first learn whether the write landed.
-        self._session = crud.Session(conn, alone=self._sole and not self._journal)
+        self._session = crud.Session(conn, alone=self._sole and not self._journal.writes)
         return self._session
 
     # --- the Transaction protocol ---------------------------------------------
@@ -299,7 +270,7 @@ class PostgresTransaction:
             self._host.queued()
         if wrote:
             self._host.logged()
-        return NONE if self._given is None else corrections(self._given, self._results)
+        return self._journal.corrections()
 
     def rollback(self) -> None:
         """Drop every write of the transaction and give its connection back."""
@@ -342,13 +313,14 @@ class PostgresTransaction:
                 attempts=1,
                 last_cause=None,
             )
-        self._journal.append(fn)
+        journal = self._journal
+        journal.writes.append(fn)
         try:
             result = fn(self._session)
         except AnchorlineError:
             # Refused (Conflict, MessageNotFound) before it wrote anything: a replay of
             # the rest of the transaction must not run it again.
-            self._journal.pop()
+            journal.refused()
             raise
         except psycopg.Error as e:
             try:
@@ -359,15 +331,12 @@ class PostgresTransaction:
             except BaseException:
                 self._failed = True
                 raise
-            assert self._given is not None
-            self._given.append(result)
+            journal.handed_out(result)
         except BaseException:
             self._failed = True
             raise
         else:
-            self._results.append(result)
-            if self._given is not None:
-                self._given.append(result)
+            journal.wrote(result)
         self._queued = self._queued or queues
         return result
 
@@ -383,33 +352,31 @@ class PostgresTransaction:
         ``commit``: the failure was in a COMMIT, or in a write sent as its own
         transaction (then ``landed`` may tell whether it went through).
         """
-        if self._given is None:
-            self._given = list(self._results)
-        attempts = Attempts(self._host, self._started)
+        journal, host = self._journal, self._host
+        attempts = Attempts(host.policy, self._started)
         ambiguous = False  # whether a COMMIT may have committed although it failed
         while True:
             ambiguous = ambiguous or (commit and not keeps_connection(error))
-            let_go(self._host, self._conn)
+            let_go(host, self._conn)
             self._conn = self._session = None
-            attempts.again(error)
+            again(host, attempts, error)
             try:
-                conn = attempts.connection()
+                conn = connection(host, attempts)
                 session = self._attach(conn)
                 if ambiguous:
                     if landed is not None:
                         result = landed(conn)
                         if result is not None:
                             session.committed = True
-                            self._results = [result]
+                            journal.results = [result]
                             return result
-                    elif crud.landed(conn, self._results):
+                    elif crud.landed(conn, journal.results):
                         return None
-                results = [fn(session) for fn in self._journal]
+                result = journal.replay(session)
                 if commit:
                     _finish(session)
                     session.committed = True
-                self._results = results
-                return results[-1] if results else None
+                return result
             except psycopg.Error as e:
                 error = e
 

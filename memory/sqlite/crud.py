@@ -1,9 +1,9 @@
 """One plain function per op, plus the reads.
 
-Each takes an apsw connection and a validated op. Inside a transaction it
-simply joins it; called on its own it runs in one ``BEGIN IMMEDIATE``
-transaction. Checks that can refuse the op (``Conflict``, ``MessageNotFound``)
-run before anything is written, so a refused op leaves no trace.
+Each takes an apsw connection inside a transaction (``SQLiteTransaction``, or
+``SQLiteStore.write`` for one of its own) and a validated op. Checks that can
+refuse the op (``Conflict``, ``MessageNotFound``) run before anything is
+written, so a refused op leaves the rest of the transaction as it was.
 
 ``message_id`` and ``now`` let the caller fix the minted id and timestamp, so
 a retried write produces exactly the same row.
@@ -11,9 +11,8 @@ a retried write produces exactly the same row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import update_wrapper
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import apsw
 import attrs
@@ -55,9 +54,6 @@ from anchorline.results import (
     Updated,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 #: One statement: the seq comes from the conversation's row (the insert trigger
 #: moves it on), so a batch can run this very INSERT with executemany.
 INSERT = (
@@ -75,27 +71,6 @@ _PARENT = (
     "INSERT INTO conversations (id, parent_id, next_seq, message_count, first_at, last_at)"
     " VALUES (?, ?, 1, 0, ?, ?) ON CONFLICT DO NOTHING"
 )
-
-
-def atomic(
-    fn: Callable[Concatenate[apsw.Connection, P], R],
-) -> Callable[Concatenate[apsw.Connection, P], R]:
-    """Run ``fn`` in its own transaction unless the connection is already in one."""
-
-    def wrapper(conn: apsw.Connection, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if conn.in_transaction:
-            return fn(conn, *args, **kwargs)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args, **kwargs)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
-    update_wrapper(wrapper, fn)
-    return wrapper
 
 
 def _by_client_id(conn: apsw.Connection, conversation_id: str, client_id: str) -> Message | None:
@@ -158,7 +133,6 @@ def _complete(conn: apsw.Connection, stored: Message, op: Add, now: int) -> Mess
     return message
 
 
-@atomic
 def add_message(
     conn: apsw.Connection, op: Add, *, message_id: str | None = None, now: int | None = None
 ) -> Added:
@@ -245,7 +219,6 @@ def _add_messages(
     return results
 
 
-@atomic
 def reserve_message(
     conn: apsw.Connection, op: Reserve, *, message_id: str | None = None, now: int | None = None
 ) -> Reserved:
@@ -262,7 +235,6 @@ def _stored(conn: apsw.Connection, message_id: str, expected: int | None = None)
     return message
 
 
-@atomic
 def update_message_content(
     conn: apsw.Connection,
     op: UpdateContent,
@@ -303,7 +275,6 @@ def update_message_content(
     )
 
 
-@atomic
 def update_message_metadata(
     conn: apsw.Connection,
     op: Update,
@@ -322,7 +293,6 @@ def update_message_metadata(
     return Updated(message=attrs.evolve(stored, metadata=merged, updated_at=now))
 
 
-@atomic
 def delete_message(
     conn: apsw.Connection, op: Delete, *, expect_updated_at: int | None = None
 ) -> Deleted:
@@ -456,7 +426,6 @@ def scan(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Messag
 # --- forgetting a conversation ---------------------------------------------
 
 
-@atomic
 def forget_conversation(conn: apsw.Connection, op: Forget) -> Forgotten:
     """Delete every message of the conversation; the index triggers queue their points'
     deletion. With ``secure_delete`` on (the store's connection sets it), the freed
@@ -468,7 +437,6 @@ def forget_conversation(conn: apsw.Connection, op: Forget) -> Forgotten:
 # --- compaction -----------------------------------------------------------
 
 
-@atomic
 def compact_conversation(
     conn: apsw.Connection, op: Compact, *, message_id: str, now: int
 ) -> Compacted:

@@ -15,92 +15,22 @@ import apsw
 from anchorline.errors import StorageUnavailable
 from anchorline.memory.interface import ConversationState
 from anchorline.memory.retry import RetryPolicy
-from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
 from anchorline.results import (
-    Added,
     Change,
-    Compacted,
-    ContentUpdated,
     Conversation,
-    Deleted,
-    Forgotten,
     Message,
-    Reserved,
-    Updated,
 )
 
 from . import changelog, crud
 from .connection import connect
 from .outbox import SQLiteOutbox
-from .transaction import Transaction, call, run_in
+from .transaction import SQLiteTransaction, call, run_in
 
 T = TypeVar("T")
 
 _HAS_MOVED = apsw.SQLITE_FCNTL_HAS_MOVED
 #: How many messages :meth:`SQLiteStore.complete_messages` reads at a time.
 _PAGE = 1000
-
-
-def _joining(fn: Callable[..., T]) -> Callable[..., T]:
-    """``fn`` without its own-transaction wrapper (``crud.atomic``): a transaction's
-    writes always run inside it, and the wrapper costs about 1 µs per op."""
-    inner: Callable[..., T] = fn.__wrapped__  # type: ignore[attr-defined]
-    return inner
-
-
-_ADD = _joining(crud.add_message)
-_RESERVE = _joining(crud.reserve_message)
-_UPDATE_CONTENT = _joining(crud.update_message_content)
-_UPDATE = _joining(crud.update_message_metadata)
-_DELETE = _joining(crud.delete_message)
-_FORGET = _joining(crud.forget_conversation)
-_COMPACT = _joining(crud.compact_conversation)
-
-
-class SQLiteTransaction(Transaction):
-    """A write transaction of a :class:`SQLiteStore`: each op is a journaled write
-    (:meth:`Transaction.run`), so the whole transaction survives a busy database.
-
-    Each write is a closure over the op and its fixed id and time (cheaper to
-    make and call than a ``partial`` with keywords), replayed as it is.
-    """
-
-    __slots__ = ()
-
-    def add(self, op: Add, *, message_id: str, now: int) -> Added:
-        return self.run(lambda c: _ADD(c, op, message_id=message_id, now=now))
-
-    def add_many(
-        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
-    ) -> list[Added]:
-        """Write complete messages (one ``executemany``); each result as :meth:`add`'s."""
-        return self.run(lambda c: crud.add_messages(c, ops, message_ids, nows))
-
-    def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
-        return self.run(lambda c: _RESERVE(c, op, message_id=message_id, now=now))
-
-    def update_content(
-        self, op: UpdateContent, *, now: int, expected: int | None
-    ) -> ContentUpdated:
-        return self.run(lambda c: _UPDATE_CONTENT(c, op, now=now, expect_updated_at=expected))
-
-    def update(self, op: Update, *, now: int, expected: int | None) -> Updated:
-        return self.run(lambda c: _UPDATE(c, op, now=now, expect_updated_at=expected))
-
-    def delete(self, op: Delete, *, expected: int | None) -> Deleted:
-        return self.run(lambda c: _DELETE(c, op, expect_updated_at=expected))
-
-    def restore(self, message: Message) -> bool:
-        return self.run(lambda c: crud.restore_message(c, message)) is not None
-
-    def restore_conversation(self, state: ConversationState) -> bool:
-        return self.run(lambda c: changelog.restore_conversation(c, state))
-
-    def forget(self, op: Forget) -> Forgotten:
-        return self.run(lambda c: _FORGET(c, op))
-
-    def compact(self, op: Compact, *, message_id: str, now: int) -> Compacted:
-        return self.run(lambda c: _COMPACT(c, op, message_id=message_id, now=now))
 
 
 def _get_messages(conn: apsw.Connection, message_ids: Sequence[str]) -> list[Message]:
@@ -191,7 +121,7 @@ class SQLiteStore:
         """Run ``fn`` in a transaction of its own, retried like :meth:`write`: for the
         outbox's bookkeeping, which writes no message (so it skips :meth:`begin`'s check
         that the file is still in place)."""
-        return run_in(Transaction(self.conn, self.policy, None, self._lock), fn)
+        return run_in(SQLiteTransaction(self.conn, self.policy, None, self._lock), fn)
 
     def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run ``fn`` on the connection, retried under the policy if SQLite is busy."""

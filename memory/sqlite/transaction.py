@@ -1,20 +1,34 @@
-"""The SQLite transaction that survives a busy database: retried under the policy, replayed
-from its journal."""
+"""The SQLite write transaction: one ``BEGIN IMMEDIATE`` that survives a busy database,
+retried under the policy and replayed from its journal (``anchorline.memory.journal``);
+and the retried read."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import apsw
 
 from anchorline.errors import AnchorlineError, StorageUnavailable
-from anchorline.memory.journal import NONE, Corrections, corrections, settled
+from anchorline.memory.interface import ConversationState
+from anchorline.memory.journal import Attempts, Corrections, Journal, settled
 from anchorline.memory.retry import RetryPolicy
+from anchorline.ops import Add, Compact, Delete, Forget, Reserve, Update, UpdateContent
+from anchorline.results import (
+    Added,
+    Compacted,
+    ContentUpdated,
+    Deleted,
+    Forgotten,
+    Message,
+    Reserved,
+    Updated,
+)
 
+from . import changelog, crud
 from .errors import RETRYABLE, explain, filename, named, reraise, storage_error
 
 T = TypeVar("T")
@@ -26,64 +40,53 @@ def call(policy: RetryPolicy, conn: apsw.Connection, fn: Callable[[apsw.Connecti
         return fn(conn)
     except RETRYABLE as e:
         try:
-            return _Retry(policy, conn).until_done(e, lambda: fn(conn))
+            return _until_done(Attempts(policy), conn, e, lambda: fn(conn))
         except apsw.Error as failure:
             reraise(failure, conn)
     except apsw.Error as e:
         reraise(e, conn)
 
 
-class _Retry:
-    """The retry loop shared by reads and write transactions."""
-
-    __slots__ = ("attempts", "conn", "policy", "started")
-
-    def __init__(self, policy: RetryPolicy, conn: apsw.Connection, started: float | None = None):
-        self.policy = policy
-        self.conn = conn
-        self.started = time.monotonic() if started is None else started
-        self.attempts = 1
-
-    def until_done(self, error: BaseException, attempt: Callable[[], T]) -> T:
-        policy = self.policy
-        while True:
-            if self.conn.in_transaction:
-                # SQLite rolls back on its own after most I/O errors.
-                with contextlib.suppress(*RETRYABLE):
-                    self.conn.execute("ROLLBACK")
-            remaining = self.started + policy.deadline - time.monotonic()
-            pause = policy.backoff(self.attempts)
-            if self.attempts >= policy.max_attempts or remaining <= pause:
-                raise StorageUnavailable(
-                    f"storage unavailable after {self.attempts} attempt(s) in"
-                    f" {time.monotonic() - self.started:.2f}s: {explain(error, self.conn)}",
-                    attempts=self.attempts,
-                    last_cause=error,
-                ) from error
-            time.sleep(pause)
-            self.attempts += 1
-            budget = self.started + policy.deadline - time.monotonic()
-            self.conn.set_busy_timeout(int(max(1.0, min(policy.busy_timeout, budget) * 1000)))
-            try:
-                return attempt()
-            except RETRYABLE as e:
-                error = e
-            finally:
-                self.conn.set_busy_timeout(policy.busy_timeout_ms)
+def _until_done(
+    attempts: Attempts, conn: apsw.Connection, error: BaseException, attempt: Callable[[], T]
+) -> T:
+    """Roll back after ``error`` and call ``attempt`` again until it passes or the policy
+    gives up (:class:`StorageUnavailable`); each attempt waits for the lock no longer than
+    the deadline leaves."""
+    policy = attempts.policy
+    while True:
+        if conn.in_transaction:
+            # SQLite rolls back on its own after most I/O errors.
+            with contextlib.suppress(*RETRYABLE):
+                conn.execute("ROLLBACK")
+        if not attempts.again():
+            raise StorageUnavailable(
+                f"storage unavailable after {attempts.count} attempt(s) in"
+                f" {attempts.elapsed():.2f}s: {explain(error, conn)}",
+                attempts=attempts.count,
+                last_cause=error,
+            ) from error
+        conn.set_busy_timeout(int(max(1.0, min(policy.busy_timeout, attempts.remaining()) * 1000)))
+        try:
+            return attempt()
+        except RETRYABLE as e:
+            error = e
+        finally:
+            conn.set_busy_timeout(policy.busy_timeout_ms)
 
 
-class Transaction:
-    """One ``BEGIN IMMEDIATE`` transaction that survives busy and I/O errors.
+class SQLiteTransaction:
+    """One write transaction of a :class:`~.store.SQLiteStore` (the ``Transaction``
+    protocol): a ``BEGIN IMMEDIATE`` that survives busy and I/O errors.
 
-    Every write runs through :meth:`run`, which keeps it in a journal. When an
-    attempt fails with a retryable error the transaction is rolled back and the
-    whole journal replayed in a fresh one, so a multi-op unit of work commits
-    all of its ops or none. Writes must be deterministic (ids and timestamps are
-    fixed before the first attempt) for the replay to write the same rows.
+    Every write runs through :meth:`run`, which keeps it in the journal, as a
+    closure over the op and its fixed id and time. When an attempt fails with a
+    retryable error the transaction is rolled back and the whole journal replayed
+    in a fresh one, so a multi-op unit of work commits all of its ops or none.
 
-    A ``COMMIT`` can report an error although the transaction reached the
-    disk. Before replaying after such an error, ``landed(conn, results)`` is
-    asked whether the writes are already there; if so, the commit is done.
+    A ``COMMIT`` can report an error although the transaction reached the disk.
+    Before replaying after such an error, ``landed(conn, results)`` is asked
+    whether the writes are already there; if so, the commit is done.
 
     Every way out releases ``lock`` exactly once: :meth:`commit` and
     :meth:`rollback` always end the transaction, and a failed begin, write or
@@ -91,10 +94,7 @@ class Transaction:
     :class:`StorageUnavailable`.
     """
 
-    __slots__ = (
-        "_conn", "_failed", "_given", "_journal", "_landed", "_lock", "_policy", "_results",
-        "_started",
-    )  # fmt: skip
+    __slots__ = ("_conn", "_failed", "_journal", "_landed", "_lock", "_policy", "_started")
 
     def __init__(
         self,
@@ -113,11 +113,7 @@ class Transaction:
         self._conn = conn
         self._policy = policy
         self._landed = landed
-        self._journal: list[Callable[[apsw.Connection], Any]] = []
-        self._results: list[Any] = []
-        # What each write handed out, kept apart from ``_results`` once a replay may
-        # have made them differ (see ``journal``).
-        self._given: list[Any] | None = None
+        self._journal = Journal()
         self._started = time.monotonic()
         self._failed = False
         try:
@@ -133,34 +129,46 @@ class Transaction:
             self._release()
             reraise(e, conn)
 
-    def run(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Apply ``fn(conn)`` inside the transaction and return what it returns."""
-        self._journal.append(fn)
-        try:
-            result: T = fn(self._conn)
-        except RETRYABLE as e:
-            self._results.append(None)
-            try:
-                result = self._retry(e, commit=False)
-            except BaseException as failure:
-                self._failed = True
-                reraise(failure, self._conn)
-            assert self._given is not None
-            self._given[-1] = result
-            return result
-        except apsw.Error as e:
-            # A statement failed part-way through the op: never commit what it left.
-            self._failed = True
-            raise storage_error(e, filename(self._conn)) from e
-        except AnchorlineError:
-            # Refused (Conflict, MessageNotFound) before it wrote anything: a replay of
-            # the rest of the transaction must not run it again.
-            self._journal.pop()
-            raise
-        self._results.append(result)
-        if self._given is not None:
-            self._given.append(result)
-        return result
+    # --- the Transaction protocol ---------------------------------------------
+
+    def add(self, op: Add, *, message_id: str, now: int) -> Added:
+        return self.run(lambda c: crud.add_message(c, op, message_id=message_id, now=now))
+
+    def add_many(
+        self, ops: Sequence[Add], *, message_ids: Sequence[str], nows: Sequence[int]
+    ) -> list[Added]:
+        """Write complete messages (one ``executemany``); each result as :meth:`add`'s."""
+        return self.run(lambda c: crud.add_messages(c, ops, message_ids, nows))
+
+    def reserve(self, op: Reserve, *, message_id: str, now: int) -> Reserved:
+        return self.run(lambda c: crud.reserve_message(c, op, message_id=message_id, now=now))
+
+    def update_content(
+        self, op: UpdateContent, *, now: int, expected: int | None
+    ) -> ContentUpdated:
+        return self.run(
+            lambda c: crud.update_message_content(c, op, now=now, expect_updated_at=expected)
+        )
+
+    def update(self, op: Update, *, now: int, expected: int | None) -> Updated:
+        return self.run(
+            lambda c: crud.update_message_metadata(c, op, now=now, expect_updated_at=expected)
+        )
+
+    def delete(self, op: Delete, *, expected: int | None) -> Deleted:
+        return self.run(lambda c: crud.delete_message(c, op, expect_updated_at=expected))
+
+    def restore(self, message: Message) -> bool:
+        return self.run(lambda c: crud.restore_message(c, message)) is not None
+
+    def restore_conversation(self, state: ConversationState) -> bool:
+        return self.run(lambda c: changelog.restore_conversation(c, state))
+
+    def forget(self, op: Forget) -> Forgotten:
+        return self.run(lambda c: crud.forget_conversation(c, op))
+
+    def compact(self, op: Compact, *, message_id: str, now: int) -> Compacted:
+        return self.run(lambda c: crud.compact_conversation(c, op, message_id=message_id, now=now))
 
     def commit(self) -> Corrections:
         """Commit, retrying under the policy; on failure roll back and raise. Returns the
@@ -181,7 +189,7 @@ class Transaction:
             self._abort()
             reraise(e, self._conn)
         self._release()
-        return NONE if self._given is None else corrections(self._given, self._results)
+        return self._journal.corrections()
 
     def rollback(self) -> None:
         """Undo every write of the transaction and let other threads in."""
@@ -193,6 +201,49 @@ class Transaction:
         finally:
             self._release()
 
+    # --- the journal ------------------------------------------------------------
+
+    def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Apply ``fn(conn)`` inside the transaction, keep it for a replay, and return
+        what it returns."""
+        journal = self._journal
+        journal.writes.append(fn)
+        try:
+            result: T = fn(self._conn)
+        except RETRYABLE as e:
+            try:
+                result = self._retry(e, commit=False)
+            except BaseException as failure:
+                self._failed = True
+                reraise(failure, self._conn)
+            journal.handed_out(result)
+            return result
+        except apsw.Error as e:
+            # A statement failed part-way through the op: never commit what it left.
+            self._failed = True
+            raise storage_error(e, filename(self._conn)) from e
+        except AnchorlineError:
+            # Refused (Conflict, MessageNotFound) before it wrote anything: a replay of
+            # the rest of the transaction must not run it again.
+            journal.refused()
+            raise
+        journal.wrote(result)
+        return result
+
+    def _retry(self, error: BaseException, *, commit: bool) -> Any:
+        journal, conn = self._journal, self._conn
+
+        def replay() -> Any:
+            if commit and self._landed is not None and self._landed(conn, journal.results):
+                return journal.results[-1] if journal.results else None
+            conn.execute("BEGIN IMMEDIATE")
+            result = journal.replay(conn)
+            if commit:
+                conn.execute("COMMIT")
+            return result
+
+        return _until_done(Attempts(self._policy, self._started), conn, error, replay)
+
     def _abort(self) -> None:
         """Roll back after a failure, never masking it: the lock is released whatever happens."""
         with contextlib.suppress(apsw.Error):
@@ -203,30 +254,10 @@ class Transaction:
             self._lock.release()
             self._lock = None
 
-    def _retry(self, error: BaseException, *, commit: bool) -> Any:
-        if self._given is None:
-            self._given = list(self._results)
 
-        def replay() -> Any:
-            if commit and self._landed is not None and self._landed(self._conn, self._results):
-                return self._results[-1] if self._results else None
-            self._conn.execute("BEGIN IMMEDIATE")
-            for i, fn in enumerate(self._journal):
-                self._results[i] = fn(self._conn)
-            if commit:
-                self._conn.execute("COMMIT")
-            return self._results[-1] if self._results else None
-
-        return _Retry(self._policy, self._conn, self._started).until_done(error, replay)
-
-
-def write(conn: apsw.Connection, policy: RetryPolicy, fn: Callable[[apsw.Connection], T]) -> T:
-    """Run ``fn`` in a transaction of its own under ``policy`` and commit it."""
-    return run_in(Transaction(conn, policy), fn)
-
-
-def run_in(tx: Transaction, fn: Callable[[apsw.Connection], T]) -> T:
-    """Run ``fn`` in the new transaction ``tx`` and commit it, or roll back on error."""
+def run_in(tx: SQLiteTransaction, fn: Callable[[apsw.Connection], T]) -> T:
+    """Run ``fn`` in the new transaction ``tx`` and commit it, or roll back on error; what
+    ``fn`` returned in the attempt that committed."""
     try:
         result = tx.run(fn)
     except BaseException:
