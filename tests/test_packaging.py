@@ -53,11 +53,7 @@ def _imported(tree: ast.AST) -> Iterator[tuple[int, str]]:
 
 
 def test_nothing_above_the_stores_imports_a_database_driver_or_a_store() -> None:
-    files = [
-        path
-        for top in ("pipeline", "plugins")
-        for path in sorted((ROOT / top).rglob("*.py"))
-    ]
+    files = [path for top in ("pipeline", "plugins") for path in sorted((ROOT / top).rglob("*.py"))]
     assert len(files) > 20
     found = [
         f"{path.relative_to(ROOT)}:{line}: {name}"
