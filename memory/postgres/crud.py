@@ -21,7 +21,7 @@ from psycopg import ClientCursor
 
 from anchorline.errors import AnchorlineError, Conflict, InvalidOp, MessageNotFound
 from anchorline.ids import wall_ms
-from anchorline.memory import rows
+from anchorline.memory import queries, rows
 from anchorline.memory.rows import (
     after_conflict,
     check_expected,
@@ -86,7 +86,9 @@ _INSERT_TAKEN = f"""INSERT INTO {MESSAGES} ({COLUMNS}, seq)
 VALUES (%s, %s, %s, %s, %s, 'complete', %s, %s, %s,
         (SELECT next_seq FROM {CONVERSATIONS} WHERE id = %s) - %s)
 ON CONFLICT DO NOTHING RETURNING seq"""
-_SELECT = f"SELECT {READ_COLUMNS} FROM {MESSAGES}"
+#: The PostgreSQL store's SQL, for the queries both stores share (``memory.queries``).
+DIALECT = queries.Dialect(mark="%s", messages=MESSAGES, arrays=True)
+_SELECT = DIALECT.select
 
 
 class Executes(Protocol):
@@ -553,54 +555,25 @@ def list_messages(
     after_seq: int | None = None,
     roles: Sequence[str] | None = None,
 ) -> list[Message]:
-    """The conversation's messages in seq order (see the SQLite store's ``list_messages``)."""
+    """The conversation's messages in seq order (see ``queries.messages``)."""
     if "\x00" in conversation_id:
         return []
-    where = "conversation_id = %s"
-    params: list[Any] = [conversation_id]
-    if roles == (COMPACTION_ROLE,):  # a literal, so the planner uses the partial index
-        where += " AND role = 'compaction'"
-    elif roles is not None:
-        where += " AND role = ANY(%s)"
-        params.append(list(roles))
-    else:  # compactions are read when asked for by role
-        where += " AND role <> 'compaction'"
-    if after_seq is not None:
-        where += " AND seq > %s"
-        params.append(after_seq)
-    if limit is None:
-        sql = f"{_SELECT} WHERE {where} ORDER BY seq"
-    elif after_seq is not None:
-        sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT %s"
-        params.append(limit)
-    else:
-        sql = f"""SELECT * FROM ({_SELECT} WHERE {where} ORDER BY seq DESC LIMIT %s) AS newest
-                  ORDER BY seq"""
-        params.append(limit)
+    sql, params = queries.messages(DIALECT, conversation_id, limit, after_seq, roles)
     return [message_from_row(row) for row in db.execute(sql, params).fetchall()]
 
 
 def list_reserved(db: Executes, updated_before: int, limit: int) -> list[Message]:
     """Messages still ``reserved`` and last written before ``updated_before``, oldest first."""
-    rows = db.execute(
-        f"""{_SELECT} WHERE status = 'reserved' AND updated_at < %s
-            ORDER BY updated_at, rowid LIMIT %s""",
-        (updated_before, limit),
-    ).fetchall()
-    return [message_from_row(row) for row in rows]
+    sql, params = queries.reserved(DIALECT, updated_before, limit)
+    return [message_from_row(row) for row in db.execute(sql, params).fetchall()]
 
 
 def scan(
     db: Executes, after_id: str | None, limit: int, *, complete_only: bool = False
 ) -> list[Message]:
     """Up to ``limit`` messages whose id sorts after ``after_id`` (byte order), in id order."""
-    where = ["id > %s"] if after_id is not None else []
-    if complete_only:
-        where.append("status = 'complete'")
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    params = (after_id, limit) if after_id is not None else (limit,)
-    rows = db.execute(f"{_SELECT}{clause} ORDER BY id LIMIT %s", params).fetchall()
-    return [message_from_row(row) for row in rows]
+    sql, params = queries.page(DIALECT, after_id, limit, complete_only=complete_only)
+    return [message_from_row(row) for row in db.execute(sql, params).fetchall()]
 
 
 # --- forgetting a conversation ---------------------------------------------

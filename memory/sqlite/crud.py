@@ -19,7 +19,7 @@ import attrs
 
 from anchorline.errors import AnchorlineError, Conflict, MessageNotFound
 from anchorline.ids import clock, new_message_id, wall_ms
-from anchorline.memory import rows
+from anchorline.memory import queries, rows
 from anchorline.memory.rows import (
     COLUMNS,
     READ_COLUMNS,
@@ -355,6 +355,10 @@ def get_message(conn: apsw.Connection, message_id: str) -> Message | None:
     return None if row is None else message_from_row(row)
 
 
+#: The SQLite store's SQL, for the queries both stores share (``memory.queries``).
+DIALECT = queries.Dialect(mark="?", messages="messages")
+
+
 def list_messages(
     conn: apsw.Connection,
     conversation_id: str,
@@ -362,65 +366,27 @@ def list_messages(
     after_seq: int | None = None,
     roles: Sequence[str] | None = None,
 ) -> list[Message]:
-    """The conversation's messages in seq order: all of them; with ``limit``, the newest
-    ``limit``; with ``after_seq``, the first ``limit`` (or all) whose seq is greater.
-    ``roles`` keeps only messages of those roles."""
-    where = "conversation_id = ?"
-    params: list[Any] = [conversation_id]
-    if roles == (COMPACTION_ROLE,):  # a literal, so SQLite uses its partial index
-        where += " AND role = 'compaction'"
-    elif roles is not None:
-        where += f" AND role IN ({', '.join('?' * len(roles))})"
-        params.extend(roles)
-    else:  # compactions are read when asked for by role
-        where += " AND role <> 'compaction'"
-    if after_seq is not None:
-        where += " AND seq > ?"
-        params.append(after_seq)
-    if limit is None:
-        sql = f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY seq"
-    elif after_seq is not None:
-        sql = f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY seq LIMIT ?"
-        params.append(limit)
-    else:
-        sql = f"""SELECT * FROM (SELECT {READ_COLUMNS} FROM messages WHERE {where}
-                  ORDER BY seq DESC LIMIT ?) ORDER BY seq"""
-        params.append(limit)
+    """The conversation's messages in seq order (see ``queries.messages``)."""
+    sql, params = queries.messages(DIALECT, conversation_id, limit, after_seq, roles)
     return [message_from_row(row) for row in conn.execute(sql, params)]
 
 
 def list_reserved(conn: apsw.Connection, updated_before: int, limit: int) -> list[Message]:
     """Messages still ``reserved`` and last written before ``updated_before``, oldest first."""
-    rows = conn.execute(
-        f"""SELECT {READ_COLUMNS} FROM messages WHERE status = 'reserved' AND updated_at < ?
-            ORDER BY updated_at LIMIT ?""",
-        (updated_before, limit),
-    )
-    return [message_from_row(row) for row in rows]
-
-
-def _page(conn: apsw.Connection, where: str, after_id: str | None, limit: int) -> list[Message]:
-    # Two statements, not "?1 IS NULL OR id > ?1", which keeps SQLite off the id index.
-    if after_id is None:
-        rows = conn.execute(
-            f"SELECT {READ_COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?", (limit,)
-        )
-    else:
-        rows = conn.execute(
-            f"SELECT {READ_COLUMNS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-    return [message_from_row(row) for row in rows]
+    sql, params = queries.reserved(DIALECT, updated_before, limit)
+    return [message_from_row(row) for row in conn.execute(sql, params)]
 
 
 def list_complete(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
     """Up to ``limit`` complete messages whose id sorts after ``after_id``, in id order."""
-    return _page(conn, "status = 'complete'", after_id, limit)
+    sql, params = queries.page(DIALECT, after_id, limit, complete_only=True)
+    return [message_from_row(row) for row in conn.execute(sql, params)]
 
 
 def scan(conn: apsw.Connection, after_id: str | None, limit: int) -> list[Message]:
     """Up to ``limit`` messages whose id sorts after ``after_id``, in id order."""
-    return _page(conn, "1", after_id, limit)
+    sql, params = queries.page(DIALECT, after_id, limit)
+    return [message_from_row(row) for row in conn.execute(sql, params)]
 
 
 # --- forgetting a conversation ---------------------------------------------
