@@ -7,6 +7,12 @@ the shard is touched, the process takes an exclusive ``flock`` on
 never loads the shard while that lock is held, and is told who holds it
 (:class:`IndexBusy`). The lock dies with its process.
 
+Reads need not wait for the holder: it answers them. While a process holds the
+folder, a thread of it listens on ``anchorline.sock`` in the folder
+(:class:`HolderServer`), and another process's search, count or scan is sent
+there and run on the holder's open shard (:class:`HolderOps`), which sees every
+point upserted so far, flushed or not.
+
 The index is a cache of the store. A folder that holds no shard, one in the
 format of qdrant-client's local mode (Anchorline's embedded index before Qdrant
 Edge), or one that cannot be read is emptied of those files and created again;
@@ -28,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -49,6 +56,10 @@ log = logging.getLogger("anchorline.index")
 #: The mode of an index folder Anchorline creates: its owner's alone.
 FOLDER_MODE = 0o700
 LOCK_FILE = "anchorline.lock"
+#: Where the holder of a folder answers other processes' reads.
+SOCKET_FILE = "anchorline.sock"
+#: How long a reader waits for the holder's answer to one request.
+ASK_TIMEOUT = 5.0
 META_FILE = "anchorline-index.json"
 #: What Qdrant Edge keeps in a shard's folder.
 EDGE_ENTRIES = ("edge_config.json", "segments", "wal")
@@ -112,7 +123,7 @@ def tighten(folder: str) -> None:
         return
     top = Path(folder)
     paths: list[tuple[Path, int]] = []
-    for name in (*EDGE_ENTRIES, LOCK_FILE, META_FILE):
+    for name in (*EDGE_ENTRIES, LOCK_FILE, META_FILE, SOCKET_FILE):
         entry = top / name
         paths.append((entry, allowed if entry.is_dir() else allowed & 0o666))
         if entry.is_dir():
@@ -174,6 +185,8 @@ class EdgeFolder:
         self.release_at = 0.0
         self._lock_fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        #: Answers other processes' reads while the shard is open here.
+        self.server: HolderServer | None = None
 
     def __repr__(self) -> str:
         return f"EdgeFolder({self.path!r})"
@@ -198,14 +211,23 @@ class EdgeFolder:
         except (OSError, ValueError, KeyError, TypeError):
             return "another process"
 
+    def busy(self) -> IndexBusy:
+        return IndexBusy(
+            f"index folder {self.path} is held by {self.holder()};"
+            " it is released once that process is idle, or use a Qdrant server"
+        )
+
     # --- opening and letting go ---------------------------------------------
 
-    def open(self, wait: float, wanted: IndexMeta, *, check: bool = True) -> tuple[EdgeShard, bool]:
+    def open(
+        self, wait: float, wanted: IndexMeta, *, check: bool = True, serve: bool = True
+    ) -> tuple[EdgeShard, bool]:
         """The shard, and whether it was just created (so it is empty).
 
         Takes the folder's lock first, waiting up to ``wait`` seconds for
         another process to let go of it (then :class:`IndexBusy`). With
-        ``check``, a folder built by another embedder is refused.
+        ``check``, a folder built by another embedder is refused. With
+        ``serve``, other processes' reads are answered while it is held.
         """
         with self.lock:
             if self.shard is not None and self.removed():
@@ -230,6 +252,8 @@ class EdgeFolder:
             self.shard = shard
             stat = os.stat(self.path)
             self._identity = (stat.st_dev, stat.st_ino)
+            if serve:
+                self.server = HolderServer.start(self)
             tighten(self.path)
             Releaser.watch(self)
             return shard, created
@@ -247,10 +271,7 @@ class EdgeFolder:
                     if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                         raise
                 if time.monotonic() >= deadline:
-                    raise IndexBusy(
-                        f"index folder {self.path} is held by {self.holder()};"
-                        " it is released once that process is idle, or use a Qdrant server"
-                    )
+                    raise self.busy()
                 time.sleep(0.05)
             holder = {
                 "pid": os.getpid(),
@@ -265,6 +286,9 @@ class EdgeFolder:
         self._lock_fd = fd
 
     def _drop_lock(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:  # before the lock goes: the next holder binds the socket
+            server.stop()
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -528,6 +552,232 @@ class EdgeOps:
         tighten(self.shard_path)
 
 
+# --- reads answered by the holder ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _address(folder: str) -> Iterator[str]:
+    """The address of ``folder``'s socket: its path, or, when that is longer than a
+    socket address may be, the same file reached through a descriptor of the folder."""
+    path = os.path.join(folder, SOCKET_FILE)
+    if len(os.fsencode(path)) < 100 or not os.path.isdir("/proc/self/fd"):
+        yield path
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{SOCKET_FILE}"
+    finally:
+        os.close(fd)
+
+
+def _send(sock: socket.socket, message: Any) -> None:
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _receive(sock: socket.socket) -> Any:
+    chunks: list[bytes] = []
+    while not chunks or not chunks[-1].endswith(b"\n"):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionResetError("the other end closed the connection")
+        chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+class HolderGone(IndexBusy):
+    """The process holding the folder did not answer (it is letting go of it, or busy)."""
+
+
+class HolderServer:
+    """The thread that answers other processes' reads of the shard this process holds.
+
+    One connection carries one request and its answer, as lines of JSON. A
+    request runs under the folder's lock, on the open shard, so it sees every
+    point upserted so far; the answer comes back as JSON.
+    """
+
+    def __init__(self, folder: EdgeFolder, sock: socket.socket) -> None:
+        self.folder = folder
+        self.sock = sock
+        self.stopped = False
+        self.thread = threading.Thread(
+            target=self._serve, name="anchorline-index-reads", daemon=True
+        )
+
+    @classmethod
+    def start(cls, folder: EdgeFolder) -> HolderServer | None:
+        """Listen on the folder's socket (``None`` if it cannot: then other processes' reads
+        wait for the folder, as writes do)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with contextlib.suppress(FileNotFoundError):  # a dead holder's; we hold the lock
+                os.unlink(os.path.join(folder.path, SOCKET_FILE))
+            with _address(folder.path) as address:
+                sock.bind(address)
+            sock.listen(64)
+            sock.settimeout(1.0)
+        except OSError as e:
+            sock.close()
+            log.info(
+                "index folder %s: other processes' reads are not answered (%s)", folder.path, e
+            )
+            return None
+        server = cls(folder, sock)
+        server.thread.start()
+        return server
+
+    def stop(self) -> None:
+        """Stop answering; the socket goes at once, the thread once it wakes."""
+        self.stopped = True
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.folder.path, SOCKET_FILE))
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()
+
+    def _serve(self) -> None:
+        try:
+            while not self.stopped:
+                try:
+                    conn, _ = self.sock.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self.stopped:
+                        return
+                    time.sleep(0.05)
+                    continue
+                with conn:
+                    try:
+                        conn.settimeout(ASK_TIMEOUT)
+                        _send(conn, self._answer(_receive(conn)))
+                    except (OSError, ValueError) as e:
+                        log.debug(
+                            "index folder %s: a read went unanswered: %s", self.folder.path, e
+                        )
+        finally:
+            self.sock.close()
+
+    def _answer(self, request: Any) -> dict[str, Any]:
+        folder = self.folder
+        give_up = time.monotonic() + ASK_TIMEOUT
+        while not folder.lock.acquire(timeout=0.1):  # never blocks the release that stops us
+            if self.stopped or time.monotonic() > give_up:
+                return {"gone": True}
+        try:
+            if self.stopped or folder.server is not self or folder.shard is None:
+                return {"gone": True}
+            wanted = IndexMeta(str(request["embedder"]), int(request["dimension"]))
+            if folder.meta != wanted:
+                assert folder.meta is not None
+                return {"error": str(mismatch_error(folder.path, folder.meta, wanted))}
+            ops = EdgeOps(folder.shard, folder.path)
+            op = request["op"]
+            result: Any
+            if op == "search":
+                result = ops.search(
+                    [float(x) for x in request["vector"]],
+                    request["conversation_id"],
+                    int(request["limit"]),
+                )
+            elif op == "count":
+                result = ops.count()
+            elif op == "existing":
+                result = sorted(ops.existing([str(p) for p in request["pids"]]))
+            elif op == "payloads":
+                result = list(ops.payloads(request["fields"]))
+            elif op == "payload":
+                result = ops.payload(str(request["pid"]))
+            else:
+                return {"error": f"unknown request {op!r}"}
+            return {"result": result}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a Rust panic comes out as a BaseException
+            return {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+        finally:
+            folder.lock.release()
+
+
+def ask(folder: str, request: dict[str, Any], timeout: float) -> Any:
+    """Send a read to the process holding ``folder``; its result.
+
+    :class:`HolderGone` if no process answers (none serves the folder, or it is
+    letting go of it); :class:`IndexUnavailable` if the read failed there.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        with _address(folder) as address:
+            sock.connect(address)
+        _send(sock, request)
+        reply = _receive(sock)
+    except (OSError, ValueError) as e:
+        raise HolderGone(f"index folder {folder}: its holder did not answer ({e})") from e
+    finally:
+        sock.close()
+    if not isinstance(reply, dict) or reply.get("gone"):
+        raise HolderGone(f"index folder {folder}: its holder is letting go of it")
+    if "error" in reply:
+        raise IndexUnavailable(
+            f"index folder {folder}: the process holding it could not read it ({reply['error']})"
+        )
+    return reply.get("result")
+
+
+class HolderOps:
+    """The reads of a shard another process holds, answered by that process.
+
+    Only reads: a write to a folder waits for the folder (the holder drains
+    the shared outbox meanwhile).
+    """
+
+    def __init__(self, path: str, meta: IndexMeta, timeout: float = ASK_TIMEOUT) -> None:
+        self.path = path
+        self.meta = meta
+        self.timeout = timeout
+
+    def _ask(self, op: str, **arguments: Any) -> Any:
+        request = {"op": op, "embedder": self.meta.embedder, "dimension": self.meta.dimension}
+        return ask(self.path, {**request, **arguments}, self.timeout)
+
+    def _held(self) -> IndexBusy:
+        return IndexBusy(f"index folder {self.path} is held by another process: it writes there")
+
+    def upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        raise self._held()
+
+    def set_payload(self, pid: str, payload: dict[str, Any]) -> bool:
+        raise self._held()
+
+    def delete(self, pids: list[str]) -> None:
+        raise self._held()
+
+    def flush(self) -> None:
+        raise self._held()
+
+    def search(
+        self, vector: list[float], conversation_id: str | None, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        found = self._ask(
+            "search", vector=[float(x) for x in vector], conversation_id=conversation_id,
+            limit=limit,
+        )  # fmt: skip
+        return [(dict(p), float(score)) for p, score in found]
+
+    def count(self) -> int:
+        return int(self._ask("count"))
+
+    def existing(self, pids: list[str]) -> set[str]:
+        return set(self._ask("existing", pids=list(pids)))
+
+    def payloads(self, fields: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        yield from self._ask("payloads", fields=fields)
+
+    def payload(self, pid: str) -> dict[str, Any] | None:
+        found = self._ask("payload", pid=pid)
+        return None if found is None else dict(found)
+
+
 def optimize_folder(path: str, wait: float = 0.0) -> bool:
     """Build the HNSW graph of the shard in ``path``; whether anything changed.
 
@@ -542,7 +792,8 @@ def optimize_folder(path: str, wait: float = 0.0) -> bool:
     with folder.lock:
         folder.users += 1
         try:
-            shard, _ = folder.open(wait, built)
+            # Not served: the optimizer holds the GIL, so it could not answer.
+            shard, _ = folder.open(wait, built, serve=False)
             changed = shard.optimize()
             shard.flush()
             tighten(folder.path)

@@ -181,8 +181,16 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Find the messages nearest to QUERY."""
-    pipeline.flush_index(timeout=args.wait)
+    """Find the messages nearest to QUERY, among those indexed (``--wait`` lets pending
+    indexing finish first)."""
+    if args.wait > 0:
+        pending = pipeline.indexer().settle(args.wait).pending
+        if pending:
+            logging.getLogger("anchorline.cli").warning(
+                "%d message(s) still waiting to be indexed after %gs: searching what is indexed",
+                pending,
+                args.wait,
+            )
     hits = pipeline.search(args.query, conversation_id=args.conversation, limit=args.limit)
     if not hits:
         out.print("no matches")
@@ -623,7 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--conversation", help="only this conversation")
     search.add_argument("--limit", type=_positive, default=5, help="how many hits (default 5)")
     search.add_argument(
-        "--wait", type=_seconds, default=30.0, help="seconds to wait for pending indexing"
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        help="seconds to wait for pending indexing first (default 0: search what is indexed)",
     )
     add("reindex", cmd_reindex, Needs(index="required"))
     sweep = add("sweep", cmd_sweep, Needs(index="if-present"))

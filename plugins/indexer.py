@@ -14,6 +14,7 @@ the database has messages to index, gets what it lacks queued again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -422,6 +423,25 @@ class Indexer:
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def settle(self, timeout: float) -> IndexStatus:
+        """Wait up to ``timeout`` seconds for the outbox to empty; the status then.
+
+        What is due is drained here when the index is free; a folder another
+        process holds is drained by that process meanwhile. Unlike :meth:`flush`,
+        what is still pending when the time is up is not an error.
+        """
+        deadline = time.monotonic() + timeout
+        force = True  # failed items are tried once more, then wait out their backoff
+        while True:
+            with contextlib.suppress(IndexBusy):
+                self.drain(force=force, wait=0.0)
+            force = False
+            current = self.status()
+            left = deadline - time.monotonic()
+            if current.pending == 0 or left <= 0:
+                return current
+            time.sleep(min(self.retry_pause, left))
 
     # --- keeping the index whole --------------------------------------------
 
