@@ -79,6 +79,9 @@ class IndexMeta:
 
     embedder: str
     dimension: int
+    #: The setting that makes this embedder again (``hashing``, ``openai:<model>``,
+    #: ``local:<folder>``), if it has one: what a later command uses when given none.
+    spec: str | None = attrs.field(default=None, eq=False)
 
     def describe(self) -> str:
         return f"{self.embedder!r} (dimension {self.dimension})"
@@ -88,7 +91,10 @@ def read_meta(folder: str) -> IndexMeta | None:
     """The embedder recorded in ``folder``, or ``None`` if none is (or it cannot be read)."""
     try:
         data = json.loads((Path(folder) / META_FILE).read_text())
-        return IndexMeta(str(data["embedder"]), int(data["dimension"]))
+        spec = data.get("spec")
+        return IndexMeta(
+            str(data["embedder"]), int(data["dimension"]), spec if isinstance(spec, str) else None
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -96,7 +102,10 @@ def read_meta(folder: str) -> IndexMeta | None:
 def _write_meta(folder: str, meta: IndexMeta) -> None:
     path = Path(folder) / META_FILE
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"embedder": meta.embedder, "dimension": meta.dimension}))
+    data: dict[str, Any] = {"embedder": meta.embedder, "dimension": meta.dimension}
+    if meta.spec is not None:
+        data["spec"] = meta.spec
+    temporary.write_text(json.dumps(data))
     os.replace(temporary, path)
 
 

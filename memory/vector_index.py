@@ -224,7 +224,8 @@ class VectorIndex:
     collection named after the embedder, created on first use with its
     dimension and cosine distance), or a folder: a Qdrant Edge shard (see
     :mod:`anchorline.memory.edge_index`), which records the embedder it was
-    built with. ``linger`` is how long a folder stays held once idle; ``wait``
+    built with (and ``spec``, the setting that names the embedder, if any). ``linger`` is
+    how long a folder stays held once idle; ``wait``
     how long to wait for a folder held by another process.
 
     ``on_open(created)`` is called each time the index is first used after it
@@ -240,13 +241,14 @@ class VectorIndex:
         model: str,
         dimension: int,
         api_key: str | None = None,
+        spec: str | None = None,
         linger: float = 2.0,
         wait: float = 10.0,
         on_open: Callable[[bool], None] | None = None,
     ) -> None:
         self.location = location
         self.dimension = dimension
-        self.meta = IndexMeta(model, dimension)
+        self.meta = IndexMeta(model, dimension, spec)
         self.collection = "anchorline_" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
         self.linger = linger
         self.wait = wait

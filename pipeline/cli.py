@@ -26,6 +26,7 @@ from anchorline.memory.embedders import (
     EMBEDDER_FORMS,
     EMBEDDER_URL_ENV,
     parse_embedder,
+    remembered_embedder,
 )
 from anchorline.memory.stores import storage_failures
 
@@ -526,6 +527,10 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if not needs.creates and "://" in db:  # a server: looked for once the rest is right
         _refuse_missing(db)
     embedder = args.embedder if index is not None else None
+    if index is not None and embedder is None and not os.environ.get(EMBEDDER_ENV):
+        location = _index_location(args)
+        if _is_folder(location):  # the embedder that built it, unless told another
+            embedder = remembered_embedder(location)
     if autoload_enabled():
         check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)

@@ -28,6 +28,7 @@ from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
 from anchorline.hookspecs import hookimpl
+from anchorline.memory.embedders import embedder_spec
 from anchorline.memory.interface import Outbox, OutboxItem, Store
 from anchorline.memory.vector_index import Point, VectorIndex, index_location
 from anchorline.ops import PersistOp, UpdateContent
@@ -134,6 +135,7 @@ class Indexer:
             model=self.embedder.name,
             dimension=self.embedder.dimension,
             api_key=self.settings.index_api_key or os.environ.get(API_KEY_ENV),
+            spec=embedder_spec(self.embedder),
             on_open=self._index_opened,
         )
         if self.drains and not self.sync:
