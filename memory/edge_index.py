@@ -69,6 +69,13 @@ LOCAL_MODE_ENTRIES = ("meta.json", "collection", ".lock", "holder.json")
 #: memory maps of sparse files, and a page that cannot be had on a full disk kills the
 #: process (SIGBUS) instead of failing the write; this margin keeps clear of that.
 MIN_FREE_BYTES = 64 * 1024 * 1024
+#: Before each write, the blocks it may touch are allocated: in each of a shard's files,
+#: this far past what the file holds (a batch of vectors goes to the end of its chunk
+#: file, the rest of a write into the other files, a little at the end of each). Once the
+#: file's data reaches the second half of what was allocated, another window is. A page
+#: Qdrant Edge writes through its map is then one the disk has already given.
+VECTOR_WINDOW = 8 * 1024 * 1024
+OTHER_WINDOW = 512 * 1024
 #: Payload fields filtered on: each gets a keyword index.
 KEYWORD_FIELDS = ("conversation_id", "role")
 
@@ -147,20 +154,79 @@ def tighten(folder: str) -> None:
             pass  # absent, gone meanwhile, or another user's file in a shared folder
 
 
-def check_room(folder: str) -> None:
-    """Raise :class:`IndexUnavailable` if ``folder``'s disk has too little free space to
-    write to a shard safely (see :data:`MIN_FREE_BYTES`)."""
+def _free(folder: str) -> int | None:
+    """The bytes free on ``folder``'s disk (``None`` if it cannot be told)."""
     try:
         stat = os.statvfs(folder)
     except OSError:
-        return  # the write itself says what is wrong
-    free = stat.f_bavail * stat.f_frsize
-    if free < MIN_FREE_BYTES:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def check_room(folder: str) -> None:
+    """Raise :class:`IndexUnavailable` if ``folder``'s disk has too little free space to
+    write to a shard safely (see :data:`MIN_FREE_BYTES`)."""
+    free = _free(folder)
+    if free is not None and free < MIN_FREE_BYTES:  # None: the write itself says what is wrong
         raise IndexUnavailable(
             f"index folder {folder}: {free // (1024 * 1024)} MB free on its disk, and the"
             f" index writes only with {MIN_FREE_BYTES // (1024 * 1024)} MB free or more;"
             " free some space (what waits is indexed then)"
         )
+
+
+#: How far each sparse file of a shard is allocated, by path.
+_reserved: dict[str, int] = {}
+
+
+def reserve_room(folder: str) -> None:
+    """Make ready for a write to the shard in ``folder``: check the free space (see
+    :func:`check_room`), then allocate the blocks of its files the write may touch (see
+    :data:`VECTOR_WINDOW`), so that a disk filled meanwhile fails this call, with
+    :class:`IndexUnavailable`, instead of killing the process when a mapped page cannot be
+    had."""
+    check_room(folder)
+    for path in (Path(folder) / "segments").rglob("*"):
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone meanwhile, or not ours to write
+        try:
+            _reserve(
+                str(path), fd, VECTOR_WINDOW if path.parent.name == "vectors" else OTHER_WINDOW
+            )
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise IndexUnavailable(
+                    f"index folder {folder}: its disk is full (no room for the next write);"
+                    " free some space (what waits is indexed then)"
+                ) from e
+            # A file system that cannot allocate ahead: the free-space check is all there is.
+        finally:
+            os.close(fd)
+
+
+def _reserve(path: str, fd: int, window: int) -> None:
+    stat = os.fstat(fd)
+    size, allocated = stat.st_size, stat.st_blocks * 512
+    reserved = _reserved.get(path)
+    if reserved is None or reserved > size:
+        if allocated >= size:
+            return  # no hole
+        reserved = 0
+        target = min(size, allocated + window)  # new here: its data is what is allocated
+    else:
+        if reserved >= size:
+            return
+        half = window // 2
+        tail = os.pread(fd, half, max(0, reserved - half))
+        if tail.count(0) == len(tail):
+            return  # its data has not reached the second half of the window yet
+        target = min(size, reserved + window)
+    os.posix_fallocate(fd, 0, target)
+    _reserved[path] = target
 
 
 def _remove(folder: str, names: tuple[str, ...]) -> None:
@@ -361,6 +427,7 @@ class EdgeFolder:
             wal_enabled=False,
         )
         shard = EdgeShard.create(self.path, config)
+        reserve_room(self.path)
         for field in KEYWORD_FIELDS:
             shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
         shard.flush()
@@ -495,7 +562,7 @@ class EdgeOps:
     def upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
         from qdrant_edge import Point, UpdateOperation
 
-        check_room(self.shard_path)
+        reserve_room(self.shard_path)
         self.shard.update(
             UpdateOperation.upsert_points(
                 [Point(id=pid, vector=vector, payload=kept(p)) for pid, vector, p in points]
@@ -509,7 +576,7 @@ class EdgeOps:
     def delete(self, pids: list[str]) -> None:
         from qdrant_edge import UpdateOperation
 
-        check_room(self.shard_path)
+        reserve_room(self.shard_path)
         self.shard.update(UpdateOperation.delete_points(list(pids)))
 
     def search(
@@ -555,7 +622,15 @@ class EdgeOps:
         return dict(found[0].payload or {}) if found else None
 
     def flush(self) -> None:
-        self.shard.flush()
+        try:
+            self.shard.flush()
+        except Exception as e:
+            if "os error 28" in str(e) or "No space left" in str(e) or _free(self.shard_path) == 0:
+                raise IndexUnavailable(
+                    f"index folder {self.shard_path}: its disk is full (the index could not be"
+                    " saved); free some space (what waits is indexed then)"
+                ) from e
+            raise
         # Qdrant Edge makes files as it goes (WAL and segment files): each flush
         # brings the new ones in line with the folder.
         tighten(self.shard_path)
