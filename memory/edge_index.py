@@ -186,17 +186,14 @@ def reserve_room(folder: str) -> None:
     :class:`IndexUnavailable`, instead of killing the process when a mapped page cannot be
     had."""
     check_room(folder)
-    for path in (Path(folder) / "segments").rglob("*"):
+    for path, stat in _sparse_files(os.path.join(folder, "segments")):
         try:
-            if path.is_symlink() or not path.is_file():
-                continue
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             continue  # gone meanwhile, or not ours to write
         try:
-            _reserve(
-                str(path), fd, VECTOR_WINDOW if path.parent.name == "vectors" else OTHER_WINDOW
-            )
+            vectors = os.path.basename(os.path.dirname(path)) == "vectors"
+            _reserve(path, fd, stat, VECTOR_WINDOW if vectors else OTHER_WINDOW)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise IndexUnavailable(
@@ -208,21 +205,35 @@ def reserve_room(folder: str) -> None:
             os.close(fd)
 
 
-def _reserve(path: str, fd: int, window: int) -> None:
-    stat = os.fstat(fd)
+def _sparse_files(top: str) -> Iterator[tuple[str, os.stat_result]]:
+    """The files under ``top`` with holes (fewer blocks than their size), with their stat."""
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _sparse_files(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                if stat.st_blocks * 512 < stat.st_size:
+                    yield entry.path, stat
+        except OSError:
+            continue
+
+
+def _reserve(path: str, fd: int, stat: os.stat_result, window: int) -> None:
     size, allocated = stat.st_size, stat.st_blocks * 512
     reserved = _reserved.get(path)
     if reserved is None or reserved > size:
-        if allocated >= size:
-            return  # no hole
-        reserved = 0
         target = min(size, allocated + window)  # new here: its data is what is allocated
     else:
         if reserved >= size:
             return
-        half = window // 2
-        tail = os.pread(fd, half, max(0, reserved - half))
-        if tail.count(0) == len(tail):
+        # Data is written from the front: a look where the second half begins tells.
+        probe = os.pread(fd, 4096, max(0, reserved - window // 2))
+        if probe.count(0) == len(probe):
             return  # its data has not reached the second half of the window yet
         target = min(size, reserved + window)
     os.posix_fallocate(fd, 0, target)
