@@ -613,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder",
         help=f"the index's embedder: {EMBEDDER_FORMS}, at ${EMBEDDER_URL_ENV} (default"
         f" {DEFAULT_EMBEDDER_URL}) with the key in $OPENAI_API_KEY"
-        f" (default: ${EMBEDDER_ENV}, else hashing)",
+        f" (default: ${EMBEDDER_ENV}, else the one the index folder was built with, else"
+        " hashing)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -70,10 +70,13 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize(
+    "name", ["chat.db.index", "a-folder-name-longer-than-a-socket-address-" * 3]
+)
 def test_a_second_process_is_refused_writes_answered_reads_and_leaves_the_holders_writes_whole(
-    tmp_path: Path,
+    tmp_path: Path, name: str
 ) -> None:
-    folder = tmp_path / "chat.db.index"
+    folder = tmp_path / name
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(folder)],
         stdin=subprocess.PIPE,
