@@ -175,8 +175,8 @@ def check_room(folder: str) -> None:
         )
 
 
-#: How far each sparse file of a shard is allocated, by path.
-_reserved: dict[str, int] = {}
+#: How far each sparse file of a shard is allocated, by (device, inode).
+_reserved: dict[tuple[int, int], int] = {}
 
 
 def reserve_room(folder: str) -> None:
@@ -193,7 +193,7 @@ def reserve_room(folder: str) -> None:
             continue  # gone meanwhile, or not ours to write
         try:
             vectors = os.path.basename(os.path.dirname(path)) == "vectors"
-            _reserve(path, fd, stat, VECTOR_WINDOW if vectors else OTHER_WINDOW)
+            _reserve(fd, stat, VECTOR_WINDOW if vectors else OTHER_WINDOW)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise IndexUnavailable(
@@ -223,10 +223,11 @@ def _sparse_files(top: str) -> Iterator[tuple[str, os.stat_result]]:
             continue
 
 
-def _reserve(path: str, fd: int, stat: os.stat_result, window: int) -> None:
+def _reserve(fd: int, stat: os.stat_result, window: int) -> None:
     size, allocated = stat.st_size, stat.st_blocks * 512
-    reserved = _reserved.get(path)
-    if reserved is None or reserved > size:
+    key = (stat.st_dev, stat.st_ino)
+    reserved = _reserved.get(key)
+    if reserved is None or reserved > size or allocated < reserved:  # new (or replaced)
         target = min(size, allocated + window)  # new here: its data is what is allocated
     else:
         if reserved >= size:
@@ -237,7 +238,7 @@ def _reserve(path: str, fd: int, stat: os.stat_result, window: int) -> None:
             return  # its data has not reached the second half of the window yet
         target = min(size, reserved + window)
     os.posix_fallocate(fd, 0, target)
-    _reserved[path] = target
+    _reserved[key] = target
 
 
 def _remove(folder: str, names: tuple[str, ...]) -> None:
