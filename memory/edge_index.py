@@ -635,6 +635,7 @@ class EdgeOps:
 
     def flush(self) -> None:
         try:
+            reserve_room(self.shard_path)  # a flush writes through the maps too
             self.shard.flush()
         except Exception as e:
             if "os error 28" in str(e) or "No space left" in str(e) or _free(self.shard_path) == 0:
