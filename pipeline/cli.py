@@ -185,7 +185,7 @@ def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Find the messages nearest to QUERY, among those indexed (``--wait`` lets pending
     indexing finish first)."""
     if args.wait > 0:
-        pending = pipeline.indexer().settle(args.wait).pending
+        pending = pipeline.indexer().settle(args.wait)
         if pending:
             logging.getLogger("anchorline.cli").warning(
                 "%d message(s) still waiting to be indexed after %gs: searching what is indexed",

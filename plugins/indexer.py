@@ -426,24 +426,28 @@ class Indexer:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
 
-    def settle(self, timeout: float) -> IndexStatus:
-        """Wait up to ``timeout`` seconds for the outbox to empty; the status then.
+    def settle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for what is pending now to be indexed; how many
+        of those messages are still pending then.
 
         What is due is drained here when the index is free; a folder another
-        process holds is drained by that process meanwhile. Unlike :meth:`flush`,
-        what is still pending when the time is up is not an error.
+        process holds is drained by that process meanwhile. Writes made while it
+        waits are not waited for. Unlike :meth:`flush`, what is still pending
+        when the time is up is not an error.
         """
         deadline = time.monotonic() + timeout
+        waiting = self.outbox.pending_ids()
         force = True  # failed items are tried once more, then wait out their backoff
-        while True:
+        while waiting:
             with contextlib.suppress(IndexBusy):
                 self.drain(force=force, wait=0.0)
             force = False
-            current = self.status()
+            waiting &= self.outbox.pending_ids()
             left = deadline - time.monotonic()
-            if current.pending == 0 or left <= 0:
-                return current
+            if not waiting or left <= 0:
+                break
             time.sleep(min(self.retry_pause, left))
+        return len(waiting)
 
     # --- keeping the index whole --------------------------------------------
 

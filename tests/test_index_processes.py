@@ -85,8 +85,11 @@ def test_search_and_doctor_answer_while_an_agent_writes_and_holds_the_folder(
         doctor = anchorline(db, "doctor")
         assert "points in the index" in doctor.stdout, doctor.stderr
         assert "held by" not in doctor.stderr
-        waited = anchorline(db, "search", acknowledged[-1][1], "--limit", "1", "--wait", "2")
-        assert waited.returncode == 0, waited.stderr
+        # With --wait, what was written just before is waited for, then found.
+        _, word, message_id = acknowledged[-1]
+        waited = anchorline(db, "search", word, "--limit", "1", "--wait", "10")
+        assert waited.returncode == 0 and waited.stderr == "", waited.stderr
+        assert message_id in waited.stdout
         assert writer.poll() is None  # the agent wrote all along
     finally:
         writer.kill()
