@@ -711,6 +711,9 @@ class HolderServer:
                 os.unlink(os.path.join(folder.path, SOCKET_FILE))
             with _address(folder.path) as address:
                 sock.bind(address)
+            # Whoever may enter the folder may ask (connecting takes write permission).
+            allowed = os.stat(folder.path).st_mode & 0o666
+            os.chmod(os.path.join(folder.path, SOCKET_FILE), allowed)
             sock.listen(64)
             sock.settimeout(1.0)
         except OSError as e:
