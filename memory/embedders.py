@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zlib
 from collections.abc import Sequence
 from itertools import pairwise
@@ -162,6 +163,35 @@ def parse_embedder(spec: str) -> tuple[str, str]:
     if kind.lower() in ("openai", "local") and model.strip():
         return kind.lower(), model.strip()
     raise ConfigurationError(f"embedder: unknown embedder {spec!r}; use {EMBEDDER_FORMS}")
+
+
+def embedder_spec(embedder: object) -> str | None:
+    """The setting that makes ``embedder`` again (see :func:`embedder_from_spec`), or
+    ``None`` if no setting does (a plugin's own embedder)."""
+    if type(embedder) is HashingEmbedder and embedder.dimension == HashingEmbedder().dimension:
+        return "hashing"
+    local = sys.modules.get("anchorline.memory.local_embedder")
+    if local is not None and type(embedder) is local.LocalEmbedder:
+        # Its name is the model's: a folder's name, or the package it was found in.
+        label = str(getattr(embedder, "name", "")).removeprefix("local:").rpartition("-")[0]
+        folder = getattr(embedder, "path", None)
+        return f"local:{folder if folder is not None and folder.name == label else label}"
+    http = sys.modules.get("anchorline.memory.http_embedder")
+    if http is not None and type(embedder) is http.HttpEmbedder:
+        name, model = str(getattr(embedder, "name", "")), getattr(embedder, "model", "")
+        return name if name == f"openai:{model}" else None
+    return None
+
+
+def remembered_embedder(folder: str) -> str | None:
+    """The setting of the embedder that built the index folder ``folder``, if it records
+    one other than the default (``hashing``, which a command given none uses anyway,
+    unless a plugin's ``embedder`` hook gives another)."""
+    from .edge_index import read_meta
+
+    meta = read_meta(folder)
+    spec = None if meta is None else meta.spec
+    return None if spec in (None, "hashing") else spec
 
 
 def embedder_from_spec(spec: str) -> Embedder:

@@ -3,7 +3,8 @@
 A folder is a Qdrant Edge shard, which one process may open at a time (see
 :mod:`anchorline.memory.edge_index`): it is held only while it is being used, a
 process opens it to drain the outbox or to search, and one thread per process
-lets it go once it has been idle for ``linger`` seconds. ``":memory:"`` and
+lets it go once it has been idle for ``linger`` seconds. A read (search, count,
+scan) of a folder another process holds is answered by that process. ``":memory:"`` and
 server URLs go through qdrant-client.
 
 Every error of the index (HTTP, protocol, a reply that is not Qdrant's, a
@@ -27,13 +28,17 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
-from anchorline.errors import AnchorlineError, ConfigurationError, IndexUnavailable
+from anchorline.errors import AnchorlineError, ConfigurationError, IndexBusy, IndexUnavailable
 
 from .edge_index import (
+    ASK_TIMEOUT,
     KEYWORD_FIELDS,
     EdgeFolder,
     EdgeOps,
+    HolderGone,
+    HolderOps,
     IndexMeta,
+    mismatch_error,
     read_meta,
 )
 
@@ -219,7 +224,8 @@ class VectorIndex:
     collection named after the embedder, created on first use with its
     dimension and cosine distance), or a folder: a Qdrant Edge shard (see
     :mod:`anchorline.memory.edge_index`), which records the embedder it was
-    built with. ``linger`` is how long a folder stays held once idle; ``wait``
+    built with (and ``spec``, the setting that names the embedder, if any). ``linger`` is
+    how long a folder stays held once idle; ``wait``
     how long to wait for a folder held by another process.
 
     ``on_open(created)`` is called each time the index is first used after it
@@ -235,13 +241,14 @@ class VectorIndex:
         model: str,
         dimension: int,
         api_key: str | None = None,
+        spec: str | None = None,
         linger: float = 2.0,
         wait: float = 10.0,
         on_open: Callable[[bool], None] | None = None,
     ) -> None:
         self.location = location
         self.dimension = dimension
-        self.meta = IndexMeta(model, dimension)
+        self.meta = IndexMeta(model, dimension, spec)
         self.collection = "anchorline_" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
         self.linger = linger
         self.wait = wait
@@ -358,6 +365,33 @@ class VectorIndex:
         with self.session(what=what) as ops:
             return fn(ops)
 
+    def _read(self, what: str, fn: Callable[[IndexOps], T]) -> T:
+        """Run a read: on the index, or, for a folder another process holds, by that
+        process. Only when it neither lets go nor answers for ``self.wait`` seconds
+        is the folder busy (:class:`IndexBusy`)."""
+        folder = self._folder
+        if folder is None:
+            return self._call(what, fn)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                with self.session(wait=0.0, what=what) as ops:
+                    return fn(ops)
+            except IndexBusy:
+                pass  # held by another process: ask it
+            built = read_meta(folder.path)
+            if built is not None and built != self.meta:
+                raise mismatch_error(folder.path, built, self.meta)
+            remaining = deadline - time.monotonic()
+            try:
+                with self._translated(what):
+                    timeout = max(0.5, min(ASK_TIMEOUT, remaining))
+                    return fn(HolderOps(folder.path, self.meta, timeout))
+            except HolderGone:
+                if remaining <= 0:
+                    raise folder.busy() from None
+            time.sleep(0.05)
+
     def _ensure_collection(self, client: QdrantClient, check: bool = True) -> bool:
         """Create the collection unless it exists; whether it was created.
 
@@ -430,11 +464,11 @@ class VectorIndex:
         self, vector: list[float], *, conversation_id: str | None = None, limit: int = 10
     ) -> list[tuple[str, float]]:
         """``(message_id, score)`` of the nearest points, best first."""
-        found = self._call("search", lambda ops: ops.search(vector, conversation_id, limit))
+        found = self._read("search", lambda ops: ops.search(vector, conversation_id, limit))
         return [(payload["message_id"], score) for payload, score in found]
 
     def count(self) -> int:
-        return self._call("count", lambda ops: ops.count())
+        return self._read("count", lambda ops: ops.count())
 
     def existing(self, message_ids: Iterable[str], batch: int = 1000) -> set[str]:
         """Which of these messages have a point (looked up by id, ``batch`` at a time)."""
@@ -447,19 +481,19 @@ class VectorIndex:
                 found.update(by_point[pid] for pid in ops.existing(ids[start : start + batch]))
 
         if ids:
-            self._call("look up points", run)
+            self._read("look up points", run)
         return found
 
     def message_ids(self) -> set[str]:
         """The message id of every point (a full scan: for doctor and tests)."""
-        return self._call(
+        return self._read(
             "list points",
             lambda ops: {p["message_id"] for p in ops.payloads(["message_id"])},
         )
 
     def payload(self, message_id: str) -> dict[str, Any] | None:
         pid = point_id(message_id)
-        return self._call("read payload", lambda ops: ops.payload(pid))
+        return self._read("read payload", lambda ops: ops.payload(pid))
 
     def recreate(self) -> None:
         """Drop every point: the index is created again, empty, for this embedder."""

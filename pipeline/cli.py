@@ -26,6 +26,7 @@ from anchorline.memory.embedders import (
     EMBEDDER_FORMS,
     EMBEDDER_URL_ENV,
     parse_embedder,
+    remembered_embedder,
 )
 from anchorline.memory.stores import storage_failures
 
@@ -181,8 +182,16 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Find the messages nearest to QUERY."""
-    pipeline.flush_index(timeout=args.wait)
+    """Find the messages nearest to QUERY, among those indexed (``--wait`` lets pending
+    indexing finish first)."""
+    if args.wait > 0:
+        pending = pipeline.indexer().settle(args.wait)
+        if pending:
+            logging.getLogger("anchorline.cli").warning(
+                "%d message(s) still waiting to be indexed after %gs: searching what is indexed",
+                pending,
+                args.wait,
+            )
     hits = pipeline.search(args.query, conversation_id=args.conversation, limit=args.limit)
     if not hits:
         out.print("no matches")
@@ -518,6 +527,10 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if not needs.creates and "://" in db:  # a server: looked for once the rest is right
         _refuse_missing(db)
     embedder = args.embedder if index is not None else None
+    if index is not None and embedder is None and not os.environ.get(EMBEDDER_ENV):
+        location = _index_location(args)
+        if _is_folder(location):  # the embedder that built it, unless told another
+            embedder = remembered_embedder(location)
     if autoload_enabled():
         check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)
@@ -600,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder",
         help=f"the index's embedder: {EMBEDDER_FORMS}, at ${EMBEDDER_URL_ENV} (default"
         f" {DEFAULT_EMBEDDER_URL}) with the key in $OPENAI_API_KEY"
-        f" (default: ${EMBEDDER_ENV}, else hashing)",
+        f" (default: ${EMBEDDER_ENV}, else the one the index folder was built with, else"
+        " hashing)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -623,7 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--conversation", help="only this conversation")
     search.add_argument("--limit", type=_positive, default=5, help="how many hits (default 5)")
     search.add_argument(
-        "--wait", type=_seconds, default=30.0, help="seconds to wait for pending indexing"
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        help="seconds to wait for pending indexing first (default 0: search what is indexed)",
     )
     add("reindex", cmd_reindex, Needs(index="required"))
     sweep = add("sweep", cmd_sweep, Needs(index="if-present"))

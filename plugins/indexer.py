@@ -14,6 +14,7 @@ the database has messages to index, gets what it lacks queued again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
 from anchorline.hookspecs import hookimpl
+from anchorline.memory.embedders import embedder_spec
 from anchorline.memory.interface import Outbox, OutboxItem, Store
 from anchorline.memory.vector_index import Point, VectorIndex, index_location
 from anchorline.ops import PersistOp, UpdateContent
@@ -133,6 +135,7 @@ class Indexer:
             model=self.embedder.name,
             dimension=self.embedder.dimension,
             api_key=self.settings.index_api_key or os.environ.get(API_KEY_ENV),
+            spec=embedder_spec(self.embedder),
             on_open=self._index_opened,
         )
         if self.drains and not self.sync:
@@ -422,6 +425,29 @@ class Indexer:
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def settle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for what is pending now to be indexed; how many
+        of those messages are still pending then.
+
+        What is due is drained here when the index is free; a folder another
+        process holds is drained by that process meanwhile. Writes made while it
+        waits are not waited for. Unlike :meth:`flush`, what is still pending
+        when the time is up is not an error.
+        """
+        deadline = time.monotonic() + timeout
+        waiting = self.outbox.pending_ids()
+        force = True  # failed items are tried once more, then wait out their backoff
+        while waiting:
+            with contextlib.suppress(IndexBusy):
+                self.drain(force=force, wait=0.0)
+            force = False
+            waiting &= self.outbox.pending_ids()
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            time.sleep(min(self.retry_pause, left))
+        return len(waiting)
 
     # --- keeping the index whole --------------------------------------------
 

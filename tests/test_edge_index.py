@@ -57,24 +57,26 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from anchorline.memory.vector_index import Point, VectorIndex
-    index = VectorIndex(sys.argv[1], model="m", dimension=4)
-    with index.session():
-        index.upsert([Point("first", [1.0, 0.0, 0.0, 0.0], {"message_id": "first"})])
-        index.flush()
-        print("holding", flush=True)
-        sys.stdin.readline()  # the other process tries the folder meanwhile
-        index.upsert([Point("second", [0.0, 1.0, 0.0, 0.0], {"message_id": "second"})])
-        index.flush()
+    index = VectorIndex(sys.argv[1], model="m", dimension=4, linger=600)
+    index.upsert([Point("first", [1.0, 0.0, 0.0, 0.0], {"message_id": "first"})])
+    index.flush()
+    print("holding", flush=True)
+    sys.stdin.readline()  # the other process tries the folder meanwhile
+    index.upsert([Point("second", [0.0, 1.0, 0.0, 0.0], {"message_id": "second"})])
+    index.flush()
     index.close()
     print("closed", flush=True)
     """
 )
 
 
-def test_a_second_process_is_refused_the_folder_and_leaves_the_holders_writes_whole(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "name", ["chat.db.index", "a-folder-name-longer-than-a-socket-address-" * 3]
+)
+def test_a_second_process_is_refused_writes_answered_reads_and_leaves_the_holders_writes_whole(
+    tmp_path: Path, name: str
 ) -> None:
-    folder = tmp_path / "chat.db.index"
+    folder = tmp_path / name
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(folder)],
         stdin=subprocess.PIPE,
@@ -87,7 +89,10 @@ def test_a_second_process_is_refused_the_folder_and_leaves_the_holders_writes_wh
         assert holder.stdout.readline().strip() == "holding"
         other = VectorIndex(str(folder), model="m", dimension=4, wait=0.3)
         with pytest.raises(IndexBusy, match=f"process {holder.pid}"):
-            other.count()
+            other.upsert([Point("third", [0.0, 0.0, 1.0, 0.0], {"message_id": "third"})])
+        # A read is answered by the holder, on its open shard.
+        assert other.count() == 1
+        assert other.search([1.0, 0.0, 0.0, 0.0], limit=5) == [("first", pytest.approx(1.0))]
         holder.stdin.write("go\n")
         holder.stdin.flush()
         out, err = holder.communicate(timeout=60)

@@ -118,6 +118,7 @@ def test_a_new_index_folder_and_its_files_are_private_under_umask_022(
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         inside = modes(folder)
         assert "anchorline.lock" in inside and "anchorline-index.json" in inside
+        assert "anchorline.sock" in inside  # where other processes ask: private too
         assert any(name.startswith("segments/") for name in inside)
         for name, mode in inside.items():
             assert mode & 0o077 == 0, f"{name} is {oct(mode)}"

@@ -78,3 +78,28 @@ def test_the_cli_indexes_and_searches_with_a_local_model(
     assert "I love dogs" in capsys.readouterr().out
     assert main(["--embedder", "hashing", "search", "puppies"]) == 1
     assert f"'local:{PACKAGE}-384' (dimension 384)" in capsys.readouterr().err
+
+
+def test_a_command_without_embedder_uses_the_embedder_that_built_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anchorline.cli import main
+
+    monkeypatch.delenv("ANCHORLINE_EMBEDDER", raising=False)
+    db = str(tmp_path / "chat.db")
+    turns = tmp_path / "turns.jsonl"
+    turns.write_text(
+        '{"kind": "add", "conversation_id": "c", "role": "user", "content": "I love dogs"}\n'
+        '{"kind": "add", "conversation_id": "c", "role": "user",'
+        ' "content": "The quarterly revenue report is due"}\n'
+    )
+    assert main(["--db", db, "--embedder", f"local:{PACKAGE}", "ingest", str(turns)]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "search", "puppies", "--limit", "1"]) == 0  # no --embedder
+    captured = capsys.readouterr()
+    assert "I love dogs" in captured.out and "error" not in captured.err
+    assert main(["--db", db, "doctor"]) == 0
+    capsys.readouterr()
+    # Told another, it is still refused, naming both.
+    assert main(["--db", db, "--embedder", "hashing", "search", "puppies"]) == 1
+    assert f"'local:{PACKAGE}-384' (dimension 384)" in capsys.readouterr().err
