@@ -17,7 +17,7 @@ from collections.abc import Callable
 import attrs
 
 from .errors import CursorExpired
-from .log import LARGEST
+from .changefeed import LARGEST
 from .results import Change
 from .runner import Pipeline
 

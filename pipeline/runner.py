@@ -21,7 +21,7 @@ from .errors import (
     PluginError,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .log import LARGEST, Follower, change_log, check_count, check_known, parse_key
+from .changefeed import LARGEST, Follower, change_log, check_count, check_known, parse_key
 from .ops import (
     COMPACTION_ROLE,
     ROLES,

@@ -32,7 +32,9 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("plugins", frozenset({"plugins"})),
     (
         "runner",
-        frozenset({"runner", "plugin_manager", "compaction", "streaming", "sweeping", "log"}),
+        frozenset(
+            {"runner", "plugin_manager", "compaction", "streaming", "sweeping", "changefeed"}
+        ),
     ),
     (
         "on the runner",
