@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import attrs
 
-from .errors import CursorExpired
 from .changefeed import LARGEST
+from .errors import CursorExpired
 from .results import Change
 from .runner import Pipeline
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, overload
 import pluggy
 
 from . import compaction
+from .changefeed import LARGEST, Follower, change_log, check_count, check_known, parse_key
 from .context import Context, UnitOfWork
 from .errors import (
     AnchorlineError,
@@ -21,7 +22,6 @@ from .errors import (
     PluginError,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .changefeed import LARGEST, Follower, change_log, check_count, check_known, parse_key
 from .ops import (
     COMPACTION_ROLE,
     ROLES,
