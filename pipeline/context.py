@@ -87,7 +87,7 @@ class UnitOfWork:
     ``sole`` is the runner's promise that the call writes one op and that nothing
     can undo it once the chain has it (no wrapper runs after the terminal): the
     first participant may then commit that op's write as it makes it, in one
-    round trip to a server. :meth:`alone` says whether a store joining now may.
+    round trip to a server. :meth:`sole_now` says whether a store joining now may.
     """
 
     __slots__ = ("_participants", "corrections", "sole")
@@ -99,7 +99,7 @@ class UnitOfWork:
         #: as ``(handed out, committed)`` pairs (see :meth:`corrected`).
         self.corrections: Sequence[tuple[Any, Any]] = ()
 
-    def alone(self) -> bool:
+    def sole_now(self) -> bool:
         """Whether a participant joining now is the call's only one and may commit its
         one write at once (see ``sole``)."""
         return self.sole and not self._participants

@@ -53,7 +53,7 @@ class StoreTerminal:
         unit = context.unit
         if unit is None:  # called outside Pipeline.persist: a transaction of its own
             return self._own_unit(lambda context: self.persist(op, context), context)
-        if unit.alone():  # the call's one write, committed right after it
+        if unit.sole_now():  # the call's one write, committed right after it
             return self._write(unit.join(self._key, self._begin_sole), op, context)
         return self._write(unit.join(self._key, self.store.begin), op, context)
 

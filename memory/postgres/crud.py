@@ -67,7 +67,7 @@ READ_COLUMNS = COLUMNS + ", seq"
 # One statement: insert_message (schema.py) takes the seq from the conversation's
 # row, which stays locked until the transaction ends, and inserts the row.
 # Its values, in order: id, conversation, parent, role, content, metadata, status,
-# client id, time, alone (the last, see Session.at_once).
+# client id, time, sole (the last, see Session.write_sole).
 _INSERT = f"SELECT {SCHEMA}.insert_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # A batch takes each conversation's seqs at once: one upsert moves the row on by the
 # batch's count (in id order, so two batches lock rows in the same order), then each
@@ -106,24 +106,24 @@ class Session:
     ``COMMIT``), not three. Later statements go the usual way, prepared once
     psycopg has seen them a few times.
 
-    A session made ``alone`` (the transaction will hold one write, committed
+    A session made ``sole`` (the transaction will hold one write, committed
     right after it) sends an add, a reserve or a content update as a statement
     that is its own transaction: the write, its change feed row and the commit in
-    one round trip (:meth:`at_once`). Anything else, or such a write that would
+    one round trip (:meth:`write_sole`). Anything else, or such a write that would
     not go through as it is, goes the usual way.
     """
 
-    __slots__ = ("alone", "begun", "changes", "committed", "conn", "sent_alone")
+    __slots__ = ("begun", "changes", "committed", "conn", "sent_sole", "sole")
 
-    def __init__(self, conn: psycopg.Connection[Any], *, alone: bool = False) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, sole: bool = False) -> None:
         self.conn = conn
         self.begun = False
-        self.alone = alone
-        #: Whether a write was committed by :meth:`at_once` (nothing is left to commit).
+        self.sole = sole
+        #: Whether a write was committed by :meth:`write_sole` (nothing is left to commit).
         self.committed = False
-        #: Whether :meth:`at_once` sent a write whose answer did not come back: it may
+        #: Whether :meth:`write_sole` sent a write whose answer did not come back: it may
         #: have committed.
-        self.sent_alone = False
+        self.sent_sole = False
         #: The change feed rows of this attempt's writes, written at its commit.
         self.changes: list[tuple[str, bool, str, str, int, int]] = []
 
@@ -136,15 +136,15 @@ class Session:
         cursor.nextset()
         return cursor
 
-    def at_once(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        """Run the write ``query``, whose last value says it is alone, as its own
-        transaction if this session is alone and has not begun: its row, or ``None``
+    def write_sole(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """Run the write ``query``, whose last value says it is sole, as its own
+        transaction if this session is sole and has not begun: its row, or ``None``
         when it wrote nothing (the write is then for the usual way) or could not be
         sent so."""
-        if not self.alone or self.begun:
+        if not self.sole or self.begun:
             return None
-        self.alone = False
-        self.sent_alone = True
+        self.sole = False
+        self.sent_sole = True
         conn = self.conn
         cursor = getattr(conn, "write_cursor", None)
         if cursor is None:
@@ -157,7 +157,7 @@ class Session:
             if e.sqlstate != MET_STORED:
                 raise
             row = None
-        self.sent_alone = False
+        self.sent_sole = False
         if row is None or row[0] is None:
             return None
         self.committed = True
@@ -228,8 +228,8 @@ def _insert(
         message_id, op.conversation_id, op.parent_id, op.role, content_json, op.metadata_json,
         status, op.client_message_id, now, False,
     )  # fmt: skip
-    if type(db) is Session and db.alone:
-        row = db.at_once(_INSERT, params)
+    if type(db) is Session and db.sole:
+        row = db.write_sole(_INSERT, params)
         if row is not None:  # written, in the feed and committed
             return inserted(op, message_id, content, status, now, row[0]), False
     row = db.execute(_INSERT, params).fetchone()
@@ -372,7 +372,7 @@ def _stored(db: Executes, message_id: str, expected: int | None, *, lock: bool) 
     return message
 
 
-# Its values: id, content, final, time, expected updated_at, alone.
+# Its values: id, content, final, time, expected updated_at, sole.
 _UPDATE_CONTENT = f"SELECT * FROM {SCHEMA}.update_content(%s, %s, %s, %s, %s::bigint, %s)"
 
 
@@ -387,8 +387,8 @@ def update_message_content(
     # A guarded update takes the usual way: after a lost answer, only the transaction's
     # own replay can tell a write that landed from a guard that no longer holds.
     row = None
-    if type(db) is Session and db.alone and expected is None:
-        row = db.at_once(_UPDATE_CONTENT, params)
+    if type(db) is Session and db.sole and expected is None:
+        row = db.write_sole(_UPDATE_CONTENT, params)
     if row is None:
         row = db.execute(_UPDATE_CONTENT, params).fetchone()
         if row is None:

@@ -164,7 +164,7 @@ class PostgresTransaction:
     def _attach(self, conn: psycopg.Connection[Any]) -> crud.Session:
         self._conn = conn
         # A replay takes the usual way: it must first learn whether the write landed.
-        self._session = crud.Session(conn, alone=self._sole and not self._journal.writes)
+        self._session = crud.Session(conn, sole=self._sole and not self._journal.writes)
         return self._session
 
     # --- the Transaction protocol ---------------------------------------------
@@ -324,7 +324,7 @@ class PostgresTransaction:
             raise
         except psycopg.Error as e:
             try:
-                if self._session is not None and self._session.sent_alone:
+                if self._session is not None and self._session.sent_sole:
                     result = self._retry(e, commit=True, landed=landed)
                 else:
                     result = self._retry(e, commit=False)
