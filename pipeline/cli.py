@@ -953,26 +953,34 @@ def _error(message: str) -> None:
 
 
 def _read_only(args: argparse.Namespace, error: BaseException) -> str | None:
-    """What to say when ``error`` comes of a database file whose folder is read-only
-    (SQLite creates its -wal and -shm files beside the database, even to read it)."""
+    """What to say when ``error`` comes of a database file (or its index folder) on a
+    read-only folder: SQLite creates its -wal and -shm files beside the database, even
+    to read it, and ``index optimize`` rewrites the index folder."""
     import errno
 
     db = getattr(args, "database", None) or getattr(args, "db", None)
     if not isinstance(db, str) or not _is_file(db) or not os.path.exists(db):
         return None
-    folder = os.path.dirname(os.path.abspath(db))
     cause: BaseException | None = error
-    while cause is not None and not (
-        isinstance(cause, OSError) and cause.errno == errno.EROFS
-    ) and "unable to open database file" not in str(cause):
+    while cause is not None:
+        text = str(cause)
+        if (isinstance(cause, OSError) and cause.errno == errno.EROFS) or any(
+            words in text for words in ("unable to open database file", "Read-only file system")
+        ):
+            break
         cause = cause.__cause__ or getattr(cause, "last_cause", None)
+    folder = os.path.dirname(os.path.abspath(db))
     if cause is None or _writable(folder):
         return None
+    if getattr(args, "standalone", None) is cmd_index_optimize:
+        return (
+            f"index optimize: the index of {db} is in a read-only folder ({folder}), and"
+            " optimizing rewrites it: make the folder writable, then run it again"
+        )
     return (
-        f"database {db}: its folder {folder} is read-only, and SQLite needs to create its"
-        " -wal and -shm files (and the index its folder) beside the database, even to read:"
-        " make the folder writable, or copy the database to a writable folder"
-        " ('anchorline copy DB COPY') and use the copy"
+        f"database {db}: its folder {folder} is read-only, and SQLite must create its -wal"
+        " and -shm files beside the database even to read it: make the folder writable, or"
+        " copy the database to a writable folder ('anchorline copy DB NEW.db') and use that"
     )
 
 
