@@ -899,10 +899,33 @@ class _OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if record.name.split(".")[0] != "anchorline":  # the driver's: say whose it is
+            message = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", message).rstrip(": ")
+            message = f"{record.name}: {message}"
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             message += f": {type(error).__name__}: {error}"
         return f"anchorline: warning: {masked_text(_one_line(message))}"
+
+
+class _OncePerDriverMessage(logging.Filter):
+    """Lets a warning of the database driver's through once: its pool says "discarding
+    closed connection" for each connection a restarted server dropped, which the store
+    replaces by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "anchorline":
+            return True
+        # Without the object's address: "<PooledConnection [BAD] at 0x7f...>".
+        said = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", record.getMessage())
+        if said in self.seen:
+            return False
+        self.seen.add(said)
+        return True
 
 
 def _log_to_stderr() -> logging.Handler:
@@ -911,6 +934,7 @@ def _log_to_stderr() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get(DEBUG_ENV, "") in ("", "0"):
         handler.setFormatter(_OneLine())
+        handler.addFilter(_OncePerDriverMessage())
     handler.setLevel(logging.WARNING)
     for name in _LOGGERS:
         logging.getLogger(name).addHandler(handler)
