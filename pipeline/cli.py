@@ -117,7 +117,7 @@ def _check_leading_options(parser: argparse.ArgumentParser, argv: list[str]) -> 
             continue
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        parser.error(f"unrecognized option {visible(name)!r}{hint}")
+        parser.error(f"unrecognized option '{name}'{hint}")
 
 
 def _text(message: Message) -> str:
@@ -679,7 +679,7 @@ def _probe(url: str, option: str, what: str, port: int | None) -> None:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except socket.gaierror as e:
-        raise CLIError(f"{option}: {shown}: the host name {visible(host)!r} does not resolve"
+        raise CLIError(f"{option}: {shown}: the host name '{host}' does not resolve"
                        f" ({e.strerror}): check the URL and the network") from None  # fmt: skip
     except ConnectionRefusedError:
         raise CLIError(f"{option}: {shown}: connection refused on port {port}: check that"
