@@ -173,3 +173,12 @@ def test_a_mistyped_postgresql_url_is_refused_not_taken_for_a_file(tmp_path: Pat
     with pytest.raises(ConfigurationError, match="looks like a mistyped URL"):
         Pipeline.open("postgresql:/x@host/db", load_entrypoints=False)
     assert listing(tmp_path) == []
+
+
+def test_the_readme_makes_a_venv_before_its_set_up_commands() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    set_up = readme.split("## Set up on a fresh machine")[1].split("\n## ")[0]
+    venv = set_up.index("python3 -m venv .venv && . .venv/bin/activate")
+    for which in ("demo", "test"):
+        marker = set_up.index(f"<!-- {which} command -->\n```sh\npython3 -m pip install ")
+        assert venv < marker  # CI's .ci/run reads the marked commands; it makes its own venv
