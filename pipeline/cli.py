@@ -97,8 +97,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     _check_leading_options(parser, argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
-        parser: argparse.ArgumentParser = args.command_parser
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command: argparse.ArgumentParser = args.command_parser
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 
@@ -361,8 +361,10 @@ def cmd_index_worker(pipeline: Pipeline, args: argparse.Namespace) -> int:
     indexer = pipeline.indexer()
     out.print(
         Text(
-            visible(f"index worker {os.getpid()}: draining {masked(pipeline.settings.path)}"
-                    f" into {masked(indexer.location)}; stop it with SIGTERM")
+            visible(
+                f"index worker {os.getpid()}: draining {masked(pipeline.settings.path)}"
+                f" into {masked(indexer.location)}; stop it with SIGTERM"
+            )
         )
     )
     while not stop.wait(0.5):

@@ -29,8 +29,12 @@ def assert_inert(text: str) -> None:
 def hostile(tmp_path: Path) -> Path:
     ops = [
         line("add", conversation_id="c1", role="user", content=HOSTILE, message_id=f"m{TITLE}"),
-        line("add", conversation_id="c1", role="assistant",
-             content=[{"type": "text", "text": f"answer {COLOUR}"}]),  # fmt: skip
+        line(
+            "add",
+            conversation_id="c1",
+            role="assistant",
+            content=[{"type": "text", "text": f"answer {COLOUR}"}],
+        ),
     ]
     added = run(tmp_path, "ingest", "-", stdin="\n".join(ops))
     assert added.returncode == 0, added.stderr
@@ -62,12 +66,14 @@ def test_an_error_naming_a_hostile_path_or_id_does_not_reach_the_terminal(
         run(tmp_path, "--db", f"{TITLE}.db", "show", f"c{CLEAR}"),
         run(tmp_path, f"--{TITLE}", "show", "c1"),
         run(tmp_path, "copy", f"{TITLE}.db", "b.db"),
-        run(tmp_path, "ingest", "-", stdin=line("add", conversation_id="c", role=f"r{COLOUR}",
-                                                content="x")),  # fmt: skip
+        run(
+            tmp_path,
+            "ingest",
+            "-",
+            stdin=line("add", conversation_id="c", role=f"r{COLOUR}", content="x"),
+        ),
     ]
     for result in results:
         assert result.returncode != 0
         assert_inert(result.stderr)
-        assert "\\x1b]0;owned\\x07" in result.stderr or "\\x1b[31m" in result.stderr, (
-            result.stderr
-        )
+        assert "\\x1b]0;owned\\x07" in result.stderr or "\\x1b[31m" in result.stderr, result.stderr

@@ -51,8 +51,15 @@ def test_an_embedding_server_that_refuses_or_does_not_resolve_fails_at_once(
                          (f"https://{UNRESOLVED}/v1", "does not resolve")):  # fmt: skip
         environment = {"ANCHORLINE_EMBEDDER_URL": url}
         said = one_line_error(
-            run(database, "--embedder", "openai:text-embedding-3-small", "--index", "idx",
-                "demo", env=environment)  # fmt: skip
+            run(
+                database,
+                "--embedder",
+                "openai:text-embedding-3-small",
+                "--index",
+                "idx",
+                "demo",
+                env=environment,
+            )
         )
         assert f"--embedder: {url}: " in said and problem in said
         assert "still waiting" not in said
@@ -106,7 +113,9 @@ def test_a_bad_pool_max_is_named_before_connecting(tmp_path: Path, value: str) -
     # The server refuses: the setting is what is said, so it is checked first.
     said = one_line_error(run(tmp_path, "--db", f"postgresql://x@{REFUSED}/db", "show", "c1",
                               env={"ANCHORLINE_POOL_MAX": value}))  # fmt: skip
-    expected = f"ANCHORLINE_POOL_MAX: must be a whole number of connections, 1 or more, got {value!r}"
+    expected = (
+        f"ANCHORLINE_POOL_MAX: must be a whole number of connections, 1 or more, got {value!r}"
+    )
     assert expected in said and "refused" not in said
     from anchorline.memory.postgres import PostgresStore
 

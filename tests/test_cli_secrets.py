@@ -41,8 +41,9 @@ def anchorline(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedPr
 
 
 def started(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "anchorline.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())  # fmt: skip
+    command = [sys.executable, "-m", "anchorline.cli", *args]
+    return subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=environment())  # fmt: skip
 
 
 def stopped(process: subprocess.Popen[str], signum: int) -> tuple[str, str]:

@@ -87,7 +87,9 @@ def test_show_prints_plain_text_to_a_pipe_and_json_lines_with_json(tmp_path: Pat
     ingest(
         tmp_path,
         line("add", conversation_id="c1", role="user", content="first line\nsecond line"),
-        line("add", conversation_id="c1", role="assistant", content=[{"type": "text", "text": "ok"}]),
+        line(
+            "add", conversation_id="c1", role="assistant", content=[{"type": "text", "text": "ok"}]
+        ),
     )
     shown = run(tmp_path, "show", "c1")
     assert shown.returncode == 0, shown.stderr
@@ -99,7 +101,8 @@ def test_show_prints_plain_text_to_a_pipe_and_json_lines_with_json(tmp_path: Pat
     assert as_json.returncode == 0, as_json.stderr
     messages = [json.loads(ln) for ln in as_json.stdout.splitlines()]
     assert [m["content"] for m in messages] == [
-        "first line\nsecond line", [{"type": "text", "text": "ok"}]
+        "first line\nsecond line",
+        [{"type": "text", "text": "ok"}],
     ]
     assert [m["seq"] for m in messages] == [1, 2] and messages[0]["role"] == "user"
 
