@@ -576,6 +576,9 @@ class Needs:
     index: IndexUse = "any"
     #: With no database file there, open an empty one in memory (``plugins``).
     missing_ok: bool = False
+    #: The command waits on the index: a server that refuses or does not resolve
+    #: fails it at once. (Writes do not wait, and an index worker waits outages out.)
+    probe: bool = False
 
 
 def _is_file(db: str) -> bool:
@@ -632,7 +635,7 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if "://" in db:  # a server: looked for (one attempt) once the rest is right
         _refuse_missing(db, creates=needs.creates)
     embedder = args.embedder if index is not None else None
-    if index is not None:
+    if index is not None and needs.probe:
         from anchorline.memory.vector_index import is_server
 
         if is_server(index):
@@ -788,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn, needs=needs)
         return p
 
-    add("demo", cmd_demo, Needs(creates=True))
+    add("demo", cmd_demo, Needs(creates=True, probe=True))
     show = add("show", cmd_show, Needs(index="unused"))
     show.add_argument("conversation_id")
     show.add_argument("--json", action="store_true", help="one JSON object per message")
@@ -796,14 +799,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file", help="a file of JSON lines, or - for standard input")
     ingest.add_argument("--atomic", action="store_true", help="apply all lines or none")
     add("plugins", cmd_plugins, Needs(index="if-present", missing_ok=True))
-    search = add("search", cmd_search, Needs(index="existing"))
+    search = add("search", cmd_search, Needs(index="existing", probe=True))
     search.add_argument("query")
     search.add_argument("--conversation", help="only this conversation")
     search.add_argument("--limit", type=_positive, default=5, help="how many hits (default 5)")
     search.add_argument(
         "--wait", type=_seconds, default=30.0, help="seconds to wait for pending indexing"
     )
-    add("reindex", cmd_reindex, Needs(index="required"))
+    add("reindex", cmd_reindex, Needs(index="required", probe=True))
     sweep = add("sweep", cmd_sweep, Needs(index="if-present"))
     sweep.add_argument(
         "--older-than",
@@ -812,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="only placeholders not written for S seconds (default 60)",
     )
-    add("doctor", cmd_doctor, Needs(index="existing"))
+    add("doctor", cmd_doctor, Needs(index="existing", probe=True))
     add("index-worker", cmd_index_worker, Needs(index="required"))
     index_commands = sub.add_parser("index", help="work on the vector index", allow_abbrev=False)
     index_sub = index_commands.add_subparsers(dest="index_command", required=True,

@@ -44,6 +44,15 @@ def test_a_qdrant_server_that_refuses_fails_demo_and_search_at_once(database: Pa
         assert "Qdrant server" in said and "still waiting" not in said
 
 
+def test_a_write_does_not_wait_on_a_refusing_index_server_and_keeps_its_work(
+    database: Path,
+) -> None:
+    added = line("add", conversation_id="c2", role="user", content="porto")
+    written = run(database, "--index", f"http://{REFUSED}", "ingest", "-", stdin=added)
+    assert written.returncode == 0, written.stderr  # the outbox keeps it for later
+    assert "porto" in run(database, "show", "c2").stdout
+
+
 def test_an_embedding_server_that_refuses_or_does_not_resolve_fails_at_once(
     database: Path,
 ) -> None:
