@@ -49,11 +49,19 @@ INDEX_ENV = "ANCHORLINE_INDEX"
 DEFAULT_INDEX = "local"
 DEBUG_ENV = "ANCHORLINE_DEBUG"
 
+
 # Text from users, packages and errors goes to rich as Text, never parsed as
 # markup (rich.markup.escape would show a trailing backslash twice), ":name:" is
 # not turned into an emoji, and a long line is not broken (soft_wrap). Its control
 # characters are shown as escapes first (visible()): rich passes them through.
-out = Console(highlight=False, emoji=False, soft_wrap=True)
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """stdout's reader left: ended in :func:`main`, as for any other write."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(highlight=False, emoji=False, soft_wrap=True)
 
 # What a terminal would act on rather than show: C0 and C1 controls, DEL, and
 # the characters that reorder or break lines (bidi overrides, U+2028/U+2029).
@@ -262,7 +270,7 @@ def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
             progress.update(task, completed=done, total=total)
 
         total = indexer.reindex(report)
-    out.print(Text(visible(f"reindexed {total} message(s) into {indexer.index!r}")))
+    out.print(Text(masked_text(visible(f"reindexed {total} message(s) into {indexer.index!r}"))))
     return 0
 
 
@@ -438,7 +446,7 @@ def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_row("failing items", str(report.failing))
     table.add_row("missing points", str(len(report.missing)))
     table.add_row("orphan points", str(len(report.orphans)))
-    table.add_row("last error", Text(_one_line(report.last_error or "-")))
+    table.add_row("last error", Text(masked_text(_one_line(report.last_error or "-"))))
     out.print(table)
     if report.clean:
         out.print("[green]clean[/]")
@@ -470,7 +478,7 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_column("name")
     table.add_column("plugin", overflow="fold")
     for name, plugin in pm.list_name_plugin():
-        table.add_row(Text(visible(str(name))), Text(visible(repr(plugin))))
+        table.add_row(Text(visible(str(name))), Text(masked_text(visible(repr(plugin)))))
     out.print(table)
     hooks = Table(title="hooks (implementations in call order)")
     hooks.add_column("hook")

@@ -144,12 +144,13 @@ def test_index_optimize_prints_no_blank_line(tmp_path: Path) -> None:
     assert optimized.stdout.count("\n") == 1 and optimized.stdout.strip()
 
 
-def test_a_closed_pipe_ends_changes_quietly(tmp_path: Path) -> None:
-    ops = [line("add", conversation_id=f"c{i}", role="user", content="x") for i in range(2000)]
+@pytest.mark.parametrize("command", [("changes", "--limit", "2000"), ("show", "c")], ids=str)
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, command: tuple[str, ...]) -> None:
+    ops = [line("add", conversation_id="c", role="user", content="x" * 40) for _ in range(2000)]
     ingest(tmp_path, *ops)
     environment = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
     reader = subprocess.Popen(
-        [sys.executable, "-m", "anchorline.cli", "changes", "--limit", "2000"],
+        [sys.executable, "-m", "anchorline.cli", *command],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -159,7 +160,7 @@ def test_a_closed_pipe_ends_changes_quietly(tmp_path: Path) -> None:
     first = reader.stdout.readline()
     reader.stdout.close()  # as `| head -1` does: far more than a pipe's buffer is left
     status = reader.wait(timeout=60)
-    assert json.loads(first)["cursor"] == 1
+    assert first.strip()
     assert reader.stderr.read() == b""
     assert status == 141  # as if SIGPIPE had ended it, like any other command in a pipe
 
