@@ -77,3 +77,34 @@ def test_an_error_naming_a_hostile_path_or_id_does_not_reach_the_terminal(
         assert result.returncode != 0
         assert_inert(result.stderr)
         assert "\\x1b]0;owned\\x07" in result.stderr or "\\x1b[31m" in result.stderr, result.stderr
+
+
+def test_on_a_terminal_the_table_shows_the_escapes_too(hostile: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, child = pty.openpty()
+    environment = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200",
+                   "TERM": "xterm-256color"}  # fmt: skip
+    shown = subprocess.run([sys.executable, "-m", "anchorline.cli", "show", "c1"], cwd=hostile,
+                           stdout=child, stderr=subprocess.PIPE, env=environment, timeout=60,
+                           check=False)  # fmt: skip
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the other end is closed: all read
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    assert shown.returncode == 0, shown.stderr
+    text = screen.decode()
+    assert "┃" in text or "│" in text  # a table, on a terminal
+    for raw in (CLEAR, "\x1b]8;;", "\x1b]0;", "\x9b", "\u202e", "\x1b[31mred"):
+        assert raw not in text, repr(raw)
+    assert "\\x1b[2J" in text and "\\x9b2J" in text
