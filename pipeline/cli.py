@@ -307,14 +307,17 @@ def cmd_copy(args: argparse.Namespace) -> int:
         source.close()
     out.print(
         Text(
-            f"copied {report.read} message(s) from {source.location} to {target.location}:"
-            f" {report.written} written, {report.unchanged} already there;"
-            f" {report.conversations} conversation(s) brought up to date"
+            visible(
+                f"copied {report.read} message(s) from {source.location} to {target.location}:"
+                f" {report.written} written, {report.unchanged} already there;"
+                f" {report.conversations} conversation(s) brought up to date"
+            )
         )
     )
     if target_index is not None and not os.path.exists(target_index):
-        out.print(Text(f"{args.target} has no index yet, so search does not find these:"
-                       f" build it with 'anchorline --db {args.target} reindex'"))  # fmt: skip
+        hint = f"build it with 'anchorline --db {args.target} reindex'"
+        out.print(Text(visible(f"{args.target} has no index yet, so search does not find these:"
+                               f" {hint}")))  # fmt: skip
     return 0
 
 
@@ -492,8 +495,8 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
         hooks.add_row(Text(hook_name), Text(" → ".join(impls) or "-"))
     out.print(hooks)
     if args.no_database:
-        out.print(Text(f"(no database at {os.path.abspath(args.db)}: the plugins a new one"
-                       " would have)"))  # fmt: skip
+        out.print(Text(visible(f"(no database at {os.path.abspath(args.db)}: the plugins a new"
+                               " one would have)")))  # fmt: skip
     elif pipeline.settings.index is None and args.index != "none":
         location = visible(os.path.abspath(_index_location(args)))
         out.print(Text(f"no indexer: no index at {location} ('anchorline reindex' builds it)"))
@@ -644,13 +647,15 @@ def _open(args: argparse.Namespace) -> Pipeline:
         _refuse_missing(db, creates=needs.creates)
     embedder = args.embedder if index is not None else None
     if index is not None and needs.probe:
-        from anchorline.memory.vector_index import is_server
+        from anchorline.memory.vector_index import is_server, server_error
 
-        if is_server(index):
-            _probe(index, "--index", "the Qdrant server", 6333)
-        if embedder_kind == "openai":
-            url = os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL
-            _probe(url, "--embedder", "the embedding server", None)
+        if is_server(index) and (error := _unreachable(index, 6333)) is not None:
+            raise server_error(masked(index), args.command, error)
+        url = os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL
+        if embedder_kind == "openai" and (error := _unreachable(url, None)) is not None:
+            raise CLIError(f"--embedder: the embedding server at {masked(url)} cannot be"
+                           f" reached ({error}): check that it runs there, the URL's host"
+                           " and port, and the network")  # fmt: skip
     if autoload_enabled():
         check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)
@@ -674,34 +679,27 @@ def _open_input(args: argparse.Namespace) -> contextlib.AbstractContextManager[o
     return contextlib.closing(args.input)
 
 
-def _probe(url: str, option: str, what: str, port: int | None) -> None:
-    """Fail at once if the server at ``url`` cannot be reached and will not be by waiting:
-    its host name does not resolve, or it refuses the connection. (No answer yet is left
-    to the retries.) ``port``: the default when ``url`` has none (else by its scheme)."""
+def _unreachable(url: str, port: int | None) -> OSError | None:
+    """Why the server at ``url`` cannot be reached, if waiting will not mend it: its host
+    name does not resolve, it refuses the connection, or there is no network; else
+    ``None`` (no answer yet is left to the retries). ``port``: the default when ``url``
+    has none (else by its scheme)."""
     import errno
     import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    host = parts.hostname or "localhost"
     try:
         port = parts.port or port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return  # checked where the URL is parsed
-    shown = visible(masked(url))
+        return None  # said where the URL is parsed
     try:
-        socket.create_connection((host, port), timeout=2).close()
-    except socket.gaierror as e:
-        raise CLIError(f"{option}: {shown}: the host name '{host}' does not resolve"
-                       f" ({e.strerror}): check the URL and the network") from None  # fmt: skip
-    except ConnectionRefusedError:
-        raise CLIError(f"{option}: {shown}: connection refused on port {port}: check that"
-                       f" {what} runs there") from None  # fmt: skip
+        socket.create_connection((parts.hostname or "localhost", port), timeout=2).close()
+    except (socket.gaierror, ConnectionRefusedError) as e:
+        return e
     except OSError as e:
-        if e.errno == errno.ENETUNREACH:
-            raise CLIError(f"{option}: {shown}: the network is unreachable ({e.strerror})"
-                           ) from None  # fmt: skip
-        # Anything else (no answer yet) may pass: the index's own retries are for that.
+        return e if e.errno == errno.ENETUNREACH else None
+    return None
 
 
 def _refuse_missing(db: str, *, creates: bool = False) -> None:
