@@ -35,7 +35,7 @@ from . import __version__
 from .cli_changes import add_arguments as changes_arguments
 from .cli_changes import cmd_changes
 from .cli_ingest import Stopped, ingest_atomic, ingest_each
-from .errors import AnchorlineError
+from .errors import AnchorlineError, IndexUnavailable
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
 from .plugin_manager import autoload_enabled, check_entrypoints
@@ -647,10 +647,14 @@ def _open(args: argparse.Namespace) -> Pipeline:
         _refuse_missing(db, creates=needs.creates)
     embedder = args.embedder if index is not None else None
     if index is not None and needs.probe:
-        from anchorline.memory.vector_index import is_server, server_error
+        from anchorline.memory.vector_index import is_server
 
         if is_server(index) and (error := _unreachable(index, 6333)) is not None:
-            raise server_error(masked(index), args.command, error)
+            # server_error's words, without importing qdrant_client (a second) to say them.
+            raise IndexUnavailable(
+                f"{args.command}: could not reach the Qdrant server at {masked(index)}"
+                f" ({error}); check that it is running and that the URL is right"
+            )
         url = os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL
         if embedder_kind == "openai" and (error := _unreachable(url, None)) is not None:
             raise CLIError(f"--embedder: the embedding server at {masked(url)} cannot be"
