@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -47,7 +48,8 @@ class HttpEmbedder:
     learned from one call the first time it is read. Texts go ``batch_size``
     per request; each request may take ``timeout`` seconds. A 429, a 5xx, a
     timeout or a connection error is retried under ``retry`` (a Retry-After
-    header is honoured if it fits in the retry deadline); then
+    header is honoured if it fits in the retry deadline), but not a refused connection
+    or a host name that does not resolve, which fail at once; then
     :class:`~anchorline.errors.IndexUnavailable` names the URL and the
     status, and the indexer keeps the work in its outbox.
 
@@ -138,6 +140,11 @@ class HttpEmbedder:
                 problem = f"gave no answer within {self.timeout}s"
             except httpx.TransportError as e:
                 problem = f"could not be reached ({type(e).__name__}: {' '.join(str(e).split())})"
+                hopeless = _cannot_connect(e)
+                if hopeless is not None:  # waiting does not mend it: said at once
+                    raise IndexUnavailable(
+                        f"embedder: {self.url} {problem}: {hopeless} (not retried)"
+                    ) from None
             else:
                 response_seen = True
                 if response.is_success:
@@ -173,6 +180,25 @@ class HttpEmbedder:
                 f"embedder: {self.url} returned {len(vectors)} embeddings for {count} texts"
             )
         return vectors
+
+
+def _cannot_connect(error: BaseException) -> str | None:
+    """What to check if ``error`` comes of a host name that does not resolve or a
+    connection refused (retrying soon would fail the same); else ``None``."""
+    seen: set[int] = set()
+    causes: list[BaseException] = [error]
+    while causes:
+        cause = causes.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "check that the server runs there, and the URL's port"
+        if isinstance(cause, socket.gaierror):
+            return "check the URL's host name, and the network"
+        linked = (cause.__cause__, cause.__context__, *cause.args)
+        causes += [c for c in linked if isinstance(c, BaseException)]
+    return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

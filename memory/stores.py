@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,53 @@ def storage_failures() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+#: A store's scheme and a colon, then not the two slashes of a URL: ``postgresql:/x@h/db``.
+_NEAR_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!//)")
+_SECRET_PARAMETER = re.compile(r"(?i)(\b(?:ssl)?password=)[^&\s]*")
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*:/{0,2}[^\s/@]*@")
+
+
+def masked(location: str) -> str:
+    """``location`` as it may be shown: a URL's password (and a ``password=`` parameter)
+    replaced by ``***``. Anything else is returned as it is."""
+    scheme, colon, rest = location.partition(":")
+    if colon and "@" in rest and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        slashes = len(rest) - len(rest.lstrip("/"))
+        netloc, slash, path = rest[slashes:].partition("/")
+        if "@" in netloc:
+            user, _, hosts = netloc.rpartition("@")
+            name, has_password, _ = user.partition(":")
+            if has_password:
+                netloc = f"{name}:***@{hosts}"
+        location = f"{scheme}:{rest[:slashes]}{netloc}{slash}{path}"
+    return _SECRET_PARAMETER.sub(r"\1***", location)
+
+
+def masked_text(text: str) -> str:
+    """``text`` with the password of each URL in it masked (see :func:`masked`)."""
+    if "@" not in text and "password" not in text.lower():
+        return text
+    words = [masked(w) if _URL_IN_TEXT.search(w) else w for w in text.split(" ")]
+    return _SECRET_PARAMETER.sub(r"\1***", " ".join(words))
+
+
+def check_location(location: str) -> None:
+    """Refuse a ``location`` no store takes (see :func:`open_store`), before anything
+    is opened or created."""
+    _scheme(location)
+
+
 def _scheme(location: str) -> str:
     """The URL scheme of ``location`` (``""`` for a path); one no store knows is refused
-    (a SQLite ``file:`` URI aside), rather than taken for a relative path."""
+    (a SQLite ``file:`` URI aside), rather than taken for a relative path, and so is a
+    store's URL mistyped (``postgresql:/x@h/db``, one slash)."""
+    near = _NEAR_URL.match(location)
+    if near and any(near[1].lower() in schemes for schemes, _, _ in STORES):
+        raise ConfigurationError(
+            f"location: {masked(location)!r} looks like a mistyped URL (no '//' after"
+            f" '{near[1]}:'): write {near[1]}://user@host/dbname, or ./{masked(location)}"
+            " for a file of that name"
+        )
     scheme, found, _ = location.partition("://")
     if not found or scheme.lower() == "file" or "/" in scheme or "\\" in scheme:
         return ""

@@ -1,6 +1,6 @@
 """Anchorline: one write path for an agent loop's conversation messages."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from anchorline.memory.retry import RetryPolicy
 
@@ -44,9 +44,10 @@ from .streaming import Stream
 from .sweeping import SweepReport
 
 try:
-    __version__ = version("anchorline")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__: str = _metadata.version("anchorline")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
+del _metadata
 
 __all__ = [
     "Add",

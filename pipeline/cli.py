@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -28,12 +30,13 @@ from anchorline.memory.embedders import (
     parse_embedder,
     remembered_embedder,
 )
-from anchorline.memory.stores import storage_failures
+from anchorline.memory.stores import check_location, masked, masked_text, storage_failures
 
+from . import __version__
 from .cli_changes import add_arguments as changes_arguments
 from .cli_changes import cmd_changes
 from .cli_ingest import Stopped, ingest_atomic, ingest_each
-from .errors import AnchorlineError
+from .errors import AnchorlineError, IndexUnavailable
 from .ids import new_message_id
 from .ops import Add, Reserve, UpdateContent
 from .plugin_manager import autoload_enabled, check_entrypoints
@@ -47,10 +50,33 @@ INDEX_ENV = "ANCHORLINE_INDEX"
 DEFAULT_INDEX = "local"
 DEBUG_ENV = "ANCHORLINE_DEBUG"
 
-# Text from users, packages and errors is printed as it is: it goes to rich as
-# Text, never parsed as markup (rich.markup.escape would show a trailing
-# backslash twice), and ":name:" is not turned into an emoji.
-out = Console(highlight=False, emoji=False)
+
+# Text from users, packages and errors goes to rich as Text, never parsed as
+# markup (rich.markup.escape would show a trailing backslash twice), ":name:" is
+# not turned into an emoji, and a long line is not broken (soft_wrap). Its control
+# characters are shown as escapes first (visible()): rich passes them through.
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """stdout's reader left: ended in :func:`main`, as for any other write."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(highlight=False, emoji=False, soft_wrap=True)
+
+# What a terminal would act on rather than show: C0 and C1 controls, DEL, and
+# the characters that reorder or break lines (bidi overrides, U+2028/U+2029).
+_OTHER_CONTROLS = "\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x0a{_OTHER_CONTROLS}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x08{_OTHER_CONTROLS}]")
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """``text`` with each control character written as its escape (ESC as ``\\x1b``),
+    so that printing it shows it and the terminal does nothing; ``lines`` keeps
+    newlines and tabs."""
+    pattern = _CONTROL_BUT_LINES if lines else _CONTROL
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class CLIError(Exception):
@@ -75,31 +101,62 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """The parsed command line; a word no command takes is a usage error of that command."""
-    args, extras = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _check_leading_options(parser, argv)
+    args, extras = parser.parse_known_args(argv)
     if extras:
-        parser: argparse.ArgumentParser = args.command_parser
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command: argparse.ArgumentParser = args.command_parser
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _check_leading_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse an unknown option before the command's name, by its name (argparse would
+    go on and take the option's value for the command)."""
+    known = [o for a in parser._actions for o in a.option_strings]
+    words = iter(argv)
+    for word in words:
+        if word == "--" or not word.startswith("-") or word == "-":
+            return
+        name, given, _ = word.partition("=")
+        if name in known:
+            if name in _COMMON_OPTIONS and not given:
+                next(words, None)
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.error(f"unrecognized option '{name}'{hint}")
 
 
 def _text(message: Message) -> str:
     """The content as ``show`` prints it: the text, each block on its own line (a block
-    without text by its type)."""
+    without text by its type), its control characters escaped."""
     if isinstance(message.content, str):
-        return message.content or "(empty)"
-    parts = [b.get("text", f"[{b.get('type')}]") for b in message.content]
-    return "\n".join(str(p) for p in parts) or "(empty)"
+        text = message.content or "(empty)"
+    else:
+        parts = [b.get("text", f"[{b.get('type')}]") for b in message.content]
+        text = "\n".join(str(p) for p in parts) or "(empty)"
+    return visible(text, lines=True)
 
 
-def _print_conversation(messages: Sequence[Message]) -> None:
-    table = Table(show_lines=False, expand=False)
-    table.add_column("role")
-    table.add_column("status")
-    table.add_column("id", no_wrap=True)
-    table.add_column("content", overflow="fold")
+def _print_conversation(messages: Sequence[Message], *, table: bool = True) -> None:
+    """The messages as a table, or (``table=False``, for a pipe or a file) as plain
+    text: a line ``role status id`` and the content below it, indented."""
+    if not table:
+        for m in messages:
+            out.print(Text(f"{visible(m.role)} {visible(m.status)} {visible(m.id)}"))
+            out.print(Text("\n".join(f"  {ln}" for ln in _text(m).split("\n"))))
+        return
+    grid = Table(show_lines=False, expand=False)
+    grid.add_column("role")
+    grid.add_column("status")
+    grid.add_column("id", no_wrap=True)
+    grid.add_column("content", overflow="fold")
     for m in messages:
-        table.add_row(Text(m.role), Text(m.status), Text(m.id), Text(_text(m)))
-    out.print(table)
+        grid.add_row(Text(visible(m.role)), Text(visible(m.status)), Text(visible(m.id)),
+                     Text(_text(m)))  # fmt: skip
+    out.print(grid, soft_wrap=False)
 
 
 # --- commands ---------------------------------------------------------------
@@ -143,11 +200,19 @@ def cmd_demo(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_show(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    """Print one conversation's messages."""
+    """Print one conversation's messages: a table on a terminal, else plain text; with
+    --json, one JSON object per message and line."""
+    import json
+
     messages = pipeline.messages(args.conversation_id)
     if not messages:
         raise CLIError(f"no messages in conversation {args.conversation_id!r}")
-    _print_conversation(messages)
+    if args.json:
+        for m in messages:  # json.dumps writes every control character as an escape
+            sys.stdout.write(json.dumps(attrs.asdict(m), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        return 0
+    _print_conversation(messages, table=sys.stdout.isatty())
     return 0
 
 
@@ -162,7 +227,7 @@ def cmd_ingest(pipeline: Pipeline, args: argparse.Namespace) -> int:
     def refuse(number: int, reason: str) -> None:
         nonlocal refused
         refused += 1
-        print(f"line {number}: {_one_line(reason)}", file=sys.stderr, flush=True)
+        print(f"line {number}: {masked_text(_one_line(reason))}", file=sys.stderr, flush=True)
 
     ingest = ingest_atomic if args.atomic else ingest_each
     source: IO[bytes] = args.input
@@ -198,26 +263,23 @@ def cmd_search(pipeline: Pipeline, args: argparse.Namespace) -> int:
         return 0
     for hit in hits:
         m = hit.message
-        out.print(
-            Text.assemble((f"{hit.score:.3f}", "bold"), f" {m.conversation_id} {m.role} {m.id}")
-        )
-        out.print(Text(f"      {_text(m)}"), overflow="fold")
+        where = f" {visible(m.conversation_id)} {visible(m.role)} {visible(m.id)}"
+        out.print(Text.assemble((f"{hit.score:.3f}", "bold"), where))
+        out.print(Text("\n".join(f"      {ln}" for ln in _text(m).split("\n"))))
     return 0
 
 
 def cmd_reindex(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Rebuild the index from the database (resumes if interrupted)."""
-    from rich.progress import Progress
-
     indexer = pipeline.indexer()
-    with Progress(console=out, transient=False) as progress:
+    with _progress(out, transient=False) as progress:
         task = progress.add_task("reindexing", total=None)
 
         def report(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         total = indexer.reindex(report)
-    out.print(Text(f"reindexed {total} message(s) into {indexer.index!r}"))
+    out.print(Text(masked_text(visible(f"reindexed {total} message(s) into {indexer.index!r}"))))
     return 0
 
 
@@ -226,18 +288,24 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     Resumable and idempotent: run it again after an interruption to finish.
     """
-    from rich.progress import Progress
-
     from anchorline.memory.copying import copy_store
     from anchorline.memory.stores import open_store
 
+    check_location(args.source)
+    check_location(args.target)
     if _is_file(args.source) and not os.path.exists(args.source):
         raise CLIError(f"no database at {os.path.abspath(args.source)}: nothing to copy")
+    if _is_file(args.source) and _is_file(args.target) and _same_file(args.source, args.target):
+        raise CLIError(f"copy: {args.target} is the source itself; name another target")
+    target_index = _index_location_of(args.target) if _is_file(args.target) else None
     source = open_store(args.source)
     try:
         target = open_store(args.target)
         try:
-            with Progress(console=out, transient=True) as progress:
+            if "://" in args.source and source.location == target.location:
+                raise CLIError(f"copy: {target.location} is the source itself; name another"
+                               " target")  # fmt: skip
+            with _progress(out) as progress:
                 task = progress.add_task("copying", total=None)
                 report = copy_store(
                     source, target, progress=lambda done: progress.update(task, completed=done)
@@ -248,12 +316,57 @@ def cmd_copy(args: argparse.Namespace) -> int:
         source.close()
     out.print(
         Text(
-            f"copied {report.read} message(s) from {source.location} to {target.location}:"
-            f" {report.written} written, {report.unchanged} already there;"
-            f" {report.conversations} conversation(s) brought up to date"
+            visible(
+                f"copied {report.read} message(s) from {source.location} to {target.location}:"
+                f" {report.written} written, {report.unchanged} already there;"
+                f" {report.conversations} conversation(s) brought up to date"
+            )
         )
     )
+    if target_index is not None and not os.path.exists(target_index):
+        hint = f"build it with 'anchorline --db {args.target} reindex'"
+        out.print(Text(visible(f"{args.target} has no index yet, so search does not find these:"
+                               f" {hint}")))  # fmt: skip
     return 0
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two database paths name one file (through links, or different spellings)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _index_location_of(db: str) -> str:
+    from anchorline.memory.vector_index import index_location
+
+    return index_location(DEFAULT_INDEX, db)
+
+
+class _NoProgress:
+    """Progress for a pipe or a file: nothing shown (rich would leave a blank line)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_task(self, description: str, **fields: Any) -> int:
+        return 0
+
+    def update(self, task: int, **fields: Any) -> None:
+        pass
+
+
+def _progress(console: Console, *columns: Any, transient: bool = True) -> Any:
+    """A rich ``Progress`` on ``console`` if it is a terminal; else one that shows nothing."""
+    from rich.progress import Progress
+
+    if not console.is_terminal:
+        return _NoProgress()
+    return Progress(*columns, console=console, transient=transient)
 
 
 def cmd_index_worker(pipeline: Pipeline, args: argparse.Namespace) -> int:
@@ -268,8 +381,10 @@ def cmd_index_worker(pipeline: Pipeline, args: argparse.Namespace) -> int:
     indexer = pipeline.indexer()
     out.print(
         Text(
-            f"index worker {os.getpid()}: draining {pipeline.settings.path} into"
-            f" {indexer.location}; stop it with SIGTERM"
+            visible(
+                f"index worker {os.getpid()}: draining {masked(pipeline.settings.path)}"
+                f" into {masked(indexer.location)}; stop it with SIGTERM"
+            )
         )
     )
     while not stop.wait(0.5):
@@ -284,13 +399,14 @@ def cmd_index_optimize(args: argparse.Namespace) -> int:
     exact until then). Other processes find the folder busy while it runs."""
     import multiprocessing
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from anchorline.errors import IndexBusy, IndexUnavailable
     from anchorline.memory.edge_index import optimize_in_child, read_meta
     from anchorline.memory.vector_index import index_location
 
     db = args.database or args.db
+    check_location(db)
     if args.index is None and "://" in db:
         raise CLIError("index optimize: a database server has no index folder; a Qdrant server"
                        " optimizes its collections itself")  # fmt: skip
@@ -307,14 +423,13 @@ def cmd_index_optimize(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=optimize_in_child, args=(location, send), daemon=True)
-    with Progress(
+    with _progress(
+        Console(stderr=True, highlight=False),
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True, highlight=False),
-        transient=True,
     ) as progress:
-        progress.add_task(f"building the HNSW graph of {location}")
+        progress.add_task(visible(f"building the HNSW graph of {location}"))
         child.start()
         send.close()
         try:
@@ -327,8 +442,9 @@ def cmd_index_optimize(args: argparse.Namespace) -> int:
     if isinstance(answer, tuple):
         kind, message = answer
         raise (IndexBusy if kind == "IndexBusy" else IndexUnavailable)(message)
-    out.print(Text(f"optimized {location}" if answer else f"{location}: nothing to optimize"
-                   " (done already, or too few points to need a graph)"))  # fmt: skip
+    done = f"optimized {location}" if answer else f"{location}: nothing to optimize"
+    out.print(Text(visible(done if answer else f"{done} (done already, or too few points to"
+                           " need a graph)")))  # fmt: skip
     return 0
 
 
@@ -342,7 +458,7 @@ def cmd_doctor(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_row("failing items", str(report.failing))
     table.add_row("missing points", str(len(report.missing)))
     table.add_row("orphan points", str(len(report.orphans)))
-    table.add_row("last error", Text(report.last_error or "-"))
+    table.add_row("last error", Text(masked_text(_one_line(report.last_error or "-"))))
     out.print(table)
     if report.clean:
         out.print("[green]clean[/]")
@@ -355,11 +471,11 @@ def cmd_sweep(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Recover placeholders left by dead writers: delete empty ones, finalize partial ones."""
     report = pipeline.sweep(older_than=args.older_than)
     for message_id in report.deleted:
-        out.print(Text(f"deleted   {message_id} (empty placeholder)"))
+        out.print(Text(f"deleted   {visible(message_id)} (empty placeholder)"))
     for message_id in report.finalized:
-        out.print(Text(f"finalized {message_id} (partial content, marked interrupted)"))
+        out.print(Text(f"finalized {visible(message_id)} (partial content, marked interrupted)"))
     for message_id in report.skipped:
-        out.print(Text(f"skipped   {message_id} (written while sweeping)"))
+        out.print(Text(f"skipped   {visible(message_id)} (written while sweeping)"))
     out.print(
         f"swept {report.total}: {len(report.deleted)} deleted,"
         f" {len(report.finalized)} finalized, {len(report.skipped)} skipped"
@@ -374,7 +490,7 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
     table.add_column("name")
     table.add_column("plugin", overflow="fold")
     for name, plugin in pm.list_name_plugin():
-        table.add_row(Text(str(name)), Text(repr(plugin)))
+        table.add_row(Text(visible(str(name))), Text(masked_text(visible(repr(plugin)))))
     out.print(table)
     hooks = Table(title="hooks (implementations in call order)")
     hooks.add_column("hook")
@@ -384,11 +500,14 @@ def cmd_plugins(pipeline: Pipeline, args: argparse.Namespace) -> int:
         impls = []
         for impl in reversed(caller.get_hookimpls()):
             flags = [f for f in _IMPL_FLAGS if getattr(impl, f)]
-            impls.append(impl.plugin_name + (f" ({', '.join(flags)})" if flags else ""))
+            impls.append(visible(impl.plugin_name) + (f" ({', '.join(flags)})" if flags else ""))
         hooks.add_row(Text(hook_name), Text(" → ".join(impls) or "-"))
     out.print(hooks)
-    if pipeline.settings.index is None and args.index != "none":
-        location = os.path.abspath(_index_location(args))
+    if args.no_database:
+        out.print(Text(visible(f"(no database at {os.path.abspath(args.db)}: the plugins a new"
+                               " one would have)")))  # fmt: skip
+    elif pipeline.settings.index is None and args.index != "none":
+        location = visible(os.path.abspath(_index_location(args)))
         out.print(Text(f"no indexer: no index at {location} ('anchorline reindex' builds it)"))
     return 0
 
@@ -475,6 +594,11 @@ class Needs:
 
     creates: bool = False
     index: IndexUse = "any"
+    #: With no database file there, open an empty one in memory (``plugins``).
+    missing_ok: bool = False
+    #: The command waits on the index: a server that refuses or does not resolve
+    #: fails it at once. (Writes do not wait, and an index worker waits outages out.)
+    probe: bool = False
 
 
 def _is_file(db: str) -> bool:
@@ -500,12 +624,16 @@ def _open(args: argparse.Namespace) -> Pipeline:
     if args.index is None:
         args.index = DEFAULT_INDEX if "://" not in db else "none"
     index: str | None = parse_index(args.index)  # a mistyped location is the first thing to say
-    parse_embedder(args.embedder or os.environ.get(EMBEDDER_ENV) or "hashing")  # and then this
+    embedder_kind, _ = parse_embedder(args.embedder or os.environ.get(EMBEDDER_ENV) or "hashing")
     if not db:
         raise CLIError(f"--db: empty; name a database file (the default is ./{DEFAULT_DB})")
+    check_location(db)  # a mistyped URL, before it is taken for a file name
     if _is_file(db) and os.path.isdir(db):
         raise CLIError(f"--db: {db} is a folder, not a database file")
-    if not needs.creates and _is_file(db):
+    args.no_database = needs.missing_ok and _is_file(db) and not os.path.exists(db)
+    if args.no_database:
+        db, index = ":memory:", None
+    elif not needs.creates and _is_file(db):
         _refuse_missing(db)
     if index is None and needs.index in ("existing", "required"):
         if "://" in db and not (args.index_given or os.environ.get(INDEX_ENV)):
@@ -524,13 +652,29 @@ def _open(args: argparse.Namespace) -> Pipeline:
             index = None
     if needs.index == "unused":
         index = None
-    if not needs.creates and "://" in db:  # a server: looked for once the rest is right
-        _refuse_missing(db)
+    if "://" in db:  # a server: looked for (one attempt) once the rest is right
+        _refuse_missing(db, creates=needs.creates)
     embedder = args.embedder if index is not None else None
     if index is not None and embedder is None and not os.environ.get(EMBEDDER_ENV):
         location = _index_location(args)
         if _is_folder(location):  # the embedder that built it, unless told another
             embedder = remembered_embedder(location)
+            if embedder is not None:
+                embedder_kind, _ = parse_embedder(embedder)
+    if index is not None and needs.probe:
+        from anchorline.memory.vector_index import is_server
+
+        if is_server(index) and (error := _unreachable(index, 6333)) is not None:
+            # server_error's words, without importing qdrant_client (a second) to say them.
+            raise IndexUnavailable(
+                f"{args.command}: could not reach the Qdrant server at {masked(index)}"
+                f" ({error}); check that it is running and that the URL is right"
+            )
+        url = os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL
+        if embedder_kind == "openai" and (error := _unreachable(url, None)) is not None:
+            raise CLIError(f"--embedder: the embedding server at {masked(url)} cannot be"
+                           f" reached ({error}): check that it runs there, the URL's host"
+                           " and port, and the network")  # fmt: skip
     if autoload_enabled():
         check_entrypoints()  # a broken one fails the command before a database is created
     return Pipeline.open(db, index=index, embedder=embedder)
@@ -554,18 +698,43 @@ def _open_input(args: argparse.Namespace) -> contextlib.AbstractContextManager[o
     return contextlib.closing(args.input)
 
 
-def _refuse_missing(db: str) -> None:
-    """Raise if no store is at ``db`` yet: a command that only reads creates none."""
+def _unreachable(url: str, port: int | None) -> OSError | None:
+    """Why the server at ``url`` cannot be reached, if waiting will not mend it: its host
+    name does not resolve, it refuses the connection, or there is no network; else
+    ``None`` (no answer yet is left to the retries). ``port``: the default when ``url``
+    has none (else by its scheme)."""
+    import errno
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None  # said where the URL is parsed
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=2).close()
+    except (socket.gaierror, ConnectionRefusedError) as e:
+        return e
+    except OSError as e:
+        return e if e.errno == errno.ENETUNREACH else None
+    return None
+
+
+def _refuse_missing(db: str, *, creates: bool = False) -> None:
+    """Raise if no store is at ``db`` yet (a command that only reads creates none), or if
+    it cannot be reached: one attempt, so that what waiting cannot mend is said at once."""
     from anchorline.memory.stores import missing
 
     why = missing(db)
-    if why is not None:
+    if why is not None and not creates:
         how = "'anchorline ingest FILE'" + (" (or 'anchorline demo')" if _is_file(db) else "")
         raise CLIError(f"{why}: create one with {how}, or name another with --db or ${DB_ENV}")
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.splitlines())
+    """``text`` on one line, its control characters escaped."""
+    return visible(" ".join(text.splitlines()))
 
 
 _MAX_SECONDS = 100 * 365 * 24 * 3600  # a century: more is a typo, and overflows a timestamp
@@ -595,44 +764,68 @@ def _positive(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="anchorline", description=__doc__)
+#: The options every command that opens a database takes, before or after its name.
+_COMMON_OPTIONS = ("--db", "--index", "--embedder")
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """``--db``, ``--index`` and ``--embedder``: on the top parser with their defaults, on
+    a command's parser without (so that one given before the command is kept)."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
     parser.add_argument(
         "--db",
-        default=os.environ.get(DB_ENV) or DEFAULT_DB,
-        help=f"database file (default: ${DB_ENV} or ./{DEFAULT_DB})",
+        default=default(os.environ.get(DB_ENV) or DEFAULT_DB),
+        help=f"database file or postgresql:// URL (default: ${DB_ENV} or ./{DEFAULT_DB})",
     )
     parser.add_argument(
         "--index",
-        default=os.environ.get(INDEX_ENV) or None,
+        default=default(os.environ.get(INDEX_ENV) or None),
         help="vector index: local (a folder next to the database), :memory:, a Qdrant URL,"
         f" or none (default: ${INDEX_ENV}, else {DEFAULT_INDEX} for a database file and none"
         " for a database server)",
     )
     parser.add_argument(
         "--embedder",
+        default=default(None),
         help=f"the index's embedder: {EMBEDDER_FORMS}, at ${EMBEDDER_URL_ENV} (default"
         f" {DEFAULT_EMBEDDER_URL}) with the key in $OPENAI_API_KEY"
         f" (default: ${EMBEDDER_ENV}, else the one the index folder was built with, else"
         " hashing)",
     )
+
+
+def _doc(fn: Callable[..., Any]) -> str:
+    """A command's docstring as its help shows it (without reST's double backticks)."""
+    return (fn.__doc__ or "").replace("``", "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="anchorline", description=__doc__, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"anchorline {__version__}")
+    _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, fn: Command, needs: Needs, **kwargs: Any) -> argparse.ArgumentParser:
         # The docstring's first sentence, however many lines it runs over.
-        summary = " ".join((fn.__doc__ or "").split("\n\n")[0].split()).split(". ")[0]
-        summary = summary.replace("``", "")
-        p = sub.add_parser(name, help=summary, description=fn.__doc__, **kwargs)
+        summary = " ".join(_doc(fn).split("\n\n")[0].split()).split(". ")[0]
+        p = sub.add_parser(name, help=summary, description=_doc(fn), allow_abbrev=False,
+                           **kwargs)  # fmt: skip
+        _add_common(p, top=False)
         p.set_defaults(func=fn, needs=needs)
         return p
 
-    add("demo", cmd_demo, Needs(creates=True))
-    add("show", cmd_show, Needs(index="unused")).add_argument("conversation_id")
+    add("demo", cmd_demo, Needs(creates=True, probe=True))
+    show = add("show", cmd_show, Needs(index="unused"))
+    show.add_argument("conversation_id")
+    show.add_argument("--json", action="store_true", help="one JSON object per message")
     ingest = add("ingest", cmd_ingest, Needs(creates=True))
     ingest.add_argument("file", help="a file of JSON lines, or - for standard input")
     ingest.add_argument("--atomic", action="store_true", help="apply all lines or none")
-    add("plugins", cmd_plugins, Needs(index="if-present"))
-    search = add("search", cmd_search, Needs(index="existing"))
+    add("plugins", cmd_plugins, Needs(index="if-present", missing_ok=True))
+    search = add("search", cmd_search, Needs(index="existing", probe=True))
     search.add_argument("query")
     search.add_argument("--conversation", help="only this conversation")
     search.add_argument("--limit", type=_positive, default=5, help="how many hits (default 5)")
@@ -642,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds to wait for pending indexing first (default 0: search what is indexed)",
     )
-    add("reindex", cmd_reindex, Needs(index="required"))
+    add("reindex", cmd_reindex, Needs(index="required", probe=True))
     sweep = add("sweep", cmd_sweep, Needs(index="if-present"))
     sweep.add_argument(
         "--older-than",
@@ -651,24 +844,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="only placeholders not written for S seconds (default 60)",
     )
-    add("doctor", cmd_doctor, Needs(index="existing"))
+    add("doctor", cmd_doctor, Needs(index="existing", probe=True))
     add("index-worker", cmd_index_worker, Needs(index="required"))
-    index_commands = sub.add_parser("index", help="work on the vector index")
+    index_commands = sub.add_parser("index", help="work on the vector index", allow_abbrev=False)
     index_sub = index_commands.add_subparsers(dest="index_command", required=True,
                                               parser_class=_Parser)  # fmt: skip
     optimize = index_sub.add_parser(
-        "optimize", help=cmd_index_optimize.__doc__, description=cmd_index_optimize.__doc__
+        "optimize",
+        help=_doc(cmd_index_optimize).split(". ")[0],
+        description=_doc(cmd_index_optimize),
+        allow_abbrev=False,
     )
+    _add_common(optimize, top=False)
     optimize.set_defaults(standalone=cmd_index_optimize)
     optimize.add_argument("database", nargs="?", metavar="DB", help="default: --db")
     changes_arguments(add("changes", cmd_changes, Needs(index="unused")), _positive)
     copy = sub.add_parser(
-        "copy", help="copy every conversation to another store", description=cmd_copy.__doc__
+        "copy",
+        help="copy every conversation to another store",
+        description=_doc(cmd_copy),
+        allow_abbrev=False,
     )
     copy.set_defaults(standalone=cmd_copy)
     copy.add_argument("source", help="a database file or a postgresql:// URL")
     copy.add_argument("target", help="a database file or a postgresql:// URL (created if new)")
-    bench = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
+    bench = sub.add_parser(
+        "bench", help=_doc(cmd_bench), description=_doc(cmd_bench), allow_abbrev=False
+    )
     bench.set_defaults(standalone=cmd_bench)
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
@@ -731,10 +933,33 @@ class _OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if record.name.split(".")[0] != "anchorline":  # the driver's: say whose it is
+            message = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", message).rstrip(": ")
+            message = f"{record.name}: {message}"
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             message += f": {type(error).__name__}: {error}"
-        return f"anchorline: warning: {_one_line(message)}"
+        return f"anchorline: warning: {masked_text(_one_line(message))}"
+
+
+class _OncePerDriverMessage(logging.Filter):
+    """Lets a warning of the database driver's through once: its pool says "discarding
+    closed connection" for each connection a restarted server dropped, which the store
+    replaces by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "anchorline":
+            return True
+        # Without the object's address: "<PooledConnection [BAD] at 0x7f...>".
+        said = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", record.getMessage())
+        if said in self.seen:
+            return False
+        self.seen.add(said)
+        return True
 
 
 def _log_to_stderr() -> logging.Handler:
@@ -743,9 +968,16 @@ def _log_to_stderr() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get(DEBUG_ENV, "") in ("", "0"):
         handler.setFormatter(_OneLine())
+        handler.addFilter(_OncePerDriverMessage())
     handler.setLevel(logging.WARNING)
-    logging.getLogger("anchorline").addHandler(handler)
+    for name in _LOGGERS:
+        logging.getLogger(name).addHandler(handler)
     return handler
+
+
+#: The loggers whose warnings a command shows: the library's, and psycopg's (its
+#: pool logs each connection it loses, on several lines).
+_LOGGERS = ("anchorline", "psycopg")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -755,12 +987,74 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     handler = _log_to_stderr()
     try:
-        return _run(argv)
+        status = _run(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
     finally:
-        logging.getLogger("anchorline").removeHandler(handler)
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``anchorline changes | head -1``): stop quietly,
+    with the status of a process that SIGPIPE ended, as other commands do."""
+    # Python flushes stdout again at exit; let that write go nowhere.
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13
+
+
+def _error(message: str) -> None:
+    print(f"anchorline: error: {masked_text(_one_line(message))}", file=sys.stderr)
+
+
+def _read_only(args: argparse.Namespace, error: BaseException) -> str | None:
+    """What to say when ``error`` comes of a database file (or its index folder) on a
+    read-only folder: SQLite creates its -wal and -shm files beside the database, even
+    to read it, and ``index optimize`` rewrites the index folder."""
+    import errno
+
+    db = getattr(args, "database", None) or getattr(args, "db", None)
+    if not isinstance(db, str) or not _is_file(db) or not os.path.exists(db):
+        return None
+    cause: BaseException | None = error
+    while cause is not None:
+        text = str(cause)
+        if (isinstance(cause, OSError) and cause.errno == errno.EROFS) or any(
+            words in text for words in ("unable to open database file", "Read-only file system")
+        ):
+            break
+        cause = cause.__cause__ or getattr(cause, "last_cause", None)
+    folder = os.path.dirname(os.path.abspath(db))
+    if cause is None or _writable(folder):
+        return None
+    if getattr(args, "standalone", None) is cmd_index_optimize:
+        return (
+            f"index optimize: the index of {db} is in a read-only folder ({folder}), and"
+            " optimizing rewrites it: make the folder writable, then run it again"
+        )
+    return (
+        f"database {db}: its folder {folder} is read-only, and SQLite must create its -wal"
+        " and -shm files beside the database even to read it: make the folder writable, or"
+        " copy the database to a writable folder ('anchorline copy DB NEW.db') and use that"
+    )
+
+
+def _writable(folder: str) -> bool:
+    """Whether ``folder`` takes new files: not on a read-only mount, and (for a user
+    other than root, whom permissions do not stop) writable by its permissions."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return True
+    return os.access(folder, os.W_OK)
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    args = argparse.Namespace()
     try:
         args = _parse(argv)
         if prepare := getattr(args, "prepare", None):
@@ -773,13 +1067,15 @@ def _run(argv: Sequence[str] | None) -> int:
             status = args.func(pipeline, args)
         return status
     except CLIError as e:
-        print(f"anchorline: error: {_one_line(str(e))}", file=sys.stderr)
+        _error(str(e))
         return e.status
+    except BrokenPipeError:
+        raise  # stdout's reader left: see main()
     except (AnchorlineError, OSError) as e:
-        print(f"anchorline: error: {_one_line(str(e))}", file=sys.stderr)
+        _error(_read_only(args, e) or str(e))
         return 1
     except storage_failures() as e:
-        print(f"anchorline: error: database {args.db}: {_one_line(str(e))}", file=sys.stderr)
+        _error(_read_only(args, e) or f"database {masked(args.db)}: {e}")
         return 1
     except KeyboardInterrupt:
         print("anchorline: interrupted", file=sys.stderr)
@@ -787,10 +1083,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except Exception as e:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        print(
-            f"anchorline: error: unexpected {type(e).__name__}: {_one_line(str(e))}"
-            f" (a bug: set {DEBUG_ENV}=1 for the traceback, and please report it)",
-            file=sys.stderr,
+        _error(
+            f"unexpected {type(e).__name__}: {e}"
+            f" (a bug: set {DEBUG_ENV}=1 for the traceback, and please report it)"
         )
         return 1
 

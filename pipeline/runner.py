@@ -677,8 +677,10 @@ class Pipeline:
         self.close()
 
     def __repr__(self) -> str:
+        from anchorline.memory.stores import masked
+
         state = "closed" if self._closed else "open"
-        return f"<Pipeline {self.settings.path!r} {state}>"
+        return f"<Pipeline {masked(self.settings.path)!r} {state}>"
 
 
 def check_roles(roles: Iterable[str]) -> tuple[str, ...]:

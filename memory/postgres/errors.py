@@ -57,6 +57,24 @@ def refused_for_now(text: str) -> bool:
     )
 
 
+#: libpq's words for a URL that cannot work however long one waits (no SQLSTATE
+#: tells these from a server that is down).
+_MISCONFIGURED = (
+    "invalid port number",
+    "invalid integer value",
+    "invalid sslmode value",
+    "invalid connection option",
+    "failed to resolve host",
+    "could not translate host name",
+)
+
+
+def misconfigured(text: str) -> bool:
+    """Whether a failure to connect comes of the URL itself (a port out of range, a host
+    name that does not resolve, a bad parameter), so that retrying cannot help."""
+    return any(words in text for words in _MISCONFIGURED)
+
+
 def keeps_connection(error: BaseException) -> bool:
     """Whether the connection that raised ``error`` can be used again after a ROLLBACK."""
     return isinstance(error, psycopg.Error) and error.sqlstate in RETRY_IN_PLACE
@@ -83,6 +101,8 @@ def explain(error: BaseException, probe: str | None = None) -> str:
         return "the store is closed: open it again"
     code = error.sqlstate if isinstance(error, psycopg.Error) else None
     line = first_line(error)
+    if code is None and misconfigured(str(error)):
+        return f"cannot connect: {line}: check the URL's host, port and parameters"
     if code in _HINTS:
         return f"{line}: {_HINTS[code]}"
     if code is None and "FATAL:" in line and not refused_for_now(line):

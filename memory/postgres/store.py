@@ -19,7 +19,7 @@ from anchorline.results import Change, Conversation, Message
 
 from . import changelog, crud
 from .connection import Connections, describe, location_of, parse
-from .errors import gave_up, refused_for_now, retryable, storage_error
+from .errors import gave_up, misconfigured, refused_for_now, retryable, storage_error
 from .notify import Listener, Notifier
 from .outbox import PostgresOutbox
 from .schema import ensure_schema, has_schema
@@ -37,6 +37,8 @@ def _transient(error: psycopg.Error) -> bool:
     if not retryable(error):
         return False
     text = str(error)
+    if misconfigured(text):  # a port out of range, a host name that does not resolve
+        return False
     # No FATAL: refused, unreachable, dropped; the server may be on its way back.
     return "FATAL" not in text or refused_for_now(text)
 
@@ -48,6 +50,7 @@ POOL_MAX_ENV = "ANCHORLINE_POOL_MAX"
 def missing(url: str) -> str | None:
     """Why ``url`` holds no Anchorline store yet, in one line naming the database; ``None``
     if it does. Creates nothing (for commands that only read)."""
+    _pool_max_from_env()  # a bad setting is said before connecting
     params = parse(url)
     where = describe(params)
     kwargs: dict[str, Any] = {} if "connect_timeout" in params else {"connect_timeout": 10}
@@ -64,11 +67,14 @@ def missing(url: str) -> str | None:
 def _pool_max_from_env() -> int:
     value = os.environ.get(POOL_MAX_ENV) or "4"
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
+        number = 0
+    if number < 1:
         raise ConfigurationError(
-            f"{POOL_MAX_ENV}: must be a whole number of connections, got {value!r}"
-        ) from None
+            f"{POOL_MAX_ENV}: must be a whole number of connections, 1 or more, got {value!r}"
+        )
+    return number
 
 
 class PostgresStore:
