@@ -4,7 +4,7 @@ A store is a folder under ``memory/`` (``sqlite/``, ``postgres/``) whose store
 class satisfies :class:`Store`. The terminal and the indexer reach a database
 only through these protocols, so nothing above ``memory/<store>`` knows which
 database it is talking to. Semantics are defined once, here and in the
-contract suite (``tests/test_contract.py``), which runs over every store.
+contract suite (``tests/contract/``), which runs over every store.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import pytest
 from anchorline import Pipeline
 from anchorline.plugins.in_memory import InMemoryTerminal
 
-# A real PostgreSQL server, started by the suite itself (tests/postgres_server.py).
-pytest_plugins = ["tests.postgres_server"]
+# A real PostgreSQL server, started by the suite itself (tests/support/postgres_server.py).
+pytest_plugins = ["tests.support.postgres_server"]
 
 #: The contract suite runs over every store: the in-memory double, a SQLite file,
 #: and a PostgreSQL database.

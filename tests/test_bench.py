@@ -14,7 +14,7 @@ from anchorline.bench.peers import peer_cases
 from anchorline.bench.postgres import with_database
 from anchorline.bench.workloads import CONTENT
 from anchorline.cli import main
-from tests.postgres_server import Server
+from tests.support.postgres_server import Server
 
 
 def test_quick_bench_reports_every_case_and_comparison_as_json(

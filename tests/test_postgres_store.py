@@ -1,7 +1,7 @@
 """The PostgreSQL store against a real server: what only a shared, networked database
 can get wrong (many processes, dropped connections, restarts, SKIP LOCKED, NOTIFY).
 
-The behaviour every store shares is the contract suite's (``test_contract.py``).
+The behaviour every store shares is the contract suite's (``tests/contract/``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from anchorline.memory.postgres.crud import Session
 from anchorline.results import Added, Message
 
 if TYPE_CHECKING:
-    from .postgres_server import PgServer, Server
+    from .support.postgres_server import PgServer, Server
 
 #: Waits out a restart or a killed connection, but gives up within a test's patience.
 PATIENT = RetryPolicy(initial_backoff=0.02, max_backoff=0.2, max_attempts=1000, deadline=30.0)

@@ -23,7 +23,7 @@ from anchorline import Add, Pipeline, Reserve, Update, hookimpl
 from anchorline.memory.retry import RetryPolicy
 from anchorline.results import PersistResult
 
-from ..faults.fault_vfs import FaultVFS
+from ..support.fault_vfs import FaultVFS
 
 _shims = itertools.count()
 

@@ -15,7 +15,7 @@ import pytest
 
 from anchorline import Pipeline
 
-from .fault_vfs import FaultVFS
+from ..support.fault_vfs import FaultVFS
 
 FIGURES: list[str] = []
 

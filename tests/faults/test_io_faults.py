@@ -11,8 +11,8 @@ import pytest
 
 from anchorline import Add, Pipeline, Reserve, RetryPolicy, StorageUnavailable, UpdateContent
 
+from ..support.fault_vfs import FaultVFS
 from .conftest import knob
-from .fault_vfs import FaultVFS
 
 POLICY = RetryPolicy(initial_backoff=0.0005, max_backoff=0.005, max_attempts=200, deadline=60)
 

@@ -2,7 +2,7 @@
 contention, index workers sharing one outbox, connections killed by the server, and a
 server restart. Every acknowledged op is in the database at the end, exactly once.
 
-The processes are ``tests/faults/pg_agents.py``; every wait on them is bounded.
+The processes are ``tests/support/pg_agents.py``; every wait on them is bounded.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from anchorline import Add, Pipeline
 from anchorline.memory.embedders import HashingEmbedder
 from anchorline.memory.vector_index import VectorIndex
 
+from ..support.pg_agents import CLAIM_BATCH
 from .conftest import finishes, knob
-from .pg_agents import CLAIM_BATCH
 
 if TYPE_CHECKING:
-    from tests.postgres_server import PgServer, Server
+    from tests.support.postgres_server import PgServer, Server
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The longest any process may take to finish once told to.
@@ -47,10 +47,10 @@ class Agents:
         self.started: list[subprocess.Popen[str]] = []
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """``python -m tests.faults.pg_agents ARGS``, once it has printed ``ready``."""
+        """``python -m tests.support.pg_agents ARGS``, once it has printed ``ready``."""
         env = {**os.environ, "ANCHORLINE_DISABLE_PLUGIN_AUTOLOAD": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.pg_agents", *args],
+            [sys.executable, "-m", "tests.support.pg_agents", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

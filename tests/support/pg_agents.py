@@ -1,5 +1,5 @@
 """The processes the PostgreSQL fault tests run: agents writing through a pipeline, and
-index workers. Each runs as ``python -m tests.faults.pg_agents ROLE ARGS...`` from the
+index workers. Each runs as ``python -m tests.support.pg_agents ROLE ARGS...`` from the
 repository's root, prints ``ready`` once open, and writes what the pipeline acknowledged
 to a file of JSON lines (one line per acknowledged op, written before the next op) so
 the test can check the database against it, whatever happened to the process.

@@ -1,6 +1,6 @@
 """pytest fixtures that run a real, throw-away PostgreSQL server for a test session.
 
-Load them with ``pytest_plugins = ["tests.postgres_server"]``. Fixtures:
+Load them with ``pytest_plugins = ["tests.support.postgres_server"]``. Fixtures:
 
 ``postgres_server`` (session)
     The :class:`Server` every test of the session shares: its superuser ``conninfo``

@@ -1,4 +1,4 @@
-"""The terminal contract, run on the store terminal over SQLite and on the in-memory double."""
+"""The terminal contract, on every store: the in-memory double, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
