@@ -68,7 +68,7 @@ def parse_key(after: object) -> tuple[int, str] | None:
         return None
     if isinstance(after, str):
         at, sep, conversation_id = after.partition(":")
-        digits = at.lstrip("-")
+        digits = at[1:] if at.startswith("-") else at
         if sep and conversation_id and digits.isascii() and digits.isdigit():
             last_at = int(at)
             if -LARGEST - 1 <= last_at <= LARGEST:

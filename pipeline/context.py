@@ -90,7 +90,7 @@ class UnitOfWork:
     round trip to a server. :meth:`sole_now` says whether a store joining now may.
     """
 
-    __slots__ = ("_participants", "corrections", "sole")
+    __slots__ = ("_by_identity", "_participants", "corrections", "sole")
 
     def __init__(self, *, sole: bool = False) -> None:
         self._participants: dict[Hashable, Participant] = {}
@@ -98,6 +98,7 @@ class UnitOfWork:
         #: After :meth:`commit`: the results a retried attempt stored differently,
         #: as ``(handed out, committed)`` pairs (see :meth:`corrected`).
         self.corrections: Sequence[tuple[Any, Any]] = ()
+        self._by_identity: dict[int, Any] | None = None
 
     def sole_now(self) -> bool:
         """Whether a participant joining now is the call's only one and may commit its
@@ -132,14 +133,23 @@ class UnitOfWork:
     def corrected(self, result: R) -> R:
         """``result`` as committed: a result (or the message in it) that a retried
         attempt stored differently is replaced by what is stored."""
-        for given, committed in self.corrections:
-            if given is result:
-                return committed  # type: ignore[no-any-return]
-        message = getattr(result, "message", None)
-        if message is not None:
+        found = self._by_identity
+        if found is None:
+            # By identity (the pairs keep the objects alive), and by the message inside
+            # (a wrapper may have returned a result of its own around it).
+            found = self._by_identity = {}
             for given, committed in self.corrections:
-                if getattr(given, "message", None) is message:
-                    return attrs.evolve(result, message=committed.message)  # type: ignore[misc]
+                found[id(given)] = committed
+                message = getattr(given, "message", None)
+                if message is not None:
+                    found.setdefault(id(message), committed)
+        committed = found.get(id(result))
+        if committed is not None:
+            return committed  # type: ignore[no-any-return]
+        message = getattr(result, "message", None)
+        committed = None if message is None else found.get(id(message))
+        if committed is not None:
+            return attrs.evolve(result, message=committed.message)  # type: ignore[misc]
         return result
 
     def rollback(self) -> None:

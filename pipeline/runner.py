@@ -134,7 +134,7 @@ def check_expect_updated_at(expected: object) -> dict[str, int] | None:
     for key, value in expected.items():
         if type(key) is not str or not key:
             raise InvalidOp(f"expect_updated_at: keys are message ids (strings), got {key!r}")
-        if type(value) is not int or value < 0:
+        if type(value) is not int or not 0 <= value <= LARGEST:
             raise InvalidOp(
                 f"expect_updated_at[{key!r}]: must be the message's updated_at"
                 f" (an integer of epoch milliseconds), got {value!r}"

@@ -371,6 +371,7 @@ class PostgresTransaction:
                             journal.results = [result]
                             return result
                     elif crud.landed(conn, journal.results):
+                        session.committed = True  # nothing is left to commit
                         return None
                 result = journal.replay(session)
                 if commit:

@@ -227,6 +227,9 @@ class SQLiteTransaction:
             # the rest of the transaction must not run it again.
             journal.refused()
             raise
+        except BaseException:
+            self._failed = True  # what the write left is unknown: never commit it
+            raise
         journal.wrote(result)
         return result
 

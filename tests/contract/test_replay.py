@@ -189,3 +189,33 @@ def test_after_persist_observers_see_the_stored_result(setup: Setup) -> None:
     assert setup.fault.seen == [result]
     assert result.message.seq == 2
     assert result.message == _stored(pipeline, result)
+
+
+def test_a_batch_replayed_after_a_write_failed_mid_transaction_returns_the_stored_seqs(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: the batch's second write waits on a row lock past the ``lock_timeout``,
+    so the whole transaction is replayed before its COMMIT (SQLite takes its write lock
+    at BEGIN, so no write of its fails this way)."""
+    policy = _BetweenAttempts(busy_timeout=0.2, deadline=30)
+    with (
+        Pipeline.open(postgres_url, retry=policy, load_entrypoints=False) as pipeline,
+        Pipeline.open(postgres_url, load_entrypoints=False) as other,
+    ):
+        target = pipeline.persist(Add(conversation_id="c", role="user", content="x")).message
+        blocker = psycopg.connect(postgres_url)
+        blocker.execute("SELECT 1 FROM anchorline.messages WHERE id = %s FOR UPDATE", (target.id,))
+        policy.between.extend([blocker.close, lambda: _other_add(other)])
+        try:
+            added, updated = pipeline.persist_many(
+                [
+                    Add(conversation_id="c", role="user", content="mine"),
+                    Update(message_id=target.id, metadata={"a": 1}),
+                ]
+            )
+        finally:
+            blocker.close()
+        assert [m.content for m in pipeline.messages("c")] == ["x", "meanwhile", "mine"]
+        assert added.message == _stored(pipeline, added)  # type: ignore[union-attr]
+        assert added.message.seq == 3  # type: ignore[union-attr]
+        assert updated.message == _stored(pipeline, updated)  # type: ignore[union-attr]

@@ -41,19 +41,21 @@ metadata = st.dictionaries(st.text(max_size=6), values, max_size=4)
 def test_integers_beyond_64_bits_read_back_exactly_and_survive_an_update(
     pipeline: Pipeline,
 ) -> None:
-    content = [{"type": "data", "order_id": 2**64, "low": -(2**63) - 1, "f": 0.5}]
+    # 2**70 + 1 is no float: a float read back would not compare equal.
+    content = [{"type": "data", "order_id": 2**64 + 1, "low": -(2**63) - 1, "f": 0.5}]
     added = pipeline.persist(
-        Add(conversation_id="c", role="tool", content=content, metadata={"trace_id": 2**70})
+        Add(conversation_id="c", role="tool", content=content, metadata={"trace_id": 2**70 + 1})
     ).message
     stored = pipeline.get(added.id)
     assert stored is not None
     assert stored.content == content
     assert type(stored.content[0]["order_id"]) is int
-    assert stored.metadata == {"trace_id": 2**70}
+    assert stored.metadata == {"trace_id": 2**70 + 1}
     pipeline.persist(Update(message_id=added.id, metadata={"other": 1}))
     updated = pipeline.get(added.id)
     assert updated is not None
-    assert updated.metadata == {"trace_id": 2**70, "other": 1}
+    assert updated.metadata == {"trace_id": 2**70 + 1, "other": 1}
+    assert type(updated.metadata["trace_id"]) is int
     assert pipeline.messages("c")[0].content == content
 
 
