@@ -28,9 +28,9 @@ from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.errors import ConfigurationError, IndexBusy, IndexUnavailable, PluginError
 from anchorline.hookspecs import hookimpl
-from anchorline.memory.embedders import embedder_spec
+from anchorline.memory.index.embedders import embedder_spec
+from anchorline.memory.index.vector_index import Point, VectorIndex, index_location
 from anchorline.memory.interface import Outbox, OutboxItem, Store
-from anchorline.memory.vector_index import Point, VectorIndex, index_location
 from anchorline.ops import PersistOp, UpdateContent
 from anchorline.results import Hit, IndexStatus, Message, PersistResult
 from anchorline.settings import Settings
@@ -597,7 +597,7 @@ class DoctorReport:
 
 def array_embedder(embedder: object) -> Callable[[list[str]], Any] | None:
     """The embedder's ``embed_array(texts)`` (one float64 row per text, as
-    :meth:`~anchorline.memory.embedders.HashingEmbedder.embed_array`), if it has one
+    :meth:`~anchorline.memory.index.embedders.HashingEmbedder.embed_array`), if it has one
     and its ``embed`` is the one that goes with it: a subclass that changes only
     ``embed`` is called through ``embed``."""
     mro = type(embedder).__mro__

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from anchorline import Add, ConfigurationError, IndexBusy, Pipeline
-from anchorline.memory.embedders import HashingEmbedder
-from anchorline.memory.vector_index import Point, VectorIndex, point_id
+from anchorline.memory.index.embedders import HashingEmbedder
+from anchorline.memory.index.vector_index import Point, VectorIndex, point_id
 from anchorline.plugins.indexer import Indexer, payload
 
 
@@ -56,7 +56,7 @@ def found_by_own_text(pipeline: Pipeline, texts: dict[str, str]) -> set[str]:
 HOLDER = textwrap.dedent(
     """
     import sys
-    from anchorline.memory.vector_index import Point, VectorIndex
+    from anchorline.memory.index.vector_index import Point, VectorIndex
     index = VectorIndex(sys.argv[1], model="m", dimension=4, linger=600)
     index.upsert([Point("first", [1.0, 0.0, 0.0, 0.0], {"message_id": "first"})])
     index.flush()
@@ -339,7 +339,7 @@ def test_index_optimize_builds_the_graph_and_search_still_finds_every_message(
 def test_a_nearly_full_disk_holds_indexing_back_with_an_error_instead_of_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import anchorline.memory.edge_index as edge_index
+    import anchorline.memory.index.edge_index as edge_index
 
     db = str(tmp_path / "chat.db")
     with Pipeline.open(db, index="local", index_sync=True, load_entrypoints=False) as pipeline:

