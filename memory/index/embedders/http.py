@@ -18,7 +18,7 @@ import httpx
 from anchorline.errors import ConfigurationError, IndexUnavailable
 
 from ...retry import RetryPolicy
-from . import DEFAULT_EMBEDDER_URL
+from .environment import DEFAULT_EMBEDDER_URL
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: The vector length of OpenAI's own models, so that opening a pipeline needs no call.
