@@ -15,8 +15,9 @@ import pytest
 
 from anchorline import Add, ConfigurationError, IndexBusy, Pipeline
 from anchorline.memory.index.embedders import HashingEmbedder
+from anchorline.memory.index.sync import IndexSync, payload
 from anchorline.memory.index.vector_index import Point, VectorIndex, point_id
-from anchorline.plugins.indexer import Indexer, payload
+from anchorline.plugins.indexer import Indexer
 
 
 def indexer(pipeline: Pipeline) -> Indexer:
@@ -161,11 +162,11 @@ def test_a_folder_of_the_earlier_local_mode_is_rebuilt_as_edge_on_open(
 def test_a_long_refill_says_how_far_it_has_got(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import anchorline.plugins.indexer as indexer_module
+    import anchorline.memory.index.sync as sync_module
 
-    monkeypatch.setattr(indexer_module, "BATCH", 64)
-    monkeypatch.setattr(indexer_module, "ACK_EVERY", 16)  # one ack per batch of 64
-    monkeypatch.setattr(Indexer, "progress_every", 0.0)  # as if each batch took long
+    monkeypatch.setattr(sync_module, "BATCH", 64)
+    monkeypatch.setattr(sync_module, "ACK_EVERY", 16)  # one ack per batch of 64
+    monkeypatch.setattr(IndexSync, "progress_every", 0.0)  # as if each batch took long
     db = tmp_path / "chat.db"
     write_messages(db, 100)
     with Pipeline.open(str(db), index="local", index_sync=True, load_entrypoints=False) as p:
