@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from anchorline.memory.embedders import HashingEmbedder
-from anchorline.memory.vector_index import Point, VectorIndex, point_id
+from anchorline.memory.index.embedders import HashingEmbedder
+from anchorline.memory.index.vector_index import Point, VectorIndex, point_id
 from anchorline.ops import Add
 from anchorline.runner import Pipeline
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from anchorline.memory.embedders import (
+from anchorline.memory.index.embedders import (
     DEFAULT_EMBEDDER_URL,
     EMBEDDER_ENV,
     EMBEDDER_FORMS,
@@ -402,8 +402,8 @@ def cmd_index_optimize(args: argparse.Namespace) -> int:
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from anchorline.errors import IndexBusy, IndexUnavailable
-    from anchorline.memory.edge_index import optimize_in_child, read_meta
-    from anchorline.memory.vector_index import index_location
+    from anchorline.memory.index.edge_index import optimize_in_child, read_meta
+    from anchorline.memory.index.vector_index import index_location
 
     db = args.database or args.db
     check_location(db)
@@ -607,7 +607,7 @@ def _is_file(db: str) -> bool:
 
 
 def _index_location(args: argparse.Namespace) -> str:
-    from anchorline.memory.vector_index import index_location
+    from anchorline.memory.index.vector_index import index_location
 
     return index_location(args.index, args.db)
 

@@ -237,7 +237,7 @@ class Pipeline:
         if sweep_on_open is not None:
             sweep_on_open = check_older_than(sweep_on_open, "sweep_on_open")
         if isinstance(embedder, str):
-            from anchorline.memory.embedders import embedder_from_spec
+            from anchorline.memory.index.embedders import embedder_from_spec
 
             embedder = embedder_from_spec(embedder)
         settings = Settings(

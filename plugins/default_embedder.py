@@ -8,7 +8,7 @@ import os
 from anchorline.context import Context
 from anchorline.embedding import Embedder
 from anchorline.hookspecs import hookimpl
-from anchorline.memory.embedders import EMBEDDER_ENV, HashingEmbedder, embedder_from_spec
+from anchorline.memory.index.embedders import EMBEDDER_ENV, HashingEmbedder, embedder_from_spec
 from anchorline.settings import Settings
 
 

@@ -10,7 +10,7 @@ import pytest
 from anchorline.bench import QUICK
 from anchorline.bench.index import LocalMode, build_edge, build_local_mode
 from anchorline.cli import main
-from anchorline.memory.embedders import HashingEmbedder
+from anchorline.memory.index.embedders import HashingEmbedder
 
 
 def test_bench_index_times_both_indexes_and_compares_them(

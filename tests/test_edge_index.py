@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from anchorline import Add, ConfigurationError, IndexBusy, Pipeline
-from anchorline.memory.embedders import HashingEmbedder
-from anchorline.memory.vector_index import Point, VectorIndex, point_id
-from anchorline.plugins.indexer import Indexer, payload
+from anchorline.memory.index.embedders import HashingEmbedder
+from anchorline.memory.index.sync import IndexSync, payload
+from anchorline.memory.index.vector_index import Point, VectorIndex, point_id
+from anchorline.plugins.indexer import Indexer
 
 
 def indexer(pipeline: Pipeline) -> Indexer:
@@ -56,7 +57,7 @@ def found_by_own_text(pipeline: Pipeline, texts: dict[str, str]) -> set[str]:
 HOLDER = textwrap.dedent(
     """
     import sys
-    from anchorline.memory.vector_index import Point, VectorIndex
+    from anchorline.memory.index.vector_index import Point, VectorIndex
     index = VectorIndex(sys.argv[1], model="m", dimension=4, linger=600)
     index.upsert([Point("first", [1.0, 0.0, 0.0, 0.0], {"message_id": "first"})])
     index.flush()
@@ -161,11 +162,11 @@ def test_a_folder_of_the_earlier_local_mode_is_rebuilt_as_edge_on_open(
 def test_a_long_refill_says_how_far_it_has_got(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import anchorline.plugins.indexer as indexer_module
+    import anchorline.memory.index.sync as sync_module
 
-    monkeypatch.setattr(indexer_module, "BATCH", 64)
-    monkeypatch.setattr(indexer_module, "ACK_EVERY", 16)  # one ack per batch of 64
-    monkeypatch.setattr(Indexer, "progress_every", 0.0)  # as if each batch took long
+    monkeypatch.setattr(sync_module, "BATCH", 64)
+    monkeypatch.setattr(sync_module, "ACK_EVERY", 16)  # one ack per batch of 64
+    monkeypatch.setattr(IndexSync, "progress_every", 0.0)  # as if each batch took long
     db = tmp_path / "chat.db"
     write_messages(db, 100)
     with Pipeline.open(str(db), index="local", index_sync=True, load_entrypoints=False) as p:
@@ -339,7 +340,7 @@ def test_index_optimize_builds_the_graph_and_search_still_finds_every_message(
 def test_a_nearly_full_disk_holds_indexing_back_with_an_error_instead_of_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import anchorline.memory.edge_index as edge_index
+    import anchorline.memory.index.edge_index as edge_index
 
     db = str(tmp_path / "chat.db")
     with Pipeline.open(db, index="local", index_sync=True, load_entrypoints=False) as pipeline:

@@ -11,7 +11,7 @@ from itertools import pairwise
 
 import pytest
 
-from anchorline.memory.embedders import HashingEmbedder
+from anchorline.memory.index.embedders import HashingEmbedder
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from anchorline import Add, ConfigurationError, IndexUnavailable, Pipeline
-from anchorline.memory.http_embedder import HttpEmbedder
+from anchorline.memory.index.embedders.http import HttpEmbedder
 from anchorline.memory.retry import RetryPolicy
 
 DIMENSION = 8

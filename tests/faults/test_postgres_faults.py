@@ -23,8 +23,8 @@ import psycopg
 import pytest
 
 from anchorline import Add, Pipeline
-from anchorline.memory.embedders import HashingEmbedder
-from anchorline.memory.vector_index import VectorIndex
+from anchorline.memory.index.embedders import HashingEmbedder
+from anchorline.memory.index.vector_index import VectorIndex
 
 from ..support.pg_agents import CLAIM_BATCH
 from .conftest import finishes, knob

@@ -43,7 +43,7 @@ from anchorline import (
     UpdateContent,
     hookimpl,
 )
-from anchorline.plugins import indexer as indexer_module
+from anchorline.memory.index import sync as sync_module
 
 #: Waits out a restart or a killed connection, but gives up within a test's patience.
 PATIENT = RetryPolicy(initial_backoff=0.02, max_backoff=0.2, max_attempts=1000, deadline=30.0)
@@ -345,7 +345,7 @@ def index_worker(url: str, folder: str, go: str) -> dict[str, Any]:
         opener.search("open the folder")
         _ready()
         _wait_for(go)
-        indexer_module.BATCH = CLAIM_BATCH
+        sync_module.BATCH = CLAIM_BATCH
         with Pipeline.open(url, index=folder, load_entrypoints=False) as worker:
             _hold_folder(worker)
             stop.wait(GO_TIMEOUT)

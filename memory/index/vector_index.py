@@ -1,7 +1,7 @@
 """The vector index: a folder on this machine (Qdrant Edge), in memory, or a Qdrant server.
 
 A folder is a Qdrant Edge shard, which one process may open at a time (see
-:mod:`anchorline.memory.edge_index`): it is held only while it is being used, a
+:mod:`anchorline.memory.index.edge_index`): it is held only while it is being used, a
 process opens it to drain the outbox or to search, and one thread per process
 lets it go once it has been idle for ``linger`` seconds. A read (search, count,
 scan) of a folder another process holds is answered by that process. ``":memory:"`` and
@@ -223,7 +223,7 @@ class VectorIndex:
     ``location`` is ``":memory:"`` or a server URL (qdrant-client: a
     collection named after the embedder, created on first use with its
     dimension and cosine distance), or a folder: a Qdrant Edge shard (see
-    :mod:`anchorline.memory.edge_index`), which records the embedder it was
+    :mod:`anchorline.memory.index.edge_index`), which records the embedder it was
     built with (and ``spec``, the setting that names the embedder, if any). ``linger`` is
     how long a folder stays held once idle; ``wait``
     how long to wait for a folder held by another process.
