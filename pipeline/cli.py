@@ -339,7 +339,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _index_location_of(db: str) -> str:
-    from anchorline.memory.vector_index import index_location
+    from anchorline.memory.index.vector_index import index_location
 
     return index_location(DEFAULT_INDEX, db)
 
@@ -662,7 +662,7 @@ def _open(args: argparse.Namespace) -> Pipeline:
             if embedder is not None:
                 embedder_kind, _ = parse_embedder(embedder)
     if index is not None and needs.probe:
-        from anchorline.memory.vector_index import is_server
+        from anchorline.memory.index.vector_index import is_server
 
         if is_server(index) and (error := _unreachable(index, 6333)) is not None:
             # server_error's words, without importing qdrant_client (a second) to say them.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from anchorline import ConfigurationError, IndexUnavailable, StorageUnavailable
-from anchorline.memory.http_embedder import HttpEmbedder
+from anchorline.memory.index.embedders.http import HttpEmbedder
 from anchorline.memory.retry import RetryPolicy
 
 from .test_cli import line, run
