@@ -42,8 +42,6 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             {
                 "",
                 "cli",
-                "cli_changes",
-                "cli_ingest",
                 "aio",
                 "integrations",
                 "bench",

@@ -10,20 +10,25 @@ script can read on from the last ``cursor`` it printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
-from .changefeed import LARGEST
-from .errors import CursorExpired
-from .results import Change
-from .runner import Pipeline
+from ..changefeed import LARGEST
+from ..errors import CursorExpired
+from ..results import Change
+from ..runner import Pipeline
+from .common import CLIError, Needs, add_command, positive
+
+if TYPE_CHECKING:
+    from .common import Subcommands
 
 
-def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    """The command's arguments; ``count`` is the CLI's argparse type for numbers >= 1."""
+def add(sub: Subcommands) -> None:
+    parser = add_command(sub, "changes", run, Needs(index="unused"), before=take_database)
     parser.add_argument(
         "words",
         nargs="*",
@@ -37,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
         help="changes after cursor N (default: from the oldest the feed keeps)",
     )
     parser.add_argument(
-        "--limit", type=count, default=100, metavar="N", help="at most N (default 100)"
+        "--limit", type=positive, default=100, metavar="N", help="at most N (default 100)"
     )
     parser.add_argument(
         "--follow", action="store_true", help="then print changes as they commit, until ^C"
@@ -45,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
     parser.add_argument(
         "--before", type=_cursor, metavar="CURSOR", help="with trim: drop changes below CURSOR"
     )
-    parser.set_defaults(prepare=prepare)
 
 
 def _cursor(value: str) -> int:
@@ -58,9 +62,8 @@ def _cursor(value: str) -> int:
     return number
 
 
-def prepare(args: argparse.Namespace, CLIError: Callable[..., Exception]) -> None:
-    """Take the database from the positional words (before the pipeline opens);
-    ``CLIError`` is the CLI's usage error."""
+def take_database(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """Take the database from the positional words (before the pipeline opens)."""
     words: list[str] = args.words
     args.trim = bool(words) and words[0] == "trim"
     if args.trim:
@@ -73,6 +76,7 @@ def prepare(args: argparse.Namespace, CLIError: Callable[..., Exception]) -> Non
         raise CLIError(f"changes: one database, got {len(words)}: {' '.join(words)}", status=2)
     if words:
         args.db = words[0]
+    return contextlib.nullcontext()
 
 
 def _print(change: Change) -> None:
@@ -80,7 +84,7 @@ def _print(change: Change) -> None:
     sys.stdout.flush()
 
 
-def cmd_changes(pipeline: Pipeline, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     """Print the change feed (one JSON object per line), follow it, or trim it."""
     if args.trim:
         removed = pipeline.trim_changes(args.before)
