@@ -9,6 +9,7 @@ from .context import Context, UnitOfWork
 from .embedding import Embedder
 from .errors import (
     AnchorlineError,
+    ArchiveUnavailable,
     ConfigurationError,
     Conflict,
     CursorExpired,
@@ -18,6 +19,8 @@ from .errors import (
     InvalidOp,
     MessageNotFound,
     PluginError,
+    SnapshotCorrupt,
+    SnapshotMissing,
     StorageUnavailable,
 )
 from .hookspecs import hookimpl, hookspec
@@ -53,6 +56,7 @@ __all__ = [
     "Add",
     "Added",
     "AnchorlineError",
+    "ArchiveUnavailable",
     "AsyncPipeline",
     "AsyncStream",
     "Change",
@@ -86,6 +90,8 @@ __all__ = [
     "Reserve",
     "Reserved",
     "RetryPolicy",
+    "SnapshotCorrupt",
+    "SnapshotMissing",
     "StorageUnavailable",
     "Stream",
     "SweepReport",

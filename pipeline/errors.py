@@ -83,3 +83,17 @@ class CursorExpired(AnchorlineError, LookupError):
         )
         self.cursor = cursor
         self.oldest = oldest
+
+
+class ArchiveUnavailable(AnchorlineError, OSError):
+    """The object storage that holds archived conversations could not be reached, or
+    refused the request (credentials, permissions): nothing was moved."""
+
+
+class SnapshotMissing(AnchorlineError, LookupError):
+    """The archive holds no snapshot of a conversation that should be there."""
+
+
+class SnapshotCorrupt(AnchorlineError, ValueError):
+    """A conversation's snapshot is not one Anchorline can read back as written: its
+    checksum, format or contents are wrong. Nothing is written from it."""
