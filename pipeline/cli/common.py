@@ -238,9 +238,10 @@ def is_folder(location: str) -> bool:
     return location != ":memory:" and "://" not in location
 
 
-def message_text(message: Message) -> str:
+def shown_text(message: Message) -> str:
     """The content as ``show`` prints it: the text, each block on its own line (a block
-    without text by its type), its control characters escaped."""
+    without text by its type, where ``Message.text`` leaves it out), its control
+    characters escaped."""
     if isinstance(message.content, str):
         text = message.content or "(empty)"
     else:
@@ -255,7 +256,7 @@ def print_conversation(messages: Sequence[Message], *, table: bool = True) -> No
     if not table:
         for m in messages:
             out.print(Text(f"{visible(m.role)} {visible(m.status)} {visible(m.id)}"))
-            out.print(Text("\n".join(f"  {ln}" for ln in message_text(m).split("\n"))))
+            out.print(Text("\n".join(f"  {ln}" for ln in shown_text(m).split("\n"))))
         return
     grid = Table(show_lines=False, expand=False)
     grid.add_column("role")
@@ -264,7 +265,7 @@ def print_conversation(messages: Sequence[Message], *, table: bool = True) -> No
     grid.add_column("content", overflow="fold")
     for m in messages:
         grid.add_row(Text(visible(m.role)), Text(visible(m.status)), Text(visible(m.id)),
-                     Text(message_text(m)))  # fmt: skip
+                     Text(shown_text(m)))  # fmt: skip
     out.print(grid, soft_wrap=False)
 
 
