@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, out, positive, seconds, shown_text, visible
+from .common import Needs, add_command, positive, seconds
+from .output import out, shown_text, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands
