@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import attrs
 from rich.text import Text
 
-from anchorline.cli.common import CLIError, add_command, doc, out
+from anchorline.cli.common import CLIError, add_command, doc
+from anchorline.cli.output import out
 
 if TYPE_CHECKING:
     from anchorline.cli.common import Subcommands

@@ -3,8 +3,8 @@
 A compaction (:class:`~anchorline.ops.Compact`) is a row of the conversation's
 log with the role ``compaction``: its content is the summary, its metadata's
 ``first_kept_seq`` the first message it keeps. ``Pipeline.messages`` leaves
-these rows out unless asked for (``roles=["compaction"]``); :func:`context`
-reads them through the same read hook.
+these rows out unless asked for (``roles=["compaction"]``); :func:`model_context`
+(behind ``Pipeline.context``) reads them through the same read hook.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def latest_compaction(
     return found
 
 
-def context(pipeline: PipelineView, conversation_id: str, as_of_seq: int | None) -> list[Message]:
+def model_context(
+    pipeline: PipelineView, conversation_id: str, as_of_seq: int | None
+) -> list[Message]:
     """The latest compaction (if any), then every complete message from its
     ``first_kept_seq`` on, in seq order; with ``as_of_seq``, the same as it stood once
     that seq was written. Placeholders (an answer still streaming, or one whose stream

@@ -42,6 +42,19 @@ class Message:
     client_message_id: str | None = None
     seq: int = 0
 
+    @property
+    def text(self) -> str:
+        """The content string, or its ``text`` blocks joined by newlines (other blocks,
+        and a ``text`` block whose ``text`` is not a string, add nothing). Computed on
+        each read: a ``Message`` keeps only its fields."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(
+            block["text"]
+            for block in self.content
+            if block.get("type") == "text" and isinstance(block.get("text"), str)
+        )
+
 
 @attrs.frozen(kw_only=True)
 class Added:

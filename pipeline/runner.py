@@ -508,7 +508,8 @@ class Pipeline:
         written."""
         self._check_open()
         check_id("conversation_id", conversation_id)
-        return compaction.context(self, conversation_id, compaction.check_as_of_seq(as_of_seq))
+        as_of = compaction.check_as_of_seq(as_of_seq)
+        return compaction.model_context(self, conversation_id, as_of)
 
     # --- reads --------------------------------------------------------------
 

@@ -9,15 +9,8 @@ from anchorline.settings import Settings
 
 
 def message_text(message: Message) -> str:
-    """The text to embed: the content string, or the ``text`` blocks joined by newlines."""
-    if isinstance(message.content, str):
-        return message.content.strip()
-    parts = [
-        block["text"]
-        for block in message.content
-        if block.get("type") == "text" and isinstance(block.get("text"), str)
-    ]
-    return "\n".join(parts).strip()
+    """The text to embed: :attr:`Message.text <anchorline.Message.text>`, stripped."""
+    return message.text.strip()
 
 
 class TextExtraction:

@@ -64,7 +64,7 @@ def test_ci_runs_the_readme_commands(which: str) -> None:
 
 def test_reliability_md_names_tests_that_exist() -> None:
     text = (ROOT / "docs" / "reliability.md").read_text()
-    named = set(re.findall(r"`((?:faults/)?test_\w+\.py)(?:::(test_\w+))?`", text))
+    named = set(re.findall(r"`((?:faults/|contract/)?test_\w+\.py)(?:::(test_\w+))?`", text))
     assert len(named) > 20
     for module, test in named:
         source = (ROOT / "tests" / module).read_text()

@@ -30,18 +30,9 @@ from . import (
     show,
     sweep,
 )
-from .common import (
-    COMMON_OPTIONS,
-    DEBUG_ENV,
-    LOGGERS,
-    CLIError,
-    Parser,
-    add_common,
-    log_to_stderr,
-    say_error,
-    stdout_closed,
-)
+from .common import COMMON_OPTIONS, CLIError, Parser, add_common
 from .opening import check_text, open_pipeline, read_only
+from .output import DEBUG_ENV, LOGGERS, log_to_stderr, say_error, stdout_closed
 
 #: The commands, in the order ``--help`` lists them: each module adds its own.
 COMMANDS = (

@@ -10,8 +10,9 @@ from rich.text import Text
 
 from anchorline.memory.stores import check_location
 
-from .common import DEFAULT_INDEX, CLIError, add_command, is_file, out, progress, visible
+from .common import DEFAULT_INDEX, CLIError, add_command, is_file
 from .indexes import index_location
+from .output import out, progress, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -11,7 +11,8 @@ from rich.text import Text
 from ..ids import new_message_id
 from ..ops import Add, Reserve, UpdateContent
 from ..runner import Pipeline
-from .common import CLIError, Needs, add_command, out, print_conversation
+from .common import CLIError, Needs, add_command
+from .output import out, print_conversation
 
 if TYPE_CHECKING:
     from .common import Subcommands

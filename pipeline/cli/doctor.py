@@ -11,7 +11,8 @@ from rich.text import Text
 from anchorline.memory.stores import masked_text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, one_line, out
+from .common import Needs, add_command
+from .output import one_line, out
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -13,8 +13,9 @@ from rich.text import Text
 from anchorline.memory.stores import check_location
 
 from ..errors import IndexBusy, IndexUnavailable
-from .common import DEFAULT_INDEX, CLIError, Parser, add_command, is_folder, out, progress, visible
+from .common import DEFAULT_INDEX, CLIError, Parser, add_command, is_folder
 from .indexes import index_location, optimize_in_child, read_meta
+from .output import out, progress, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -13,7 +13,8 @@ from rich.text import Text
 from anchorline.memory.stores import masked
 
 from ..runner import Pipeline
-from .common import Needs, add_command, out, visible
+from .common import Needs, add_command
+from .output import out, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

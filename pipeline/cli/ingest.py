@@ -23,7 +23,8 @@ from ..ids import new_message_id
 from ..ops import PersistOp, UpdateContent
 from ..parsing import parse_op
 from ..runner import Pipeline
-from .common import CLIError, Needs, add_command, one_line, out
+from .common import CLIError, Needs, add_command
+from .output import one_line, out
 
 if TYPE_CHECKING:
     from .common import Subcommands

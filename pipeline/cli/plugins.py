@@ -12,8 +12,9 @@ from rich.text import Text
 from anchorline.memory.stores import masked_text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, out, visible
+from .common import Needs, add_command
 from .opening import args_index_location
+from .output import out, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -10,7 +10,8 @@ from rich.text import Text
 from anchorline.memory.stores import masked_text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, out, progress, visible
+from .common import Needs, add_command
+from .output import out, progress, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, message_text, out, positive, seconds, visible
+from .common import Needs, add_command, positive, seconds
+from .output import out, shown_text, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
         m = hit.message
         where = f" {visible(m.conversation_id)} {visible(m.role)} {visible(m.id)}"
         out.print(Text.assemble((f"{hit.score:.3f}", "bold"), where))
-        out.print(Text("\n".join(f"      {ln}" for ln in message_text(m).split("\n"))))
+        out.print(Text("\n".join(f"      {ln}" for ln in shown_text(m).split("\n"))))
     return 0

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..runner import Pipeline
-from .common import CLIError, Needs, add_command, print_conversation
+from .common import CLIError, Needs, add_command
+from .output import print_conversation
 
 if TYPE_CHECKING:
     from .common import Subcommands

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from ..runner import Pipeline
-from .common import Needs, add_command, out, seconds, visible
+from .common import Needs, add_command, seconds
+from .output import out, visible
 
 if TYPE_CHECKING:
     from .common import Subcommands

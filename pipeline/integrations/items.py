@@ -15,17 +15,6 @@ def item_content(item: dict[str, Any], block_type: str, text: str) -> Content:
     return [{"type": "text", "text": text}, item_block] if text else [item_block]
 
 
-def message_text(message: Message) -> str:
-    """The text of a message: the content string, or its ``text`` blocks joined."""
-    if isinstance(message.content, str):
-        return message.content
-    return "\n".join(
-        block["text"]
-        for block in message.content
-        if block.get("type") == "text" and isinstance(block.get("text"), str)
-    )
-
-
 def stored_item(message: Message, block_type: str) -> dict[str, Any] | None:
     """The item ``message`` holds in a ``block_type`` block, or ``None`` if it holds none
     (a message written some other way)."""

@@ -31,7 +31,7 @@ from anchorline.errors import Conflict
 from anchorline.ops import COMPACTION_ROLE, ROLES, Add, Compact, Delete
 from anchorline.results import Message
 
-from .items import item_content, message_text, stored_item
+from .items import item_content, stored_item
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -105,7 +105,7 @@ def as_item(message: Message) -> TResponseInputItem:
     item = stored_item(message, ITEM_TYPE)
     if item is None:
         role = "assistant" if message.role == "tool" else message.role
-        item = {"role": role, "content": message_text(message)}
+        item = {"role": role, "content": message.text}
     return cast("TResponseInputItem", item)
 
 
@@ -120,9 +120,10 @@ def as_items(message: Message) -> list[TResponseInputItem]:
         for block in blocks
         if block.get("type") == ITEM_TYPE and isinstance(block.get("item"), dict)
     ]
-    if items or not message_text(message):
+    text = message.text
+    if items or not text:
         return items
-    return [cast("TResponseInputItem", {"role": "user", "content": message_text(message)})]
+    return [cast("TResponseInputItem", {"role": "user", "content": text})]
 
 
 def summary(items: list[TResponseInputItem]) -> list[dict[str, Any]]:

@@ -44,7 +44,6 @@ from anchorline.results import Compacted, Message, PersistResult
 from anchorline.runner import Pipeline
 
 from .items import item_content, stored_item
-from .items import message_text as _text
 
 #: The ``type`` of the content block that holds a ``ModelMessage`` as JSON.
 ITEM_TYPE = "pydantic_ai.message"
@@ -111,7 +110,7 @@ def as_model_messages(messages: Sequence[Message]) -> list[ModelMessage]:
         if item is not None:
             items.append(item)
             continue
-        text = _text(message)
+        text = message.text
         if message.role == "user":
             items.append(ModelRequest(parts=[UserPromptPart(content=text)]))
         elif message.role == "system":
@@ -139,7 +138,7 @@ def load_history(pipeline: Pipeline, conversation_id: str) -> list[ModelMessage]
         ]
         if items:
             loaded.extend(ModelMessagesTypeAdapter.validate_python(items))
-        elif text := _text(message):
+        elif text := message.text:
             at = datetime.fromtimestamp(message.created_at / 1000, tz=UTC)
             loaded.append(ModelRequest(parts=[SystemPromptPart(content=text, timestamp=at)]))
     return loaded

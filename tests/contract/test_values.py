@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anchorline import Add, Pipeline, Update, UpdateContent
+from anchorline import Add, Pipeline, Reserve, Update, UpdateContent
 
 _names = itertools.count()
 
@@ -90,3 +90,28 @@ def test_any_json_value_reads_back_equal_before_and_after_an_update(
     read = pipeline.get(added.id)
     assert read is not None
     assert (read.content, read.metadata) == (final, {**first, **second})
+
+
+def test_the_text_of_a_message_is_its_string_or_its_text_blocks_joined(
+    pipeline: Pipeline,
+) -> None:
+    said = " Lisbon at 9:40\n"  # kept as written: nothing is stripped
+    blocks = [
+        {"type": "text", "text": "It rains"},
+        {"type": "image", "url": "https://example.com/rain.png"},
+        {"type": "text", "text": 14},  # not a string: no text
+        {"type": "tool_result", "output": "14 degrees"},
+        {"type": "text", "text": "in Lisbon."},
+    ]
+    plain = pipeline.persist(Add(conversation_id="c", role="user", content=said)).message
+    mixed = pipeline.persist(Add(conversation_id="c", role="tool", content=blocks)).message
+    placeholder = pipeline.persist(Reserve(conversation_id="c", role="assistant")).message
+    expected = {plain.id: said, mixed.id: "It rains\nin Lisbon.", placeholder.id: ""}
+    assert {m.id: m.text for m in (plain, mixed, placeholder)} == expected
+    assert {m.id: m.text for m in pipeline.messages("c")} == expected
+    read = pipeline.get(mixed.id)
+    assert read is not None and read.text == "It rains\nin Lisbon."
+    finished = pipeline.persist(
+        UpdateContent(message_id=placeholder.id, content=[{"type": "text", "text": "Yes."}])
+    ).message
+    assert finished.text == "Yes."

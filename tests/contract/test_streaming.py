@@ -23,9 +23,9 @@ from anchorline import (
     UpdateContent,
     hookimpl,
 )
-from anchorline.plugins.in_memory import InMemoryTerminal
 from anchorline.streaming import StreamState
-from tests.conftest import TERMINALS
+
+from ..support.stores import TERMINALS, open_pipeline
 
 
 class Writes:
@@ -266,14 +266,8 @@ def test_a_final_write_after_another_writer_wrote_is_refused_and_the_other_strea
 @pytest.fixture(params=TERMINALS)
 def limited(request: pytest.FixtureRequest, db_path: str) -> Iterator[Pipeline]:
     """A pipeline on each store that refuses content over 100 bytes."""
-    options: dict[str, Any] = {"limits": Limits(max_content_bytes=100), "load_entrypoints": False}
-    if request.param == "sqlite":
-        opened = Pipeline.open(db_path, **options)
-    elif request.param == "postgres":
-        opened = Pipeline.open(request.getfixturevalue("postgres_url"), **options)
-    else:
-        opened = Pipeline.open(":memory:", terminal=InMemoryTerminal(), **options)
-    with opened:
+    limits = Limits(max_content_bytes=100)
+    with open_pipeline(request.param, request, db_path, limits=limits) as opened:
         yield opened
 
 

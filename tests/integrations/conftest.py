@@ -1,0 +1,18 @@
+"""The adapters run over every store, as the contract suite does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from anchorline import Pipeline
+
+from ..support.stores import TERMINALS, open_pipeline
+
+
+@pytest.fixture(params=TERMINALS)
+def pipeline(request: pytest.FixtureRequest, db_path: str) -> Iterator[Pipeline]:
+    """One pipeline per store, each adapter's tests run on every one."""
+    with open_pipeline(request.param, request, db_path) as opened:
+        yield opened
